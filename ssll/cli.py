@@ -1,0 +1,130 @@
+"""The ``ssll`` command line: one subcommand per pipeline stage.
+
+Subcommands only parse arguments and call the stage's ``run_*`` function. Domain errors
+(:class:`~ssll.errors.SsllError`) become one line on stderr, ``ssll <command>: [<subject>:] <message>``,
+and exit code 2; bad settings (``ValueError``) exit with 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ssll import __version__
+from ssll.errors import SsllError
+from ssll.subjects import validate_subject_id
+
+__all__ = ["main", "build_parser"]
+
+log = logging.getLogger("ssll")
+
+
+
+
+
+
+def _params(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--params is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ValueError("--params must be a JSON object")
+    return value
+
+
+# ---------------------------------------------------------------- ingest
+def _add_ingest(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--image", help="4D cine NIfTI or a folder holding one DICOM cine series")
+    g.add_argument("--ed-image", help="3D ED volume (with --es-image)")
+    p.add_argument("--es-image", help="3D ES volume (with --ed-image)")
+    p.add_argument("--ed", type=int, default=None, help="ED frame index (0-based); default 0")
+    p.add_argument("--es", type=int, default=None, help="ES frame index (0-based); default: largest change from ED")
+    p.add_argument("--out-ed", required=True)
+    p.add_argument("--out-es", required=True)
+    p.add_argument("--out-record", required=True, help="JSON: chosen frames and how")
+
+
+def _run_ingest(a: argparse.Namespace) -> None:
+    from ssll.ingest import run_ingest
+
+    ph = run_ingest(
+        image=a.image, ed_image=a.ed_image, es_image=a.es_image, ed=a.ed, es=a.es,
+        out_ed=a.out_ed, out_es=a.out_es, out_record=a.out_record,
+    )
+    log.info("ED frame %d (%s), ES frame %d (%s)", ph.ed, ph.ed_method, ph.es, ph.es_method)
+
+
+# ---------------------------------------------------------------- preprocess
+def _add_preprocess(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--image", required=True, help="3D short-axis NIfTI")
+    p.add_argument("--out-image", required=True, help="working-grid image (NIfTI)")
+    p.add_argument("--out-record", required=True, help="grid record JSON (transform back to the input grid)")
+    p.add_argument("--labels", help="optional label map on the image grid")
+    p.add_argument("--labels-convention", default="canonical", help="acdc, ukbb, mnms, 4dsegment or canonical")
+    p.add_argument("--out-labels", help="canonical labels on the working grid")
+    p.add_argument("--params", help="JSON object: the preprocess config section")
+
+
+def _run_preprocess(a: argparse.Namespace) -> None:
+    from ssll.preprocess import PreprocessConfig, run_preprocess
+
+    run_preprocess(
+        image=a.image, out_image=a.out_image, out_record=a.out_record,
+        cfg=PreprocessConfig.from_mapping(_params(a.params)),
+        labels=a.labels, labels_convention=a.labels_convention, out_labels=a.out_labels,
+    )
+
+
+_REGISTRY: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], Any]]] = [
+    ("ingest", "study (4D NIfTI, DICOM cine or ED/ES files) -> ED and ES volumes", _add_ingest, _run_ingest),
+    ("preprocess", "resample to 1.25x1.25x2 mm, fit to 192x192x80, clip and scale intensities", _add_preprocess, _run_preprocess),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog="ssll", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"ssll {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, help_text, add, run in _REGISTRY:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--subject", default=None, help="subject id, named in error messages")
+        add(p)
+        p.set_defaults(_run=run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``ssll`` console script. Returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.captureWarnings(True)
+    warnings.simplefilter("default")
+    prefix = f"ssll {args.command}: "
+    try:
+        if args.subject is not None:
+            validate_subject_id(args.subject)
+            prefix += f"{args.subject}: "
+        result = args._run(args)
+    except SsllError as exc:
+        print(f"{prefix}error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"{prefix}invalid setting: {exc}", file=sys.stderr)
+        return 3
+    return int(result) if isinstance(result, int) else 0

@@ -1,0 +1,147 @@
+"""The canonical label convention, the six landmarks, and mappings from other conventions.
+
+Canonical segmentation labels (Duan et al. 2019, Fig 3 right)::
+
+    0 background, 1 LV cavity, 2 LV wall (myocardium), 3 RV cavity, 4 RV wall
+
+Landmark labels (Fig 3 middle), 0 is background::
+
+    1 LV lateral wall mid-point, 2 RV anterior insert point, 3 RV inferior insert point,
+    4 RV lateral wall turning point, 5 apex, 6 mitral valve centre
+
+Other datasets are mapped to canonical labels by explicit tables. A label map holding a value
+that its declared convention does not define raises :class:`~ssll.errors.LabelError`: a
+mismatch is never guessed away.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+import numpy as np
+
+from ssll.errors import LabelError
+from ssll.types import Array
+
+__all__ = [
+    "Label",
+    "Landmark",
+    "CONVENTIONS",
+    "N_CLASSES",
+    "N_LANDMARK_CLASSES",
+    "to_canonical",
+    "from_canonical",
+    "check_canonical",
+]
+
+
+class Label(IntEnum):
+    """Canonical segmentation labels."""
+
+    BACKGROUND = 0
+    LV_CAVITY = 1
+    LV_WALL = 2
+    RV_CAVITY = 3
+    RV_WALL = 4
+
+
+class Landmark(IntEnum):
+    """The six landmarks of Duan et al. 2019 (Fig 3), as landmark-map labels 1..6."""
+
+    LV_LATERAL_WALL = 1
+    RV_INSERT_ANTERIOR = 2
+    RV_INSERT_INFERIOR = 3
+    RV_LATERAL_TURNING = 4
+    APEX = 5
+    MITRAL_VALVE_CENTRE = 6
+
+
+N_CLASSES = len(Label)  # 5
+N_LANDMARK_CLASSES = len(Landmark) + 1  # 7, background included
+
+#: Mapping from each known convention's label values to canonical labels.
+CONVENTIONS: dict[str, dict[int, int]] = {
+    "canonical": {0: 0, 1: 1, 2: 2, 3: 3, 4: 4},
+    # ACDC: 1 RV cavity, 2 myocardium, 3 LV cavity (no RV wall).
+    "acdc": {0: 0, 1: 3, 2: 2, 3: 1},
+    # M&Ms, UK Biobank, ukbb_cardiac: 1 LV cavity, 2 myocardium, 3 RV cavity.
+    "ukbb": {0: 0, 1: 1, 2: 2, 3: 3},
+    "mnms": {0: 0, 1: 1, 2: 2, 3: 3},
+    # 4Dsegment: 1 LV cavity, 2 LV wall, 3 RV wall, 4 RV cavity.
+    "4dsegment": {0: 0, 1: 1, 2: 2, 3: 4, 4: 3},
+}
+
+
+def _table(convention: str) -> dict[int, int]:
+    try:
+        return CONVENTIONS[convention]
+    except KeyError:
+        raise LabelError(
+            f"unknown label convention {convention!r}; known: {', '.join(sorted(CONVENTIONS))}"
+        ) from None
+
+
+def _check_integer(labels: Array, what: str) -> Array:
+    arr = np.asarray(labels)
+    if arr.dtype.kind == "f":
+        if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
+            raise LabelError(f"{what}: label map holds non-integer values")
+    elif arr.dtype.kind not in "iub":
+        raise LabelError(f"{what}: label map has non-numeric dtype {arr.dtype}")
+    return arr.astype(np.int64, copy=False)
+
+
+def to_canonical(labels: Array, convention: str, *, what: str = "label map") -> Array:
+    """Map a label map from ``convention`` to canonical labels.
+
+    Args:
+        labels: integer label map of any shape.
+        convention: one of :data:`CONVENTIONS`.
+        what: name of the source (file, subject) used in error messages.
+
+    Returns:
+        ``uint8`` array of the same shape with canonical labels.
+
+    Raises:
+        LabelError: the map holds a value the convention does not define.
+    """
+    table = _table(convention)
+    arr = _check_integer(labels, what)
+    present = np.unique(arr)
+    unknown = [int(v) for v in present if int(v) not in table]
+    if unknown:
+        raise LabelError(
+            f"{what}: values {unknown} are not labels of the {convention!r} convention "
+            f"(allowed {sorted(table)})"
+        )
+    lut = np.zeros(max(table) + 1, dtype=np.uint8)
+    for src, dst in table.items():
+        lut[src] = dst
+    return lut[arr]
+
+
+def from_canonical(labels: Array, convention: str, *, what: str = "label map") -> Array:
+    """Map canonical labels to ``convention`` (inverse of :func:`to_canonical`).
+
+    Raises:
+        LabelError: a canonical label has no counterpart in ``convention`` (e.g. RV wall in ACDC).
+    """
+    table = _table(convention)
+    inverse = {dst: src for src, dst in table.items()}
+    arr = check_canonical(labels, what=what)
+    missing = [int(v) for v in np.unique(arr) if int(v) not in inverse]
+    if missing:
+        raise LabelError(f"{what}: canonical labels {missing} have no {convention!r} counterpart")
+    lut = np.zeros(N_CLASSES, dtype=np.uint8)
+    for dst, src in inverse.items():
+        lut[dst] = src
+    return lut[arr]
+
+
+def check_canonical(labels: Array, *, what: str = "label map") -> Array:
+    """Return ``labels`` as ``uint8`` after checking it holds only canonical values 0..4.
+
+    Raises:
+        LabelError: a value outside 0..4 is present.
+    """
+    return to_canonical(labels, "canonical", what=what)

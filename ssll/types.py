@@ -1,0 +1,53 @@
+"""Domain type aliases and the :class:`Volume` container.
+
+Conventions used everywhere in ``ssll``:
+
+* Arrays are indexed ``[i, j, k]`` (and ``[i, j, k, t]`` for cine) in NIfTI voxel order;
+  axis 2 (``k``) is the short-axis slice-stacking direction.
+* ``affine`` is the 4x4 NIfTI matrix from voxel index ``(i, j, k, 1)`` to world coordinates
+  in millimetres, RAS+: x increases towards the patient's Right, y towards Anterior, z towards
+  Superior. DICOM positions (LPS+) are converted on reading by negating x and y.
+* Spacing is in millimetres, volumes in millilitres (ml), masses in grams (g).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["PathLike", "Array", "Volume"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+Array = npt.NDArray[Any]
+
+
+@dataclass
+class Volume:
+    """An image or label map on a grid in world space.
+
+    Attributes:
+        array: voxel data, shape ``(I, J, K)`` or ``(I, J, K, T)``, NIfTI voxel order.
+        affine: float64 ``(4, 4)`` voxel index -> world RAS+ coordinates in mm.
+        header: optional source NIfTI header, kept so that outputs on the original grid carry
+            exactly the input's geometry fields (sform and qform) and land where the input was
+            for any reader.
+    """
+
+    array: Array
+    affine: Array
+    header: Any = field(default=None, repr=False)
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Voxel size along i, j, k in mm (column norms of the affine)."""
+        s = np.linalg.norm(self.affine[:3, :3], axis=0)
+        return (float(s[0]), float(s[1]), float(s[2]))
+
+    @property
+    def shape3(self) -> tuple[int, int, int]:
+        """The spatial shape ``(I, J, K)``."""
+        return tuple(int(n) for n in self.array.shape[:3])  # type: ignore[return-value]

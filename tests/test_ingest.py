@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from conftest import SHARED_DATA, write_dicom_series, write_nifti
+from ssll.errors import DicomError, InputImageError
+from ssll.ingest import choose_phases, es_from_lv_volumes, read_dicom_cine, run_ingest
+
+
+def _cine(n_frames: int = 8, es: int = 5) -> np.ndarray:
+    ii, jj, kk = np.meshgrid(np.arange(24), np.arange(24), np.arange(5), indexing="ij")
+    r = np.sqrt((ii - 12) ** 2 + (jj - 12) ** 2)
+    radii = 8 - 5 * np.sin(np.pi * np.arange(n_frames) / (2 * es)).clip(0) ** 2
+    radii[es + 1 :] = np.linspace(radii[es], 8, n_frames - es)[1:]
+    frames = [(r < rad) * 300.0 + 50.0 for rad in radii]
+    return np.stack(frames, axis=-1).astype(np.float32)
+
+
+def test_es_is_largest_change_from_ed() -> None:
+    ph = choose_phases(_cine(es=5))
+    assert (ph.ed, ph.es) == (0, 5)
+    assert ph.es_method == "max intensity change"
+
+
+def test_phases_can_be_given() -> None:
+    ph = choose_phases(_cine(), ed=1, es=3)
+    assert (ph.ed, ph.es, ph.ed_method, ph.es_method) == (1, 3, "given", "given")
+
+
+def test_phase_out_of_range() -> None:
+    with pytest.raises(InputImageError, match="ES frame 9 is out of range 0..7"):
+        choose_phases(_cine(), es=9)
+
+
+def test_es_from_lv_volumes() -> None:
+    assert es_from_lv_volumes(np.array([150.0, 120.0, 70.0, 90.0, 140.0])) == 2
+    with pytest.raises(ValueError, match="finite 1D"):
+        es_from_lv_volumes(np.array([np.nan, 1.0]))
+
+
+def test_run_ingest_4d_keeps_geometry(tmp_path: Path) -> None:
+    aff = np.array([[0, -1.4, 0, 20], [1.4, 0, 0, -5], [0, 0, 8, 3], [0, 0, 0, 1.0]])
+    write_nifti(tmp_path / "cine.nii.gz", _cine(), aff)
+    ph = run_ingest(image=tmp_path / "cine.nii.gz", out_ed=tmp_path / "ed.nii.gz", out_es=tmp_path / "es.nii.gz",
+                    out_record=tmp_path / "rec.json")
+    assert (ph.ed, ph.es) == (0, 5)
+    es = nib.load(str(tmp_path / "es.nii.gz"))
+    assert es.shape == (24, 24, 5)
+    np.testing.assert_allclose(es.affine, aff, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(es.dataobj), _cine()[..., 5])
+
+
+def test_dicom_series_is_ordered_and_placed(tmp_path: Path) -> None:
+    expected, affine = write_dicom_series(tmp_path / "s")
+    vol = read_dicom_cine(tmp_path / "s")
+    np.testing.assert_array_equal(vol.array, expected)
+    np.testing.assert_allclose(vol.affine, affine, atol=1e-3)
+
+
+def test_dicom_missing_image(tmp_path: Path) -> None:
+    write_dicom_series(tmp_path / "s", skip={(1, 2)})
+    with pytest.raises(DicomError, match="missing images"):
+        read_dicom_cine(tmp_path / "s")
+
+
+def test_dicom_missing_slice(tmp_path: Path) -> None:
+    write_dicom_series(tmp_path / "s", n_slices=5, skip={(2, t) for t in range(3)})
+    with pytest.raises(DicomError, match="uneven slice spacing"):
+        read_dicom_cine(tmp_path / "s")
+
+
+def test_dicom_duplicate_slice(tmp_path: Path) -> None:
+    write_dicom_series(tmp_path / "s", duplicate=(1, 1))
+    with pytest.raises(DicomError, match="duplicate images|missing images"):
+        read_dicom_cine(tmp_path / "s")
+
+
+def test_dicom_mixed_orientation(tmp_path: Path) -> None:
+    write_dicom_series(tmp_path / "s", tilt_slice=3)
+    with pytest.raises(DicomError, match="mixed orientations"):
+        read_dicom_cine(tmp_path / "s")
+
+
+def test_dicom_empty_folder(tmp_path: Path) -> None:
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "notes.txt").write_text("nothing")
+    with pytest.raises(DicomError, match="no readable DICOM"):
+        read_dicom_cine(tmp_path / "e")
+
+
+@pytest.mark.real_data
+def test_sunnybrook_real_series() -> None:
+    folder = SHARED_DATA / "sunnybrook" / "dicoms" / "SCD0000101"
+    if not folder.is_dir():
+        pytest.skip("Sunnybrook data absent")
+    vol = read_dicom_cine(folder)
+    assert vol.array.shape == (256, 256, 12, 20)
+    np.testing.assert_allclose(vol.spacing, (1.367188, 1.367188, 10.0), atol=1e-3)
