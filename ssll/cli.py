@@ -84,9 +84,111 @@ def _run_preprocess(a: argparse.Namespace) -> None:
     )
 
 
+# ---------------------------------------------------------------- segment
+def _add_segment(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", default=None, help="weights .pt with its model card .json beside it; default: shipped SSLLN-LR")
+    p.add_argument("--manifest", help="TSV with columns subject, phase, image, record, out_dir (many volumes, one model load)")
+    p.add_argument("--image", action="append", help="preprocessed working-grid image (repeat for several)")
+    p.add_argument("--record", action="append", help="its grid record JSON (one per --image)")
+    p.add_argument("--phase", action="append", help="phase name for output file names, ED or ES (one per --image)")
+    p.add_argument("--out-dir", help="output folder")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--allow-failures", action="store_true",
+                   help="exit 0 when some volumes failed (their <phase>_error.txt says why)")
+
+
+def _run_segment(a: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import pandas as pd
+
+    from ssll.errors import SsllError
+    from ssll.nn.infer import SegmentItem, default_weights, run_segment
+
+    if a.manifest:
+        df = pd.read_csv(a.manifest, sep="\t", dtype=str)
+        missing = {"subject", "phase", "image", "record", "out_dir"} - set(df.columns)
+        if missing:
+            raise SsllError(f"{a.manifest}: manifest lacks columns {sorted(missing)}")
+        items = [SegmentItem(validate_subject_id(r.subject), r.phase, Path(r.image), Path(r.record), Path(r.out_dir))
+                 for r in df.itertuples()]
+    else:
+        if not (a.image and a.record and a.out_dir):
+            raise SsllError("segment: give --manifest, or --image, --record and --out-dir")
+        phases = a.phase or ["ED"] * len(a.image)
+        if not (len(a.image) == len(a.record) == len(phases)):
+            raise SsllError("segment: give one --record and one --phase per --image")
+        items = [SegmentItem(a.subject or "subject", ph, Path(im), Path(rc), Path(a.out_dir))
+                 for im, rc, ph in zip(a.image, a.record, phases)]
+    failures = run_segment(items, a.weights or default_weights("sslln_lr"), batch_size=a.batch_size)
+    log.info("segmented %d of %d volumes", len(items) - len(failures), len(items))
+    return 0 if not failures or a.allow_failures else 2
+
+
+# ---------------------------------------------------------------- landmarks
+def _add_landmarks(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--landmark-map", required=True, help="landmark map NIfTI from ssll segment")
+    p.add_argument("--confidence", help="landmark confidence JSON from ssll segment")
+    p.add_argument("--out-json", required=True)
+    p.add_argument("--out-csv", required=True)
+    p.add_argument("--out-map", required=True, help="NIfTI with a small ball at each landmark")
+
+
+def _run_landmarks(a: argparse.Namespace) -> None:
+    from ssll.landmarks import run_landmarks
+
+    run_landmarks(landmark_map_path=a.landmark_map, confidence_path=a.confidence, out_json=a.out_json,
+                  out_csv=a.out_csv, out_map=a.out_map)
+
+
+# ---------------------------------------------------------------- landmarks-from-labels
+def _add_landmarks_from_labels(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--labels", required=True, help="label map NIfTI")
+    p.add_argument("--convention", default="canonical", help="label convention of the file")
+    p.add_argument("--out-json", required=True)
+    p.add_argument("--out-csv", required=True)
+    p.add_argument("--out-map", required=True)
+
+
+def _run_landmarks_from_labels(a: argparse.Namespace) -> None:
+    import tempfile
+    from pathlib import Path
+
+    from ssll.io import load_labels, save_nifti
+    from ssll.landmarks import landmark_map, landmarks_from_labels, run_landmarks
+    from ssll.types import Volume
+
+    lab = load_labels(a.labels, a.convention)
+    pts = landmarks_from_labels(lab.array, lab.affine, what=a.labels)
+    with tempfile.TemporaryDirectory() as d:
+        m = Path(d) / "map.nii.gz"
+        save_nifti(m, Volume(landmark_map(pts, lab.shape3, lab.affine, radius_mm=0.1), lab.affine), dtype="uint8")
+        run_landmarks(landmark_map_path=str(m), out_json=a.out_json, out_csv=a.out_csv, out_map=a.out_map)
+
+
+# ---------------------------------------------------------------- train
+def _add_train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="training YAML (see config/train_lr.yaml)")
+
+
+def _run_train(a: argparse.Namespace) -> None:
+    import yaml
+
+    from ssll.nn.train import TrainConfig, train
+
+    with open(a.config) as fh:
+        cfg = TrainConfig.from_mapping(yaml.safe_load(fh) or {})
+    log.info("weights written to %s", train(cfg))
+
+
 _REGISTRY: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], Any]]] = [
     ("ingest", "study (4D NIfTI, DICOM cine or ED/ES files) -> ED and ES volumes", _add_ingest, _run_ingest),
     ("preprocess", "resample to 1.25x1.25x2 mm, fit to 192x192x80, clip and scale intensities", _add_preprocess, _run_preprocess),
+    ("segment", "SSLLN: segmentation (5 classes) and landmark maps for many volumes, one model load", _add_segment, _run_segment),
+    ("landmarks", "landmark map -> 6 landmarks in world mm (JSON, CSV, NIfTI)", _add_landmarks, _run_landmarks),
+    ("landmarks-from-labels", "the 6 landmarks derived geometrically from a segmentation", _add_landmarks_from_labels,
+     _run_landmarks_from_labels),
+    ("train", "train SSLLN from a YAML config (checkpointed, resumable)", _add_train, _run_train),
 ]
 
 

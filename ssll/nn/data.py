@@ -1,0 +1,164 @@
+"""Training data: a cache of working-grid volumes, and on-the-fly augmentation with SimpleITK.
+
+Each cached sample is an ``.npz`` with ``image`` (float16, ``(192, 192, 80)`` in [0, 1]),
+``seg`` (uint8 canonical labels), ``lmk`` (uint8 landmark map), ``points`` ((6, 3) voxel
+coordinates) and ``has_rv_wall`` (bool). Augmentation follows Duan et al. 2019, Section III-B:
+intensity rescaling and a 3D random affine about the volume centre (in-plane translation,
+isotropic scaling, rotation about one random axis), applied consistently to image, labels and
+landmark map; then a random in-plane crop (the network is fully convolutional in-plane, so
+training on crops is exact at inference on the full grid and cuts CPU time).
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from torch.utils.data import Dataset
+
+from ssll.errors import SsllError
+from ssll.io import load_image, load_labels
+from ssll.landmarks import landmark_map, landmarks_from_labels
+from ssll.labels import Label
+from ssll.preprocess import WORKING_SPACING, labels_to_working, preprocess_volume
+from ssll.types import Array
+
+__all__ = ["AugmentConfig", "VolumeDataset", "acdc_cases", "cache_acdc", "augment"]
+
+
+def acdc_cases(root: str | Path) -> list[dict[str, object]]:
+    """List ACDC training cases: one dict per patient and phase (paths, group, frame)."""
+    out = []
+    for pdir in sorted(Path(root).glob("patient[0-9][0-9][0-9]")):
+        info = {}
+        for line in (pdir / "Info.cfg").read_text().splitlines():
+            if ":" in line:
+                k, v = line.split(":", 1)
+                info[k.strip()] = v.strip()
+        for phase in ("ED", "ES"):
+            fr = int(info[phase])
+            out.append({
+                "patient": pdir.name,
+                "group": info.get("Group", ""),
+                "phase": phase,
+                "image": pdir / f"{pdir.name}_frame{fr:02d}.nii.gz",
+                "labels": pdir / f"{pdir.name}_frame{fr:02d}_gt.nii.gz",
+            })
+    return out
+
+
+def cache_acdc(root: str | Path, cache_dir: str | Path, *, radius_mm: float = 4.0) -> list[Path]:
+    """Preprocess every ACDC case into ``cache_dir`` (skips cases already cached)."""
+    cache = Path(cache_dir)
+    cache.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for case in acdc_cases(root):
+        dest = cache / f"{case['patient']}_{case['phase']}.npz"
+        paths.append(dest)
+        if dest.exists():
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = load_image(case["image"])  # type: ignore[arg-type]
+            lab = load_labels(case["labels"], "acdc")  # type: ignore[arg-type]
+        work, rec = preprocess_volume(img)
+        seg = labels_to_working(lab.array, rec)
+        pts = landmarks_from_labels(seg, rec.working_affine, what=str(case["labels"]))
+        lmk = landmark_map(pts, seg.shape, rec.working_affine, radius_mm=radius_mm)
+        tmp = dest.with_suffix(".tmp.npz")
+        np.savez_compressed(tmp, image=work.array.astype(np.float16), seg=seg, lmk=lmk, points=pts,
+                            has_rv_wall=np.bool_((seg == Label.RV_WALL).any()), group=str(case["group"]))
+        tmp.replace(dest)
+    return paths
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Augmentation ranges. Angles in degrees, translation in mm, scale as a factor."""
+
+    rotate_deg: float = 15.0
+    translate_mm: float = 15.0
+    scale: tuple[float, float] = (0.9, 1.1)
+    gamma: tuple[float, float] = (0.7, 1.4)
+    intensity_scale: tuple[float, float] = (0.9, 1.1)
+    crop: int = 128
+
+
+def _to_sitk(arr: Array) -> sitk.Image:
+    im = sitk.GetImageFromArray(np.ascontiguousarray(arr.transpose(2, 1, 0)))
+    im.SetSpacing(tuple(float(s) for s in WORKING_SPACING))
+    return im
+
+
+def _from_sitk(im: sitk.Image) -> Array:
+    return sitk.GetArrayFromImage(im).transpose(2, 1, 0)
+
+
+def augment(image: Array, seg: Array, lmk: Array, cfg: AugmentConfig, rng: np.random.Generator) -> tuple[Array, Array, Array]:
+    """Random affine (about the grid centre) and intensity change; arrays ``(I, J, K)``."""
+    shape = image.shape
+    ref = _to_sitk(np.zeros(shape, np.float32))
+    centre = [(n - 1) / 2 * s for n, s in zip(shape, WORKING_SPACING)]
+    axis = int(rng.integers(3))
+    ang = np.deg2rad(rng.uniform(-cfg.rotate_deg, cfg.rotate_deg)) * (1.0 if axis == 2 else 0.5)
+    c, s = np.cos(ang), np.sin(ang)
+    rot = np.eye(3)
+    a, b = [d for d in range(3) if d != axis]
+    rot[a, a], rot[a, b], rot[b, a], rot[b, b] = c, -s, s, c
+    scale = rng.uniform(*cfg.scale)
+    tx = sitk.AffineTransform(3)
+    tx.SetCenter(centre)
+    tx.SetMatrix((rot / scale).ravel().tolist())
+    t = rng.uniform(-cfg.translate_mm, cfg.translate_mm, size=2)
+    tx.SetTranslation((float(t[0]), float(t[1]), 0.0))
+    img = _from_sitk(sitk.Resample(_to_sitk(image.astype(np.float32)), ref, tx, sitk.sitkLinear, 0.0))
+    sg = _from_sitk(sitk.Resample(_to_sitk(seg), ref, tx, sitk.sitkNearestNeighbor, 0))
+    lm = _from_sitk(sitk.Resample(_to_sitk(lmk), ref, tx, sitk.sitkNearestNeighbor, 0))
+    img = np.clip(img, 0, 1) ** rng.uniform(*cfg.gamma) * rng.uniform(*cfg.intensity_scale)
+    return np.clip(img, 0, 1).astype(np.float32), sg, lm
+
+
+class VolumeDataset(Dataset):
+    """Cached working-grid samples as tensors ``(S, H, W)`` image, ``(S, H, W)`` seg and landmarks.
+
+    Args:
+        files: cached ``.npz`` samples.
+        augment_cfg: augmentation settings, or None for none (validation: full grid, no crop).
+        seed: base seed; each item's generator derives from it, the epoch and the index.
+    """
+
+    def __init__(self, files: Sequence[Path], augment_cfg: AugmentConfig | None = None, seed: int = 0) -> None:
+        self.files = list(files)
+        self.cfg = augment_cfg
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        with np.load(self.files[i]) as z:
+            image = z["image"].astype(np.float32)
+            seg, lmk = z["seg"], z["lmk"]
+            has_rv_wall = bool(z["has_rv_wall"])
+        if self.cfg is not None:
+            rng = np.random.default_rng([self.seed, self.epoch, i])
+            image, seg, lmk = augment(image, seg, lmk, self.cfg, rng)
+            n = self.cfg.crop
+            if n < image.shape[0]:
+                o = rng.integers(0, image.shape[0] - n + 1, size=2)
+                sl = (slice(o[0], o[0] + n), slice(o[1], o[1] + n))
+                image, seg, lmk = image[sl], seg[sl], lmk[sl]
+        # [i, j, k] -> [k, i, j]
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+            "seg": torch.from_numpy(np.ascontiguousarray(seg.transpose(2, 0, 1)).astype(np.int64)),
+            "lmk": torch.from_numpy(np.ascontiguousarray(lmk.transpose(2, 0, 1)).astype(np.int64)),
+            "has_rv_wall": torch.tensor(has_rv_wall),
+        }

@@ -1,0 +1,215 @@
+"""Inference: load shipped weights with their model card, segment many volumes in one process.
+
+The model loads once; volumes go through in batches on the GPU when one is present (CPU
+otherwise). Each subject's failure is caught, written to ``<out_dir>/<phase>_error.txt`` and
+reported, and does not stop the others.
+
+Outputs per subject and phase in ``out_dir``:
+
+* ``<phase>_labels.nii.gz`` - canonical labels on the working grid (1.25x1.25x2 mm).
+* ``<phase>_labels_original.nii.gz`` - the same on the original image grid (nearest
+  neighbour), with the original file's header geometry.
+* ``<phase>_landmarkmap.nii.gz`` - landmark labels 0..6 on the working grid.
+* ``<phase>_landmark_confidence.json`` - per landmark, the peak softmax probability. A landmark
+  that no voxel's argmax selects is marked at its peak-probability voxel, so the map always
+  holds all six (their confidence tells how much to trust them).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import torch
+
+from ssll.errors import ModelError, SsllError
+from ssll.io import load_image, read_json, save_nifti, write_json
+from ssll.labels import Label, Landmark
+from ssll.nn.network import SSLLN
+from ssll.nn.train import select_device
+from ssll.preprocess import GridRecord, to_original
+from ssll.types import Array, PathLike, Volume
+
+__all__ = ["LoadedModel", "load_model", "predict", "SegmentItem", "run_segment", "default_weights"]
+
+log = logging.getLogger("ssll.segment")
+
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+
+
+def default_weights(name: str = "sslln_lr") -> Path:
+    """Path of shipped weights ``name`` inside the package."""
+    return WEIGHTS_DIR / f"{name}.pt"
+
+
+@dataclass
+class LoadedModel:
+    """A network in eval mode on its device, with its model card."""
+
+    net: SSLLN
+    card: dict[str, Any]
+    device: torch.device
+
+
+def load_model(weights: PathLike, *, device: torch.device | None = None) -> LoadedModel:
+    """Load weights (``weights_only=True``) and the model card JSON beside them.
+
+    Raises:
+        ModelError: weights or card missing, or the card does not match the state dict.
+    """
+    w = Path(weights)
+    card_path = w.with_suffix(".json")
+    if not w.is_file():
+        raise ModelError(f"{w}: weights file not found")
+    if not card_path.is_file():
+        raise ModelError(f"{card_path}: model card not found beside the weights")
+    card = json.loads(card_path.read_text())
+    arch = card.get("architecture", {})
+    try:
+        net = SSLLN(
+            n_slices=int(arch["n_slices"]),
+            widths=tuple(arch["widths"]),
+            depths=tuple(arch["depths"]),
+            side_width=int(arch["side_width"]),
+            fuse_width=int(arch["fuse_width"]),
+        )
+    except KeyError as exc:
+        raise ModelError(f"{card_path}: architecture lacks {exc}") from None
+    device = device or select_device()
+    state = torch.load(w, map_location="cpu", weights_only=True)
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ModelError(f"{w}: weights do not fit the card's architecture ({str(exc)[:200]})") from None
+    net.eval().to(device)
+    return LoadedModel(net, card, device)
+
+
+@torch.no_grad()
+def predict(model: LoadedModel, images: Array, *, batch_size: int = 4) -> tuple[Array, Array, Array]:
+    """Segment working-grid volumes.
+
+    Args:
+        model: the loaded network.
+        images: ``(N, I, J, K)`` float images in [0, 1] on the working grid.
+        batch_size: volumes per forward pass.
+
+    Returns:
+        ``labels`` ``(N, I, J, K)`` uint8 canonical, ``landmark_map`` ``(N, I, J, K)`` uint8,
+        ``confidence`` ``(N, 6)`` peak probability of each landmark.
+    """
+    n = images.shape[0]
+    labels = np.empty(images.shape, np.uint8)
+    lmap = np.empty(images.shape, np.uint8)
+    conf = np.zeros((n, 6), np.float32)
+    use_amp = model.device.type == "cuda"
+    for s in range(0, n, batch_size):
+        x = torch.from_numpy(np.ascontiguousarray(images[s : s + batch_size].transpose(0, 3, 1, 2))).float()
+        x = x.to(model.device, non_blocking=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+            seg, lmk = model.net(x)
+        # (B, C, S=k, H=i, W=j) -> (B, [C,] i, j, k)
+        labels[s : s + batch_size] = seg.argmax(1).permute(0, 2, 3, 1).to(torch.uint8).cpu().numpy()
+        p = torch.softmax(lmk.float(), 1)
+        am = p.argmax(1)  # (B, S, H, W)
+        flat = p[:, 1:].flatten(2)
+        peak, where = flat.max(2)  # (B, 6)
+        for b in range(am.shape[0]):
+            for n_l in range(6):
+                if not bool((am[b] == n_l + 1).any()):
+                    am[b].view(-1)[where[b, n_l]] = n_l + 1
+        lmap[s : s + batch_size] = am.permute(0, 2, 3, 1).to(torch.uint8).cpu().numpy()
+        conf[s : s + batch_size] = peak.cpu().numpy()
+    return labels, lmap, conf
+
+
+@dataclass(frozen=True)
+class SegmentItem:
+    """One volume to segment: preprocessed image, its grid record, and where outputs go."""
+
+    subject: str
+    phase: str
+    image: Path
+    record: Path
+    out_dir: Path
+
+
+def _original_header(record: GridRecord) -> Any:
+    src = record.extra.get("input_path")
+    if src and Path(src).is_file():
+        return nib.load(str(src)).header.copy()
+    return None
+
+
+def _write_outputs(item: SegmentItem, record: GridRecord, labels: Array, lmap: Array, conf: Array) -> None:
+    out = item.out_dir
+    w_aff = record.working_affine
+    orig = to_original(labels, record)
+    header = _original_header(record)
+    save_nifti(out / f"{item.phase}_labels.nii.gz", Volume(labels, w_aff), dtype=np.uint8)
+    save_nifti(out / f"{item.phase}_labels_original.nii.gz", Volume(orig, record.input_affine, header=header),
+               dtype=np.uint8)
+    save_nifti(out / f"{item.phase}_landmarkmap.nii.gz", Volume(lmap, w_aff), dtype=np.uint8)
+    write_json(out / f"{item.phase}_landmark_confidence.json",
+               {name: float(c) for name, c in zip(landmark_names(), conf)})
+
+
+def run_segment(items: list[SegmentItem], weights: PathLike, *, batch_size: int = 4) -> dict[str, str]:
+    """Segment many volumes with one model load; isolate each subject's errors.
+
+    Returns:
+        ``{"<subject>/<phase>": error message}`` for the items that failed (empty when all passed).
+    """
+    model = load_model(weights)
+    expected = tuple(model.card["preprocessing"]["shape"])
+    failures: dict[str, str] = {}
+    ok: list[tuple[SegmentItem, GridRecord, Array]] = []
+    for it in items:
+        key = f"{it.subject}/{it.phase}"
+        err_file = it.out_dir / f"{it.phase}_error.txt"
+        try:
+            vol = load_image(it.image)
+            rec = GridRecord.from_dict(read_json(it.record))
+            if vol.shape3 != expected:
+                raise SsllError(f"{it.image}: shape {vol.shape3} is not the model's working shape {expected}")
+            ok.append((it, rec, vol.array))
+            err_file.unlink(missing_ok=True)
+        except SsllError as exc:
+            failures[key] = str(exc)
+    for s in range(0, len(ok), batch_size):
+        chunk = ok[s : s + batch_size]
+        try:
+            labels, lmap, conf = predict(model, np.stack([c[2] for c in chunk]), batch_size=batch_size)
+        except (RuntimeError, SsllError) as exc:  # e.g. out of memory: report every member
+            for it, _, _ in chunk:
+                failures[f"{it.subject}/{it.phase}"] = f"inference failed: {exc}"
+            continue
+        for n, (it, rec, _) in enumerate(chunk):
+            try:
+                _write_outputs(it, rec, labels[n], lmap[n], conf[n])
+            except (SsllError, OSError, ValueError) as exc:
+                failures[f"{it.subject}/{it.phase}"] = f"{type(exc).__name__}: {exc}"
+                log.debug(traceback.format_exc())
+    for it in items:
+        key = f"{it.subject}/{it.phase}"
+        if key in failures:
+            it.out_dir.mkdir(parents=True, exist_ok=True)
+            (it.out_dir / f"{it.phase}_error.txt").write_text(failures[key] + "\n")
+            log.error("%s: %s", key, failures[key])
+    return failures
+
+
+def landmark_names() -> list[str]:
+    """Names of landmarks 1..6, in order."""
+    return [Landmark(n).name.lower() for n in range(1, 7)]
+
+
+def class_names() -> list[str]:
+    """Names of canonical classes 0..4."""
+    return [Label(n).name.lower() for n in range(5)]

@@ -1,0 +1,236 @@
+"""Training of SSLLN (``ssll train``): config-driven, checkpointed every epoch, resumable.
+
+The output folder holds ``checkpoint.pt`` (model, optimiser, epoch, RNG state; a rerun resumes
+from it), ``log.csv`` (losses and validation Dice per epoch), and, at the end, the shipped
+weights ``<name>.pt`` (state dict only, loadable with ``weights_only=True``) with the model card
+``<name>.json`` beside them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from ssll.labels import Label
+from ssll.nn.data import AugmentConfig, VolumeDataset, acdc_cases, cache_acdc
+from ssll.nn.losses import multitask_loss
+from ssll.nn.modelcard import build_card
+from ssll.nn.network import SSLLN
+
+__all__ = ["TrainConfig", "train", "select_device", "dice_per_class"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of one training run (Duan et al. 2019 defaults where they apply).
+
+    Attributes:
+        name: weights name, e.g. ``sslln_lr``.
+        data: ``acdc`` (the ACDC training folder in ``data_dir``).
+        data_dir: source data folder.
+        cache_dir: where preprocessed samples are cached.
+        out_dir: checkpoint, log and final weights.
+        validation_patients: patient ids kept out of training.
+        epochs: epochs. Defaults to 50 (the paper's).
+        batch_size: volumes per step. Defaults to 8 (the paper's).
+        lr: Adam learning rate. Defaults to 1e-3.
+        weight_decay: the weight-decay coefficient of eq. (1). Defaults to 5e-5.
+        alpha: landmark-loss weight of eq. (1). Defaults to 0.8.
+        widths: encoder widths. Defaults to the paper's public code.
+        val_every: validate every N epochs (and after the last). Defaults to 5.
+        num_workers: data-loading worker processes. Defaults to 1.
+        seed: random seed. Defaults to 0.
+        augment: augmentation ranges.
+    """
+
+    name: str = "sslln_lr"
+    data: str = "acdc"
+    data_dir: str = "../shared/data/acdc/training"
+    cache_dir: str = "resources/cache/acdc"
+    out_dir: str = "resources/train/sslln_lr"
+    validation_patients: tuple[str, ...] = ()
+    epochs: int = 50
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 5e-5
+    alpha: float = 0.8
+    widths: tuple[int, ...] = (16, 32, 64, 128, 256)
+    val_every: int = 5
+    num_workers: int = 1
+    seed: int = 0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    @classmethod
+    def from_mapping(cls, m: dict[str, Any]) -> TrainConfig:
+        """Build from a YAML mapping; unknown keys raise ``ValueError`` naming them."""
+        names = {f.name for f in fields(cls)}
+        unknown = set(m) - names
+        if unknown:
+            raise ValueError(f"TrainConfig: unknown keys {sorted(unknown)}")
+        kw = dict(m)
+        if "augment" in kw:
+            aug = dict(kw["augment"])
+            for k in ("scale", "gamma", "intensity_scale"):
+                if k in aug:
+                    aug[k] = tuple(aug[k])
+            kw["augment"] = AugmentConfig(**aug)
+        for k in ("validation_patients", "widths"):
+            if k in kw:
+                kw[k] = tuple(kw[k])
+        cfg = cls(**kw)
+        if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.lr <= 0:
+            raise ValueError("TrainConfig: epochs, batch_size and lr must be positive")
+        return cfg
+
+
+def select_device() -> torch.device:
+    """CUDA when present, else CPU (chosen at run time)."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def dice_per_class(pred: torch.Tensor, target: torch.Tensor, n_classes: int = 5) -> list[float]:
+    """Dice of classes 1..n-1 between two integer label tensors (NaN where both are empty)."""
+    out = []
+    for c in range(1, n_classes):
+        a, b = pred == c, target == c
+        s = int(a.sum() + b.sum())
+        out.append(float("nan") if s == 0 else 2.0 * float((a & b).sum()) / s)
+    return out
+
+
+def _progress(epoch: int, step: int, n: int, loss: float, t0: float) -> None:
+    done = int(30 * step / n)
+    sys.stderr.write(f"\repoch {epoch:3d} [{'#' * done}{'.' * (30 - done)}] {step}/{n} loss {loss:.4f} {time.time() - t0:6.0f}s")
+    sys.stderr.flush()
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Run (or resume) training; returns the path of the final weights."""
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    device = select_device()
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = cache_acdc(cfg.data_dir, cfg.cache_dir)
+    val_set = set(cfg.validation_patients)
+    train_files = [f for f in files if f.name.split("_")[0] not in val_set]
+    val_files = [f for f in files if f.name.split("_")[0] in val_set]
+    ds = VolumeDataset(train_files, cfg.augment, seed=cfg.seed)
+    vds = VolumeDataset(val_files, None)
+    model = SSLLN(widths=cfg.widths).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    ckpt = out / "checkpoint.pt"
+    start = 0
+    if ckpt.exists():
+        state = torch.load(ckpt, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start = int(state["epoch"])
+        torch.set_rng_state(state["torch_rng"])
+        print(f"resuming after epoch {start}", file=sys.stderr)
+    log_path = out / "log.csv"
+    new_log = not log_path.exists() or start == 0
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    last_val: dict[str, float] = {}
+    for epoch in range(start + 1, cfg.epochs + 1):
+        ds.epoch = epoch
+        loader = DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers,
+                            drop_last=True, generator=torch.Generator().manual_seed(cfg.seed + epoch),
+                            persistent_workers=False)
+        model.train()
+        t0 = time.time()
+        sums = np.zeros(3)
+        for step, b in enumerate(loader, start=1):
+            x = b["image"].to(device)
+            with autocast:
+                seg, lmk = model(x)
+            loss, ld, ll = multitask_loss(seg, lmk, b["seg"].to(device), b["lmk"].to(device), alpha=cfg.alpha,
+                                          has_rv_wall=b["has_rv_wall"].to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sums += [loss.item(), ld.item(), ll.item()]
+            _progress(epoch, step, len(loader), sums[0] / step, t0)
+        sys.stderr.write("\n")
+        n = max(len(loader), 1)
+        row: dict[str, Any] = {"epoch": epoch, "loss": sums[0] / n, "dice_loss": sums[1] / n,
+                               "landmark_loss": sums[2] / n, "seconds": time.time() - t0}
+        if val_files and (epoch % cfg.val_every == 0 or epoch == cfg.epochs):
+            last_val = validate(model, vds, device)
+            row.update(last_val)
+        with log_path.open("a" if not new_log else "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=["epoch", "loss", "dice_loss", "landmark_loss", "seconds",
+                                               "val_dice_lv_cavity", "val_dice_lv_wall", "val_dice_rv_cavity",
+                                               "val_dice_rv_wall"])
+            if new_log:
+                w.writeheader()
+                new_log = False
+            w.writerow(row)
+        print(json.dumps(row), file=sys.stderr)
+        tmp = ckpt.with_suffix(".tmp")
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
+                    "torch_rng": torch.get_rng_state()}, tmp)
+        tmp.replace(ckpt)
+    return export(cfg, validation=last_val)
+
+
+def export(cfg: TrainConfig, *, validation: dict[str, Any] | None = None) -> Path:
+    """Write ``<name>.pt`` (state dict) and the model card ``<name>.json`` from the checkpoint."""
+    out = Path(cfg.out_dir)
+    state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
+    model = SSLLN(widths=cfg.widths)
+    model.load_state_dict(state["model"])
+    files = sorted(Path(cfg.cache_dir).glob("*.npz"))
+    val_set = set(cfg.validation_patients)
+    train_files = [f for f in files if f.name.split("_")[0] not in val_set]
+    val_files = [f for f in files if f.name.split("_")[0] in val_set]
+    last_val = validation or {}
+    weights = out / f"{cfg.name}.pt"
+    # stored as float16 (half the size; load_state_dict casts back to the float32 parameters)
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}, weights)
+    arch = {"n_slices": model.n_slices, "widths": list(cfg.widths), "depths": [2, 2, 3, 3, 3],
+            "side_width": 32, "fuse_width": 64, "stored_dtype": "float16"}
+    card = build_card(
+        name=cfg.name,
+        architecture=arch,
+        training={"config": _jsonable(asdict(cfg)), "epochs": int(state["epoch"]), "n_train_volumes": len(train_files),
+                  "n_validation_volumes": len(val_files), "log": "log.csv"},
+        validation={"dice_working_grid_mean": last_val, "patients": list(cfg.validation_patients)},
+        data=cfg.data,
+    )
+    (out / f"{cfg.name}.json").write_text(json.dumps(card, indent=2) + "\n")
+    return weights
+
+
+
+def _jsonable(d: Any) -> Any:
+    if isinstance(d, dict):
+        return {k: _jsonable(v) for k, v in d.items()}
+    if isinstance(d, (list, tuple)):
+        return [_jsonable(v) for v in d]
+    return d
+
+
+@torch.no_grad()
+def validate(model: SSLLN, ds: VolumeDataset, device: torch.device) -> dict[str, float]:
+    """Mean validation Dice per structure on full working grids."""
+    model.eval()
+    scores = []
+    for i in range(len(ds)):
+        b = ds[i]
+        seg, _ = model(b["image"][None].to(device))
+        scores.append(dice_per_class(seg.argmax(1)[0].cpu(), b["seg"]))
+    m = np.nanmean(np.array(scores, dtype=float), axis=0)
+    names = [Label(c).name.lower() for c in range(1, 5)]
+    return {f"val_dice_{n}": float(v) for n, v in zip(names, m)}

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import biv_phantom, image_from_labels, write_nifti
+from ssll.cli import main
+
+
+def test_help_lists_every_stage(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for cmd in ("ingest", "preprocess", "segment", "landmarks", "landmarks-from-labels", "train"):
+        assert cmd in out
+
+
+def test_preprocess_in_process(tmp_path: Path) -> None:
+    lab = biv_phantom((64, 60, 12))
+    write_nifti(tmp_path / "img.nii.gz", image_from_labels(lab))
+    write_nifti(tmp_path / "lab.nii.gz", lab)
+    rc = main(["preprocess", "--subject", "s1", "--image", str(tmp_path / "img.nii.gz"),
+               "--labels", str(tmp_path / "lab.nii.gz"), "--out-image", str(tmp_path / "w.nii.gz"),
+               "--out-record", str(tmp_path / "w.json"), "--out-labels", str(tmp_path / "wl.nii.gz")])
+    assert rc == 0
+    rec = json.loads((tmp_path / "w.json").read_text())
+    assert rec["working_shape"] == [192, 192, 80]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["img.nii.gz", "lab.nii.gz", "w.json", "w.nii.gz", "wl.nii.gz"]
+
+
+def test_bad_input_gives_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "broken.nii.gz"
+    bad.write_bytes(b"\x1f\x8b\x08\x00garbage")
+    rc = main(["preprocess", "--subject", "case_7", "--image", str(bad), "--out-image", str(tmp_path / "o.nii.gz"),
+               "--out-record", str(tmp_path / "o.json")])
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith("ssll preprocess: case_7: error: ") and "broken.nii.gz" in err[0]
+    assert not (tmp_path / "o.nii.gz").exists() and not (tmp_path / "o.json").exists()
+
+
+@pytest.mark.parametrize("bad_id", ["../etc", "a b", "x;rm -rf", "", "a/b", "-flag"])
+def test_subject_ids_are_validated(tmp_path: Path, bad_id: str, capsys: pytest.CaptureFixture[str]) -> None:
+    write_nifti(tmp_path / "img.nii.gz", np.random.default_rng(0).random((8, 8, 4)).astype(np.float32))
+    rc = main(["preprocess", f"--subject={bad_id}", "--image", str(tmp_path / "img.nii.gz"),
+               "--out-image", str(tmp_path / "o.nii.gz"), "--out-record", str(tmp_path / "o.json")])
+    assert rc == 2
+    assert "invalid subject id" in capsys.readouterr().err
+
+
+def test_bad_params_exit_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_nifti(tmp_path / "img.nii.gz", np.random.default_rng(0).random((8, 8, 4)).astype(np.float32))
+    rc = main(["preprocess", "--image", str(tmp_path / "img.nii.gz"), "--out-image", str(tmp_path / "o.nii.gz"),
+               "--out-record", str(tmp_path / "o.json"), "--params", '{"spacing": [1, 1]}'])
+    assert rc == 3
+    assert "spacing must be" in capsys.readouterr().err
+
+
+def test_ingest_cli_dicom_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "d").mkdir()
+    rc = main(["ingest", "--subject", "s2", "--image", str(tmp_path / "d"), "--out-ed", str(tmp_path / "ed.nii.gz"),
+               "--out-es", str(tmp_path / "es.nii.gz"), "--out-record", str(tmp_path / "r.json")])
+    assert rc == 2
+    assert "no readable DICOM" in capsys.readouterr().err

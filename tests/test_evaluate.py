@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ssll.evaluate import dice, hausdorff, landmark_distances
+
+
+def test_dice_hand_computed() -> None:
+    a = np.zeros((4, 4, 1), bool)
+    b = np.zeros((4, 4, 1), bool)
+    a[:2, :2] = True  # 4 voxels
+    b[1:3, :2] = True  # 4 voxels, 2 shared
+    assert dice(a, b) == pytest.approx(2 * 2 / 8)
+    assert np.isnan(dice(np.zeros(3, bool), np.zeros(3, bool)))
+
+
+def test_hausdorff_of_two_boxes_in_mm() -> None:
+    a = np.zeros((20, 20, 10), bool)
+    b = np.zeros((20, 20, 10), bool)
+    a[5:10, 5:10, 2:5] = True
+    b[5:10, 5:13, 2:5] = True  # b extends 3 voxels further along j
+    # spacing 2 mm along j: the far face of b is 3 voxels = 6 mm from a's surface
+    assert hausdorff(a, b, (1.0, 2.0, 10.0)) == pytest.approx(6.0)
+    b2 = np.zeros_like(a)
+    b2[5:10, 5:10, 2:6] = True  # one more slice of 10 mm
+    assert hausdorff(a, b2, (1.0, 2.0, 10.0)) == pytest.approx(10.0)
+
+
+def test_hd95_below_max() -> None:
+    a = np.zeros((30, 30, 3), bool)
+    a[5:25, 5:25, :] = True
+    b = a.copy()
+    b[24, 24, 1] = False
+    b[29, 29, 1] = True  # one far outlier voxel
+    assert hausdorff(a, b, (1, 1, 1), percentile=95) < hausdorff(a, b, (1, 1, 1))
+
+
+def test_empty_masks() -> None:
+    e = np.zeros((3, 3, 3), bool)
+    f = e.copy()
+    f[1, 1, 1] = True
+    assert np.isnan(hausdorff(e, e, (1, 1, 1)))
+    assert hausdorff(e, f, (1, 1, 1)) == float("inf")
+
+
+def test_landmark_distances() -> None:
+    d = landmark_distances(np.array([[0, 0, 0], [1, 1, 1.0]]), np.array([[3, 4, 0], [1, 1, 1.0]]))
+    np.testing.assert_allclose(d, [5.0, 0.0])

@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import biv_phantom, write_nifti
+from ssll.errors import LandmarkError
+from ssll.labels import Label, Landmark
+from ssll.landmarks import (
+    landmark_map,
+    landmarks_from_labels,
+    points_from_landmark_map,
+    run_landmarks,
+    voxel_to_world,
+    world_to_voxel,
+)
+
+AFF = np.diag([1.5, 1.5, 8.0, 1.0])
+
+
+def _phantom() -> np.ndarray:
+    # LV centred at i=31.5, j=29.5; RV to the -i side; the LV is longer towards k=0 (apex)
+    # ellipsoids centred on the base slice k=9.5, cut above: widest at the base, an apical
+    # wall-only cap at k=1 (no LV at k=0)
+    lab = biv_phantom((64, 60, 12), centre=(31.5, 29.5, 9.5))
+    lab[..., 10:] = 0
+    return lab
+
+
+def test_landmarks_of_a_known_shape() -> None:
+    lab = _phantom()
+    pts = landmarks_from_labels(lab, AFF)
+    assert pts.shape == (6, 3)
+    # apex on the most apical LV slice, at the LV axis; mitral valve on the most basal one
+    assert (lab[..., 0] == 0).all() and (lab[..., 1] == Label.LV_WALL).any() and not (lab[..., 1] == Label.LV_CAVITY).any()
+    np.testing.assert_allclose(pts[Landmark.APEX - 1], [31.5, 29.5, 1], atol=0.6)
+    np.testing.assert_allclose(pts[Landmark.MITRAL_VALVE_CENTRE - 1], [31.5, 29.5, 9], atol=0.6)
+    mid = pts[0, 2]
+    assert np.all(pts[:4, 2] == mid) and 4 <= mid <= 6
+    # LV lateral wall: opposite the RV (+i side), half-way through the wall on the mid slice
+    lat = pts[Landmark.LV_LATERAL_WALL - 1]
+    dz = (mid - 9.5) * 8.0 / 2.5
+    r_in, r_out = np.sqrt(20.0**2 - dz**2), np.sqrt(28.0**2 - dz**2)
+    assert (lat[0] - 31.5) * 1.5 == pytest.approx((r_in + r_out) / 2, abs=1.5) and abs(lat[1] - 29.5) < 2
+    # RV insert points: symmetric about the LV-RV axis, one each side in j
+    a, b = pts[Landmark.RV_INSERT_ANTERIOR - 1], pts[Landmark.RV_INSERT_INFERIOR - 1]
+    assert a[1] > 29.5 > b[1]  # anterior = larger world y = larger j here
+    assert abs((a[1] - 29.5) + (b[1] - 29.5)) < 2.0
+    # RV lateral turning point: farthest RV point, on the -i side
+    assert pts[Landmark.RV_LATERAL_TURNING - 1][0] < a[0]
+
+
+def test_landmarks_without_rv_wall() -> None:
+    lab = _phantom()
+    lab[lab == Label.RV_WALL] = 0
+    pts = landmarks_from_labels(lab, AFF)
+    assert np.all(np.isfinite(pts))
+
+
+def test_no_rv_is_an_error() -> None:
+    lab = _phantom()
+    lab[lab >= Label.RV_CAVITY] = 0
+    with pytest.raises(LandmarkError, match="LV cavity and an RV"):
+        landmarks_from_labels(lab, AFF, what="case")
+
+
+def test_no_lv_is_an_error() -> None:
+    with pytest.raises(LandmarkError, match="LV spans 0"):
+        landmarks_from_labels(np.zeros((10, 10, 5), np.uint8), AFF)
+
+
+def test_map_round_trip() -> None:
+    pts = np.array([[10.2, 11.0, 3.0], [20, 20, 4], [30, 5, 5], [5, 30, 2], [15.5, 15.5, 1], [25, 25, 6.0]])
+    m = landmark_map(pts, (40, 40, 8), AFF, radius_mm=3.0)
+    assert set(np.unique(m)) == set(range(7))
+    back = points_from_landmark_map(m)
+    np.testing.assert_allclose(back, pts, atol=0.5)
+
+
+def test_world_voxel_inverse() -> None:
+    p = np.array([[1.0, 2.0, 3.0]])
+    np.testing.assert_allclose(world_to_voxel(voxel_to_world(p, AFF), AFF), p)
+
+
+def test_run_landmarks_writes_world_points(tmp_path: Path) -> None:
+    pts = np.array([[10, 11, 3.0], [20, 20, 4], [30, 5, 5], [5, 30, 2], [15, 15, 1], [25, 25, 6]])
+    aff = np.array([[1.25, 0, 0, -10], [0, 1.25, 0, 5], [0, 0, 2, 7], [0, 0, 0, 1.0]])
+    write_nifti(tmp_path / "m.nii.gz", landmark_map(pts, (40, 40, 8), aff, radius_mm=0.1), aff)
+    world = run_landmarks(landmark_map_path=str(tmp_path / "m.nii.gz"), out_json=str(tmp_path / "l.json"),
+                          out_csv=str(tmp_path / "l.csv"), out_map=str(tmp_path / "o.nii.gz"))
+    np.testing.assert_allclose(world[0], [10 * 1.25 - 10, 11 * 1.25 + 5, 3 * 2 + 7])
+    assert "rv_insert_anterior" in (tmp_path / "l.csv").read_text()
+
+
+def test_run_landmarks_missing_landmark(tmp_path: Path) -> None:
+    m = np.zeros((10, 10, 5), np.uint8)
+    m[2, 2, 2] = 1
+    write_nifti(tmp_path / "m.nii.gz", m)
+    with pytest.raises(LandmarkError, match="absent from the map: rv_insert_anterior"):
+        run_landmarks(landmark_map_path=str(tmp_path / "m.nii.gz"), out_json=str(tmp_path / "l.json"),
+                      out_csv=str(tmp_path / "l.csv"), out_map=str(tmp_path / "o.nii.gz"))
