@@ -181,6 +181,46 @@ def _run_train(a: argparse.Namespace) -> None:
     log.info("weights written to %s", train(cfg))
 
 
+# ---------------------------------------------------------------- phantom / simulate-lr
+def _add_phantom(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--biv-me", required=True, help="biv-me data folder (model/, fitted_patient1/, tests_reference/)")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--n", type=int, default=1, help="number of subjects")
+    p.add_argument("--first-seed", type=int, default=0, help="seed of the first subject (subject i has seed first+i)")
+    p.add_argument("--lr", action="store_true", help="also write the simulated low-resolution version")
+
+
+def _run_phantom(a: argparse.Namespace) -> None:
+    from ssll.phantom import run_phantom
+
+    if a.n < 1:
+        raise ValueError("--n must be at least 1")
+    out = run_phantom(biv_me=a.biv_me, out_dir=a.out_dir, n=a.n, first_seed=a.first_seed, lr=a.lr)
+    log.info("wrote %d phantom subjects to %s", len(out), a.out_dir)
+
+
+def _add_simulate_lr(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--image", required=True, help="HR image")
+    p.add_argument("--labels", required=True, help="HR canonical labels")
+    p.add_argument("--out-image", required=True)
+    p.add_argument("--out-labels", required=True)
+    p.add_argument("--out-record", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--slice-mm", type=float, default=10.0, help="LR slice spacing and thickness (mm)")
+    p.add_argument("--shift-mm", type=float, default=2.0, help="sd of the in-plane inter-slice shifts (mm)")
+    p.add_argument("--max-lost", type=int, default=1, help="at most this many slices lost at each end")
+
+
+def _run_simulate_lr(a: argparse.Namespace) -> None:
+    from ssll.simulate import LRConfig, run_simulate_lr
+
+    if a.slice_mm <= 0 or a.shift_mm < 0 or a.max_lost < 0:
+        raise ValueError("--slice-mm must be positive, --shift-mm and --max-lost non-negative")
+    run_simulate_lr(image=a.image, labels=a.labels, out_image=a.out_image, out_labels=a.out_labels,
+                    out_record=a.out_record, seed=a.seed,
+                    cfg=LRConfig(slice_mm=a.slice_mm, shift_mm=a.shift_mm, max_lost=a.max_lost))
+
+
 _REGISTRY: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], Any]]] = [
     ("ingest", "study (4D NIfTI, DICOM cine or ED/ES files) -> ED and ES volumes", _add_ingest, _run_ingest),
     ("preprocess", "resample to 1.25x1.25x2 mm, fit to 192x192x80, clip and scale intensities", _add_preprocess, _run_preprocess),
@@ -188,6 +228,9 @@ _REGISTRY: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Calla
     ("landmarks", "landmark map -> 6 landmarks in world mm (JSON, CSV, NIfTI)", _add_landmarks, _run_landmarks),
     ("landmarks-from-labels", "the 6 landmarks derived geometrically from a segmentation", _add_landmarks_from_labels,
      _run_landmarks_from_labels),
+    ("phantom", "HR bi-ventricular phantoms from real biv-me shapes, exact landmarks", _add_phantom, _run_phantom),
+    ("simulate-lr", "LR artefacts from an HR volume: thick slices, inter-slice shifts, lost coverage", _add_simulate_lr,
+     _run_simulate_lr),
     ("train", "train SSLLN from a YAML config (checkpointed, resumable)", _add_train, _run_train),
 ]
 

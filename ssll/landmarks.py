@@ -3,18 +3,20 @@
 Geometric rules of :func:`landmarks_from_labels` (canonical labels, axis 2 = slice axis, which
 for a short-axis stack is close to the LV long axis):
 
-* LV slices are those holding LV cavity or LV wall. The *basal* end is the end whose two
-  outermost LV slices have the larger LV (cavity + wall) area; the other end is apical.
-* Mid-ventricular slice: the slice half-way between the basal and apical LV slices, moved to the
-  nearest slice that holds both an LV cavity and an RV (cavity or wall).
-* RV insert points (landmarks 2 and 3): on the mid slice, the RV voxels within 1.5 voxels of
-  the LV wall form the septal contact arc around the LV centre; its two angular ends are the
-  insert points. The more anterior one in world space (larger RAS y) is landmark 2.
-* LV lateral wall mid-point (1): on the mid slice, the LV wall voxels along the ray from the
-  RV centre through the LV centre, beyond the LV centre; the centre of those voxels.
-* RV lateral wall turning point (4): on the mid slice, the RV voxel farthest from the LV centre.
-* Apex (5): the LV wall centroid on the most apical LV slice.
-* Mitral valve centre (6): the LV cavity centroid on the most basal LV-cavity slice.
+* LV slices are those holding LV cavity or LV wall; the *basal* end is the half of them with the
+  larger total LV (cavity + wall) area, the other end is apical.
+* Mitral valve centre (6): the LV cavity centroid on the most basal slice whose cavity area is at
+  least half the largest (slices through the valve plane hold only a sliver).
+* Apex (5): the LV wall centroid on the most apical LV slice; when that slice still holds cavity
+  (coverage cut short), the LV radius is extrapolated to zero along the slice axis.
+* Mid-ventricular plane: normal to the mitral valve -> apex axis, half-way between them, sampled
+  from the labels at 1 mm (nearest neighbour); the acquired slice half-way is the fallback.
+* RV insert points (2, 3): on that plane, the RV cavity pixels within 1.5 mm of the LV wall (RV
+  cavity or wall where the cavity does not touch it) form the septal contact arc around the LV
+  centre; its two angular ends are the insert points, the more anterior (larger RAS y) is 2.
+* LV lateral wall mid-point (1): the LV wall pixels within 10 degrees of the ray from the RV
+  centre through the LV centre, beyond the LV centre; their centre.
+* RV lateral wall turning point (4): the RV pixel farthest from the LV centre.
 
 These rules hold for 5-10 mm slices (they use whole slices) and for a missing RV wall (the RV
 is cavity or wall). Points are returned in voxel coordinates of the input grid; convert with
@@ -80,61 +82,135 @@ def landmarks_from_labels(labels: Array, affine: Array, *, what: str = "labels")
     if lv_slices.size < 2:
         raise LandmarkError(f"{what}: the LV spans {lv_slices.size} slice(s); need at least 2")
     first, last = int(lv_slices[0]), int(lv_slices[-1])
-    n_end = max(1, min(2, lv_slices.size // 2))
-    area_first = lv_area[lv_slices[:n_end]].mean()
-    area_last = lv_area[lv_slices[-n_end:]].mean()
+    half = lv_slices.size // 2
+    area_first = lv_area[lv_slices[:half]].sum()
+    area_last = lv_area[lv_slices[lv_slices.size - half :]].sum()
     base, apex = (first, last) if area_first >= area_last else (last, first)
-    # mid slice: nearest to half-way that holds LV cavity and RV
-    ok = [k for k in range(min(base, apex), max(base, apex) + 1) if lv_cav[..., k].any() and rv[..., k].any()]
+    cav_slices = np.nonzero(lv_cav.sum(axis=(0, 1)))[0]
+    if cav_slices.size == 0:
+        raise LandmarkError(f"{what}: no LV cavity")
+    mv_k = _mitral_slice(lab, cav_slices, from_first=base == first)
+    apex_k = _apex_position(lv_area, lv_cav.sum(axis=(0, 1)), apex, base)
+    # mid slice: nearest to half-way between mitral valve and apex that holds LV cavity and RV
+    lo_k, hi_k = sorted((mv_k, apex))
+    ok = [k for k in range(lo_k, hi_k + 1) if lv_cav[..., k].any() and rv[..., k].any()]
+    if not ok:
+        ok = [k for k in range(min(base, apex), max(base, apex) + 1) if lv_cav[..., k].any() and rv[..., k].any()]
     if not ok:
         raise LandmarkError(f"{what}: no slice holds both an LV cavity and an RV")
-    mid_target = (base + apex) / 2.0
+    mid_target = (mv_k + apex_k) / 2.0
     mid = min(ok, key=lambda k: (abs(k - mid_target), k))
     pts = np.zeros((6, 3))
-    # --- mid-slice landmarks (in-plane geometry in mm)
-    lvc = _centroid2(lv[..., mid])
-    rvc = _centroid2(rv[..., mid])
-    dist_lvwall = ndimage.distance_transform_edt(~lv_wall[..., mid], sampling=sp[:2])
-    contact = rv[..., mid] & (dist_lvwall <= 1.5 * float(sp[:2].max()))
+    # --- apex and mitral valve
+    apex_mask = lv_wall[..., apex] if lv_wall[..., apex].any() else lv[..., apex]
+    a = _centroid2(apex_mask)
+    pts[Landmark.APEX - 1] = [a[0], a[1], apex_k]
+    m = _centroid2(lv_cav[..., mv_k])
+    pts[Landmark.MITRAL_VALVE_CENTRE - 1] = [m[0], m[1], mv_k]
+    # --- mid-ventricular landmarks on the plane normal to the mitral valve -> apex axis, half-way
+    mv_w, apex_w = voxel_to_world(pts[[Landmark.MITRAL_VALVE_CENTRE - 1, Landmark.APEX - 1]], affine)
+    try:
+        pts[:4] = _mid_plane_points(lab, affine, (mv_w + apex_w) / 2.0, apex_w - mv_w, what)
+    except LandmarkError:
+        # fall back to the acquired mid slice (e.g. when the oblique plane misses the RV)
+        centre = voxel_to_world(np.array([[lab.shape[0] / 2, lab.shape[1] / 2, mid]]), affine)[0]
+        pts[:4] = _mid_plane_points(lab, affine, centre, affine[:3, 2], what)
+    return pts
+
+
+def _mid_plane_points(lab: Array, affine: Array, centre: Array, normal: Array, what: str) -> Array:
+    """Landmarks 1-4 (voxel coordinates, rows 0..3) on the plane through ``centre`` (world mm)
+    normal to ``normal``, sampled from the labels at 1 mm by nearest neighbour."""
+    n = normal / max(float(np.linalg.norm(normal)), 1e-9)
+    gi = affine[:3, 0] / np.linalg.norm(affine[:3, 0])
+    u = gi - (gi @ n) * n
+    if np.linalg.norm(u) < 1e-6:
+        u = np.cross(n, [0.0, 0.0, 1.0])
+    u /= np.linalg.norm(u)
+    v = np.cross(n, u)
+    half = int(np.ceil(0.5 * np.linalg.norm(affine[:3, :3] @ np.asarray(lab.shape, float))))
+    c = np.arange(-half, half + 1, dtype=np.float64)
+    aa, bb = np.meshgrid(c, c, indexing="ij")
+    world = centre + aa[..., None] * u + bb[..., None] * v
+    vox = world_to_voxel(world.reshape(-1, 3), affine)
+    idx = np.floor(vox + 0.5).astype(np.int64)
+    inside = np.all((idx >= 0) & (idx < np.asarray(lab.shape)), axis=1)
+    plane = np.zeros(idx.shape[0], np.uint8)
+    plane[inside] = lab[idx[inside, 0], idx[inside, 1], idx[inside, 2]]
+    plane = plane.reshape(aa.shape)
+    p2 = _plane_rules(plane, what)
+
+    def to_vox(q: Array) -> Array:
+        return world_to_voxel((centre + (q[:, :1] - half) * u + (q[:, 1:2] - half) * v), affine)
+
+    out = to_vox(p2)
+    # anterior (larger RAS y) insert point first
+    if voxel_to_world(out[2:3], affine)[0, 1] > voxel_to_world(out[1:2], affine)[0, 1]:
+        out[[1, 2]] = out[[2, 1]]
+    return out
+
+
+def _plane_rules(plane: Array, what: str) -> Array:
+    """Landmarks 1-4 on a 2D label image with 1 mm pixels: rows lateral wall, insert a, insert b, RV turning."""
+    lv = (plane == Label.LV_CAVITY) | (plane == Label.LV_WALL)
+    rv = (plane == Label.RV_CAVITY) | (plane == Label.RV_WALL)
+    lv_wall = plane == Label.LV_WALL
+    if not lv.any() or not rv.any() or not lv_wall.any():
+        raise LandmarkError(f"{what}: the mid-ventricular plane lacks the LV wall or the RV")
+    lvc = _centroid2(lv)
+    rvc = _centroid2(rv)
+    near_wall = ndimage.distance_transform_edt(~lv_wall) <= 1.5
+    # the RV cavity meets the septum up to the insertions; the RV wall wraps further round
+    contact = (plane == Label.RV_CAVITY) & near_wall
     if contact.sum() < 2:
-        raise LandmarkError(f"{what}: the RV does not touch the LV wall on mid slice {mid}")
+        contact = rv & near_wall
+    if contact.sum() < 2:
+        raise LandmarkError(f"{what}: the RV does not touch the LV wall on the mid-ventricular plane")
     cpts = np.argwhere(contact).astype(np.float64)
-    vec = (cpts - lvc) * sp[:2]
-    ref = (rvc - lvc) * sp[:2]
+    vec = cpts - lvc
+    ref = rvc - lvc
     ang = np.arctan2(vec[:, 1], vec[:, 0]) - np.arctan2(ref[1], ref[0])
     ang = (ang + np.pi) % (2 * np.pi) - np.pi  # angle relative to the LV->RV direction
-    ends = [cpts[np.argmin(ang)], cpts[np.argmax(ang)]]
-    ends3 = [np.array([e[0], e[1], mid], dtype=np.float64) for e in ends]
-    ant = [float((affine[:3, :3] @ e)[1]) for e in ends3]
-    order = np.argsort(ant)[::-1]
-    pts[Landmark.RV_INSERT_ANTERIOR - 1] = ends3[order[0]]
-    pts[Landmark.RV_INSERT_INFERIOR - 1] = ends3[order[1]]
-    # LV lateral wall: wall voxels on the far side, within a narrow cone around -ref
-    wpts = np.argwhere(lv_wall[..., mid]).astype(np.float64)
-    if wpts.size == 0:
-        raise LandmarkError(f"{what}: no LV wall on mid slice {mid}")
-    wvec = (wpts - lvc) * sp[:2]
+    ins_a, ins_b = cpts[np.argmin(ang)], cpts[np.argmax(ang)]
+    wpts = np.argwhere(lv_wall).astype(np.float64)
+    wvec = wpts - lvc
     away = -ref / max(np.linalg.norm(ref), 1e-9)
     cosang = (wvec @ away) / np.maximum(np.linalg.norm(wvec, axis=1), 1e-9)
     sel = cosang >= np.cos(np.deg2rad(10.0))
     if not sel.any():
         sel = cosang >= cosang.max() - 1e-6
     lat = wpts[sel].mean(axis=0)
-    pts[Landmark.LV_LATERAL_WALL - 1] = [lat[0], lat[1], mid]
-    rpts = np.argwhere(rv[..., mid]).astype(np.float64)
-    far = rpts[np.argmax(np.linalg.norm((rpts - lvc) * sp[:2], axis=1))]
-    pts[Landmark.RV_LATERAL_TURNING - 1] = [far[0], far[1], mid]
-    # --- apex and mitral valve
-    apex_mask = lv_wall[..., apex] if lv_wall[..., apex].any() else lv[..., apex]
-    a = _centroid2(apex_mask)
-    pts[Landmark.APEX - 1] = [a[0], a[1], apex]
-    cav_slices = np.nonzero(lv_cav.sum(axis=(0, 1)))[0]
-    if cav_slices.size == 0:
-        raise LandmarkError(f"{what}: no LV cavity")
-    mv_k = int(cav_slices[0] if base == first else cav_slices[-1])
-    m = _centroid2(lv_cav[..., mv_k])
-    pts[Landmark.MITRAL_VALVE_CENTRE - 1] = [m[0], m[1], mv_k]
-    return pts
+    rpts = np.argwhere(rv).astype(np.float64)
+    far = rpts[np.argmax(np.linalg.norm(rpts - lvc, axis=1))]
+    return np.stack([lat, ins_a, ins_b, far])
+
+
+def _mitral_slice(lab: Array, cav_slices: Array, *, from_first: bool) -> int:
+    """Most basal slice whose LV cavity area is at least half the largest cavity area.
+
+    Slices cut through the valve plane hold only a sliver of cavity (leaflets, outflow tract);
+    they are skipped.
+    """
+    area = (lab == Label.LV_CAVITY).sum(axis=(0, 1))
+    order = list(cav_slices) if from_first else list(cav_slices[::-1])
+    big = 0.5 * float(area[cav_slices].max())
+    return int(next(k for k in order if area[k] >= big))
+
+
+def _apex_position(lv_area: Array, cav_area: Array, apex: int, base: int) -> float:
+    """Apex position along the slice axis (fractional slice index).
+
+    When the most apical LV slice still holds cavity the stack is cut short of the apex: the
+    LV radius (square root of the LV area) is extrapolated linearly to zero from the two most
+    apical slices. Otherwise the apex is the most apical LV slice.
+    """
+    if cav_area[apex] == 0:
+        return float(apex)
+    step = 1 if apex > base else -1
+    r1, r0 = np.sqrt(lv_area[apex]), np.sqrt(lv_area[apex - step])
+    if r0 <= r1:
+        return float(apex)
+    return float(apex + step * min(r1 / (r0 - r1), 2.0))
 
 
 def landmark_map(points: Array, shape: tuple[int, int, int], affine: Array, *, radius_mm: float = 4.0) -> Array:
