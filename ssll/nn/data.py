@@ -2,7 +2,7 @@
 
 Each cached sample is an ``.npz`` with ``image`` (float16, ``(192, 192, 80)`` in [0, 1]),
 ``seg`` (uint8 canonical labels), ``lmk`` (uint8 landmark map), ``points`` ((6, 3) voxel
-coordinates) and ``has_rv_wall`` (bool). Augmentation follows Duan et al. 2019, Section III-B:
+coordinates), ``affine`` (working grid) and ``has_rv_wall`` (bool). Augmentation follows Duan et al. 2019, Section III-B:
 intensity rescaling and a 3D random affine about the volume centre (in-plane translation,
 isotropic scaling, rotation about one random axis), applied consistently to image, labels and
 landmark map; then a random in-plane crop (the network is fully convolutional in-plane, so
@@ -73,6 +73,7 @@ def cache_acdc(root: str | Path, cache_dir: str | Path, *, radius_mm: float = 4.
         lmk = landmark_map(pts, seg.shape, rec.working_affine, radius_mm=radius_mm)
         tmp = dest.with_suffix(".tmp.npz")
         np.savez_compressed(tmp, image=work.array.astype(np.float16), seg=seg, lmk=lmk, points=pts,
+                            affine=rec.working_affine,
                             has_rv_wall=np.bool_((seg == Label.RV_WALL).any()), group=str(case["group"]))
         tmp.replace(dest)
     return paths

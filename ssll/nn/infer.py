@@ -36,7 +36,7 @@ from ssll.nn.train import select_device
 from ssll.preprocess import GridRecord, to_original
 from ssll.types import Array, PathLike, Volume
 
-__all__ = ["LoadedModel", "load_model", "predict", "SegmentItem", "run_segment", "default_weights"]
+__all__ = ["LoadedModel", "load_model", "merge_untrained", "predict", "SegmentItem", "run_segment", "default_weights"]
 
 log = logging.getLogger("ssll.segment")
 
@@ -115,6 +115,7 @@ def predict(model: LoadedModel, images: Array, *, batch_size: int = 4) -> tuple[
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
             seg, lmk = model.net(x)
         # (B, C, S=k, H=i, W=j) -> (B, [C,] i, j, k)
+        seg = merge_untrained(seg.float(), model.card.get("untrained_classes", []))
         labels[s : s + batch_size] = seg.argmax(1).permute(0, 2, 3, 1).to(torch.uint8).cpu().numpy()
         p = torch.softmax(lmk.float(), 1)
         am = p.argmax(1)  # (B, S, H, W)
@@ -127,6 +128,22 @@ def predict(model: LoadedModel, images: Array, *, batch_size: int = 4) -> tuple[
         lmap[s : s + batch_size] = am.permute(0, 2, 3, 1).to(torch.uint8).cpu().numpy()
         conf[s : s + batch_size] = peak.cpu().numpy()
     return labels, lmap, conf
+
+
+def merge_untrained(seg_logits: torch.Tensor, untrained: list[int]) -> torch.Tensor:
+    """Fold classes the network never saw labelled into the background.
+
+    A network trained without RV-wall labels (ACDC) learned nothing that separates RV wall from
+    background: its RV-wall score is free inside the background. Returns log-probabilities
+    ``(B, C, ...)`` with those classes' probability added to the background and set to zero.
+    """
+    if not untrained:
+        return seg_logits
+    p = torch.softmax(seg_logits, 1)
+    for c in untrained:
+        p[:, 0] += p[:, c]
+        p[:, c] = 0.0
+    return torch.log(p.clamp_min(1e-12))
 
 
 @dataclass(frozen=True)

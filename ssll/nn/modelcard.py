@@ -55,6 +55,7 @@ def build_card(
             "RV wall is left out of each sample's loss (its probability merged with background), so this network "
             "does not learn to segment the RV wall."
         )
+        card["untrained_classes"] = [int(Label.RV_WALL)]
         card["licence"] = (
             "CC BY-NC-SA 4.0, inherited from the ACDC data: non-commercial use only, with attribution, "
             "share-alike. Cite: " + ACDC_CITATION

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ssll.simulate import LRConfig, simulate_lr
+
+
+def _hr() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    img = np.broadcast_to(np.arange(40, dtype=np.float32), (30, 30, 40)).copy()
+    lab = np.zeros((30, 30, 40), np.uint8)
+    lab[10:20, 10:20, 6:34] = 1
+    aff = np.diag([1.25, 1.25, 2.0, 1.0])
+    aff[:3, 3] = [5.0, -3.0, 7.0]
+    return img, lab, aff
+
+
+def test_thick_slices_average_and_geometry() -> None:
+    img, lab, aff = _hr()
+    out = simulate_lr(img, lab, aff, LRConfig(slice_mm=10.0, shift_mm=0.0, max_lost=0), np.random.default_rng(0))
+    # heart in HR slices 6..33 -> LR slices 1..6, plus one margin slice each side -> 0..7
+    assert out["image"].shape == (30, 30, 8)
+    np.testing.assert_allclose(out["image"][5, 5, :], 5 * np.arange(8) + 2.0)
+    np.testing.assert_allclose(np.linalg.norm(out["affine"][:3, 2]), 10.0)
+    # LR slice 0 is centred on HR slice 2 (z = 7 + 2 * 2 mm)
+    assert out["affine"][2, 3] == pytest.approx(11.0)
+    assert out["record"]["slice_mm"] == 10.0
+
+
+def test_shifts_move_labels_by_the_recorded_amount() -> None:
+    img, lab, aff = _hr()
+    out = simulate_lr(img, lab, aff, LRConfig(shift_mm=2.0, max_lost=0), np.random.default_rng(3))
+    shifts = np.array(out["record"]["shifts_mm"])
+    for k in range(1, 6):
+        c = np.argwhere(out["labels"][:, :, k] == 1).mean(0)
+        np.testing.assert_allclose((c - 14.5) * 1.25, shifts[k], atol=1.25)
+
+
+def test_lost_coverage_drops_end_slices() -> None:
+    img, lab, aff = _hr()
+    full = simulate_lr(img, lab, aff, LRConfig(shift_mm=0.0, max_lost=0), np.random.default_rng(0))
+    lost = [simulate_lr(img, lab, aff, LRConfig(shift_mm=0.0, max_lost=1), np.random.default_rng(s)) for s in range(8)]
+    n_lost = [r["record"]["slices_lost_first_end"] + r["record"]["slices_lost_last_end"] for r in lost]
+    assert max(n_lost) >= 1
+    for r, n in zip(lost, n_lost):
+        # each lost heart slice also removes the margin slice beyond it
+        assert (full["labels"][..., :].any(axis=(0, 1)).sum() - r["labels"].any(axis=(0, 1)).sum()) == n
