@@ -9,6 +9,8 @@
 #   segment/{subject}/{phase}_labels_original.nii.gz  the same on the input grid
 #   segment/{subject}/{phase}_landmarkmap.nii.gz      landmark labels 1..6
 #   landmarks/{subject}/{phase}.json, .csv, _map.nii.gz  6 landmarks in world mm
+#   measures/{subject}.tsv                            LV/RV volumes (ml), masses (g), SV, EF (%)
+#   cohort/measures.csv                               one row per subject
 # logs/{rule}/{subject}[_{phase}].log and benchmarks/{rule}/... beside results/.
 
 from snakemake.utils import min_version
@@ -24,6 +26,7 @@ include: "workflow/rules/ingest.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/segment.smk"
 include: "workflow/rules/landmarks.smk"
+include: "workflow/rules/measures.smk"
 
 
 rule all:

@@ -221,6 +221,30 @@ def _run_simulate_lr(a: argparse.Namespace) -> None:
                     cfg=LRConfig(slice_mm=a.slice_mm, shift_mm=a.shift_mm, max_lost=a.max_lost))
 
 
+# ---------------------------------------------------------------- measures / cohort-table
+def _add_measures(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ed-labels", required=True, help="canonical labels at ED (any grid; its spacing is used)")
+    p.add_argument("--es-labels", required=True, help="canonical labels at ES")
+    p.add_argument("--out-tsv", required=True)
+
+
+def _run_measures(a: argparse.Namespace) -> None:
+    from ssll.measures import run_measures
+
+    run_measures(subject=a.subject or "subject", ed_labels=a.ed_labels, es_labels=a.es_labels, out_tsv=a.out_tsv)
+
+
+def _add_cohort_table(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out-csv", required=True)
+    p.add_argument("inputs", nargs="+", help="per-subject measures TSV files")
+
+
+def _run_cohort_table(a: argparse.Namespace) -> None:
+    from ssll.measures import run_cohort_table
+
+    run_cohort_table(inputs=a.inputs, out_csv=a.out_csv)
+
+
 _REGISTRY: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], Any]]] = [
     ("ingest", "study (4D NIfTI, DICOM cine or ED/ES files) -> ED and ES volumes", _add_ingest, _run_ingest),
     ("preprocess", "resample to 1.25x1.25x2 mm, fit to 192x192x80, clip and scale intensities", _add_preprocess, _run_preprocess),
@@ -228,6 +252,9 @@ _REGISTRY: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Calla
     ("landmarks", "landmark map -> 6 landmarks in world mm (JSON, CSV, NIfTI)", _add_landmarks, _run_landmarks),
     ("landmarks-from-labels", "the 6 landmarks derived geometrically from a segmentation", _add_landmarks_from_labels,
      _run_landmarks_from_labels),
+    ("measures", "LV/RV volumes (ml), masses (g), stroke volumes and ejection fractions of one subject",
+     _add_measures, _run_measures),
+    ("cohort-table", "one row per subject: the cohort's measures table (CSV)", _add_cohort_table, _run_cohort_table),
     ("phantom", "HR bi-ventricular phantoms from real biv-me shapes, exact landmarks", _add_phantom, _run_phantom),
     ("simulate-lr", "LR artefacts from an HR volume: thick slices, inter-slice shifts, lost coverage", _add_simulate_lr,
      _run_simulate_lr),

@@ -40,7 +40,7 @@ def test_dry_run_plans_every_stage() -> None:
     r = _run([*SNAKEMAKE, "-n", "--quiet", "rules", "--configfile", "config/config.yaml",
               "--directory", str(ROOT), "-s", str(ROOT / "Snakefile")], ROOT)
     assert r.returncode == 0, r.stderr
-    for rule in ("ingest", "preprocess", "segment", "landmarks"):
+    for rule in ("ingest", "preprocess", "segment", "landmarks", "measures", "cohort_table"):
         assert rule in r.stdout
 
 
@@ -70,6 +70,8 @@ def test_demo_cohort_end_to_end(tmp_path: Path) -> None:
             lab = np.asarray(orig.dataobj)
             assert set(np.unique(lab)) >= {0, 1, 2, 3}
             assert (work / "results/landmarks" / subject / f"{phase}.csv").exists()
+    table = (work / "results/cohort/measures.csv").read_text()
+    assert "patient020" in table and "lv_ef_pct" in table
     # a rerun has nothing to do
     r2 = _run([*SNAKEMAKE, "--profile", "profiles/local", "-n"], work)
     assert "Nothing to be done" in r2.stdout + r2.stderr

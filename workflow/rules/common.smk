@@ -60,8 +60,11 @@ def get_weights_arg():
 
 
 def final_targets():
-    return expand(
-        f"{RESULTS}/landmarks/{{subject}}/{{phase}}.json",
-        subject=SUBJECTS,
-        phase=PHASES,
-    )
+    return [
+        *expand(
+            f"{RESULTS}/landmarks/{{subject}}/{{phase}}.json",
+            subject=SUBJECTS,
+            phase=PHASES,
+        ),
+        f"{RESULTS}/cohort/measures.csv",
+    ]

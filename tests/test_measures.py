@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import write_nifti
+from ssll.errors import LabelError
+from ssll.measures import cardiac_measures, phase_measures, run_cohort_table, run_measures
+
+
+def _ellipsoid(shape, spacing, radii, label, out=None):
+    ii, jj, kk = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    c = [(n - 1) / 2 for n in shape]
+    r = sum(((g - cc) * s / rr) ** 2 for g, cc, s, rr in zip((ii, jj, kk), c, spacing, radii))
+    lab = np.zeros(shape, np.uint8) if out is None else out
+    lab[r <= 1.0] = label
+    return lab
+
+
+def test_ellipsoid_volume_and_mass() -> None:
+    sp = (1.0, 1.0, 2.0)
+    lab = _ellipsoid((80, 80, 50), sp, (30, 30, 40), 2)  # wall
+    lab = _ellipsoid((80, 80, 50), sp, (20, 20, 30), 1, out=lab)  # cavity inside
+    m = phase_measures(lab, sp)
+    v_cav = 4 / 3 * math.pi * 20 * 20 * 30 / 1000
+    v_all = 4 / 3 * math.pi * 30 * 30 * 40 / 1000
+    assert m["lv_cavity_ml"] == pytest.approx(v_cav, rel=0.02)
+    assert m["lv_mass_g"] == pytest.approx((v_all - v_cav) * 1.05, rel=0.02)
+    assert m["rv_cavity_ml"] == 0.0 and math.isnan(m["rv_mass_g"])
+
+
+def test_labels_are_counted_not_summed() -> None:
+    lab = np.array([[[3, 3, 4, 1]]], np.uint8)
+    m = phase_measures(lab, (10.0, 10.0, 10.0))  # 1 ml voxels
+    assert m["rv_cavity_ml"] == 2.0 and m["lv_cavity_ml"] == 1.0 and m["rv_mass_g"] == pytest.approx(1.05)
+
+
+def test_ef() -> None:
+    row = cardiac_measures({"lv_cavity_ml": 150.0, "rv_cavity_ml": 160.0, "lv_mass_g": 1, "rv_mass_g": 1},
+                           {"lv_cavity_ml": 60.0, "rv_cavity_ml": 80.0, "lv_mass_g": 1, "rv_mass_g": 1})
+    assert row["lv_sv_ml"] == 90.0 and row["lv_ef_pct"] == pytest.approx(60.0) and row["rv_ef_pct"] == pytest.approx(50.0)
+
+
+def test_non_canonical_labels_rejected() -> None:
+    with pytest.raises(LabelError):
+        phase_measures(np.array([[[7]]]), (1, 1, 1))
+
+
+def test_run_measures_and_cohort(tmp_path: Path) -> None:
+    lab = np.zeros((10, 10, 4), np.uint8)
+    lab[2:6, 2:6, :] = 1
+    write_nifti(tmp_path / "ed.nii.gz", lab, spacing=(1.5, 1.5, 10.0))
+    lab[2:4, 2:6, :] = 0
+    write_nifti(tmp_path / "es.nii.gz", lab, spacing=(1.5, 1.5, 10.0))
+    row = run_measures(subject="s1", ed_labels=str(tmp_path / "ed.nii.gz"), es_labels=str(tmp_path / "es.nii.gz"),
+                       out_tsv=str(tmp_path / "s1.tsv"))
+    assert row["ed_lv_cavity_ml"] == pytest.approx(64 * 22.5 / 1000) and row["lv_ef_pct"] == pytest.approx(50.0)
+    run_cohort_table(inputs=[str(tmp_path / "s1.tsv")] * 2, out_csv=str(tmp_path / "c.csv"))
+    df = pd.read_csv(tmp_path / "c.csv")
+    assert len(df) == 2 and "lv_ef_pct" in df.columns
