@@ -11,6 +11,7 @@
 #   landmarks/{subject}/{phase}.json, .csv, _map.nii.gz  6 landmarks in world mm
 #   measures/{subject}.tsv                            LV/RV volumes (ml), masses (g), SV, EF (%)
 #   cohort/measures.csv                               one row per subject
+#   qc/{subject}/{phase}.png                          QC montage (labels and landmarks on the image)
 # logs/{rule}/{subject}[_{phase}].log and benchmarks/{rule}/... beside results/.
 
 from snakemake.utils import min_version
@@ -27,6 +28,7 @@ include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/segment.smk"
 include: "workflow/rules/landmarks.smk"
 include: "workflow/rules/measures.smk"
+include: "workflow/rules/qc.smk"
 
 
 rule all:

@@ -245,6 +245,20 @@ def _run_cohort_table(a: argparse.Namespace) -> None:
     run_cohort_table(inputs=a.inputs, out_csv=a.out_csv)
 
 
+# ---------------------------------------------------------------- qc
+def _add_qc(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--image", required=True, help="working-grid image")
+    p.add_argument("--labels", required=True, help="canonical labels on the same grid")
+    p.add_argument("--landmarks", help="landmarks JSON from ssll landmarks")
+    p.add_argument("--out-png", required=True)
+
+
+def _run_qc(a: argparse.Namespace) -> None:
+    from ssll.qc import run_qc
+
+    run_qc(image=a.image, labels=a.labels, landmarks_json=a.landmarks, out_png=a.out_png, title=a.subject or "")
+
+
 _REGISTRY: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], Any]]] = [
     ("ingest", "study (4D NIfTI, DICOM cine or ED/ES files) -> ED and ES volumes", _add_ingest, _run_ingest),
     ("preprocess", "resample to 1.25x1.25x2 mm, fit to 192x192x80, clip and scale intensities", _add_preprocess, _run_preprocess),
@@ -255,6 +269,7 @@ _REGISTRY: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Calla
     ("measures", "LV/RV volumes (ml), masses (g), stroke volumes and ejection fractions of one subject",
      _add_measures, _run_measures),
     ("cohort-table", "one row per subject: the cohort's measures table (CSV)", _add_cohort_table, _run_cohort_table),
+    ("qc", "QC montage PNG: short-axis slices and long-axis cuts with labels and landmarks", _add_qc, _run_qc),
     ("phantom", "HR bi-ventricular phantoms from real biv-me shapes, exact landmarks", _add_phantom, _run_phantom),
     ("simulate-lr", "LR artefacts from an HR volume: thick slices, inter-slice shifts, lost coverage", _add_simulate_lr,
      _run_simulate_lr),

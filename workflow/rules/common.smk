@@ -66,5 +66,8 @@ def final_targets():
             subject=SUBJECTS,
             phase=PHASES,
         ),
+        *expand(
+            f"{RESULTS}/qc/{{subject}}/{{phase}}.png", subject=SUBJECTS, phase=PHASES
+        ),
         f"{RESULTS}/cohort/measures.csv",
     ]
