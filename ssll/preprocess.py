@@ -33,6 +33,8 @@ __all__ = [
     "preprocess_volume",
     "labels_to_working",
     "to_original",
+    "labels_to_working_soft",
+    "probabilities_to_original",
 ]
 
 #: Working voxel size in mm (i, j, k).
@@ -248,6 +250,40 @@ def labels_to_working(labels: Array, record: GridRecord) -> Array:
     return resample(
         np.asarray(labels, dtype=np.uint8), record.input_affine, record.working_affine, record.working_shape, order=0
     )
+
+
+def labels_to_working_soft(labels: Array, record: GridRecord, n_classes: int = 5) -> Array:
+    """Class fractions of a label map on the working grid, ``(C, I, J, K)`` float32.
+
+    Each class's indicator is interpolated linearly, so a working voxel keeps the partial-volume
+    fractions of the input voxels it overlaps (outside the input: background).
+    """
+    out = np.empty((n_classes, *record.working_shape), np.float32)
+    for c in range(n_classes):
+        out[c] = resample((labels == c).astype(np.float32), record.input_affine, record.working_affine,
+                          record.working_shape, order=1, cval=1.0 if c == 0 else 0.0)
+    return out
+
+
+def probabilities_to_original(prob: Array, record: GridRecord) -> Array:
+    """Labels on the input grid from class probabilities on the working grid.
+
+    Each class map ``(C, I, J, K)`` is interpolated linearly onto the input grid and the most
+    probable class taken; this keeps sub-voxel boundary information that nearest-neighbour
+    transport of hard labels loses when the input grid is finer than 1.25 mm. Outside the
+    working field of view the result is background.
+
+    Returns:
+        ``uint8`` labels of shape ``record.input_shape``.
+    """
+    if tuple(prob.shape[1:]) != tuple(record.working_shape):
+        raise ValueError(f"probabilities_to_original: shape {prob.shape} does not match {record.working_shape}")
+    back = np.stack([
+        resample(np.asarray(prob[c], np.float32), record.working_affine, record.input_affine, record.input_shape,
+                 order=1, cval=1.0 if c == 0 else 0.0)
+        for c in range(prob.shape[0])
+    ])
+    return back.argmax(axis=0).astype(np.uint8)
 
 
 def to_original(array: Array, record: GridRecord, *, order: int = 0) -> Array:

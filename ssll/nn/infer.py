@@ -7,8 +7,8 @@ reported, and does not stop the others.
 Outputs per subject and phase in ``out_dir``:
 
 * ``<phase>_labels.nii.gz`` - canonical labels on the working grid (1.25x1.25x2 mm).
-* ``<phase>_labels_original.nii.gz`` - the same on the original image grid (nearest
-  neighbour), with the original file's header geometry.
+* ``<phase>_labels_original.nii.gz`` - the same on the original image grid (class probabilities
+  interpolated linearly, then the most probable class), with the original file's header geometry.
 * ``<phase>_landmarkmap.nii.gz`` - landmark labels 0..6 on the working grid.
 * ``<phase>_landmark_confidence.json`` - per landmark, the peak softmax probability. A landmark
   that no voxel's argmax selects is marked at its peak-probability voxel, so the map always
@@ -33,7 +33,7 @@ from ssll.io import load_image, read_json, save_nifti, write_json
 from ssll.labels import Label, Landmark
 from ssll.nn.network import SSLLN
 from ssll.nn.train import select_device
-from ssll.preprocess import GridRecord, to_original
+from ssll.preprocess import GridRecord, probabilities_to_original
 from ssll.types import Array, PathLike, Volume
 
 __all__ = ["LoadedModel", "load_model", "merge_untrained", "predict", "SegmentItem", "run_segment", "default_weights"]
@@ -92,7 +92,7 @@ def load_model(weights: PathLike, *, device: torch.device | None = None) -> Load
 
 
 @torch.no_grad()
-def predict(model: LoadedModel, images: Array, *, batch_size: int = 4) -> tuple[Array, Array, Array]:
+def predict(model: LoadedModel, images: Array, *, batch_size: int = 4, return_prob: bool = False):  # noqa: ANN201
     """Segment working-grid volumes.
 
     Args:
@@ -102,12 +102,14 @@ def predict(model: LoadedModel, images: Array, *, batch_size: int = 4) -> tuple[
 
     Returns:
         ``labels`` ``(N, I, J, K)`` uint8 canonical, ``landmark_map`` ``(N, I, J, K)`` uint8,
-        ``confidence`` ``(N, 6)`` peak probability of each landmark.
+        ``confidence`` ``(N, 6)`` peak probability of each landmark; with ``return_prob`` also
+        the segmentation probabilities ``(N, 5, I, J, K)`` float16.
     """
     n = images.shape[0]
     labels = np.empty(images.shape, np.uint8)
     lmap = np.empty(images.shape, np.uint8)
     conf = np.zeros((n, 6), np.float32)
+    sprob = np.empty((n, 5, *images.shape[1:]), np.float16) if return_prob else None
     use_amp = model.device.type == "cuda"
     for s in range(0, n, batch_size):
         x = torch.from_numpy(np.ascontiguousarray(images[s : s + batch_size].transpose(0, 3, 1, 2))).float()
@@ -117,6 +119,8 @@ def predict(model: LoadedModel, images: Array, *, batch_size: int = 4) -> tuple[
         # (B, C, S=k, H=i, W=j) -> (B, [C,] i, j, k)
         seg = merge_untrained(seg.float(), model.card.get("untrained_classes", []))
         labels[s : s + batch_size] = seg.argmax(1).permute(0, 2, 3, 1).to(torch.uint8).cpu().numpy()
+        if sprob is not None:
+            sprob[s : s + batch_size] = torch.softmax(seg, 1).permute(0, 1, 3, 4, 2).to(torch.float16).cpu().numpy()
         p = torch.softmax(lmk.float(), 1)
         am = p.argmax(1)  # (B, S, H, W)
         flat = p[:, 1:].flatten(2)
@@ -127,6 +131,8 @@ def predict(model: LoadedModel, images: Array, *, batch_size: int = 4) -> tuple[
                     am[b].view(-1)[where[b, n_l]] = n_l + 1
         lmap[s : s + batch_size] = am.permute(0, 2, 3, 1).to(torch.uint8).cpu().numpy()
         conf[s : s + batch_size] = peak.cpu().numpy()
+    if sprob is not None:
+        return labels, lmap, conf, sprob
     return labels, lmap, conf
 
 
@@ -164,10 +170,10 @@ def _original_header(record: GridRecord) -> Any:
     return None
 
 
-def _write_outputs(item: SegmentItem, record: GridRecord, labels: Array, lmap: Array, conf: Array) -> None:
+def _write_outputs(item: SegmentItem, record: GridRecord, labels: Array, lmap: Array, conf: Array, prob: Array) -> None:
     out = item.out_dir
     w_aff = record.working_affine
-    orig = to_original(labels, record)
+    orig = probabilities_to_original(prob.astype(np.float32), record)
     header = _original_header(record)
     save_nifti(out / f"{item.phase}_labels.nii.gz", Volume(labels, w_aff), dtype=np.uint8)
     save_nifti(out / f"{item.phase}_labels_original.nii.gz", Volume(orig, record.input_affine, header=header),
@@ -202,14 +208,15 @@ def run_segment(items: list[SegmentItem], weights: PathLike, *, batch_size: int 
     for s in range(0, len(ok), batch_size):
         chunk = ok[s : s + batch_size]
         try:
-            labels, lmap, conf = predict(model, np.stack([c[2] for c in chunk]), batch_size=batch_size)
+            labels, lmap, conf, prob = predict(model, np.stack([c[2] for c in chunk]), batch_size=batch_size,
+                                              return_prob=True)
         except (RuntimeError, SsllError) as exc:  # e.g. out of memory: report every member
             for it, _, _ in chunk:
                 failures[f"{it.subject}/{it.phase}"] = f"inference failed: {exc}"
             continue
         for n, (it, rec, _) in enumerate(chunk):
             try:
-                _write_outputs(it, rec, labels[n], lmap[n], conf[n])
+                _write_outputs(it, rec, labels[n], lmap[n], conf[n], prob[n])
             except (SsllError, OSError, ValueError) as exc:
                 failures[f"{it.subject}/{it.phase}"] = f"{type(exc).__name__}: {exc}"
                 log.debug(traceback.format_exc())
