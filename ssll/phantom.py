@@ -41,18 +41,18 @@ class PhantomConfig:
     """Ranges of the random phantom parameters.
 
     Attributes:
-        scale: global scale factor range. Defaults to (0.9, 1.1).
+        scale: global scale factor range. Defaults to (0.88, 1.04).
         deform_mm: amplitude of the smooth random deformation (mm). Defaults to 3.
-        wall_mm: LV wall thickness change range (mm; positive thickens). Defaults to (-1.5, 2.5).
+        wall_mm: LV wall thickness change range (mm; positive thickens). Defaults to (-1.5, 2.0).
         tilt_deg: maximum tilt of the slice axis from the LV long axis (deg). Defaults to 10.
         shift_mm: maximum offset of the heart from the grid centre, in-plane (mm). Defaults to 20.
         noise: Rician noise sigma relative to blood signal. Defaults to (0.02, 0.06).
         bias: coil bias field strength (log amplitude). Defaults to 0.15.
     """
 
-    scale: tuple[float, float] = (0.9, 1.1)
+    scale: tuple[float, float] = (0.88, 1.04)
     deform_mm: float = 3.0
-    wall_mm: tuple[float, float] = (-1.5, 2.5)
+    wall_mm: tuple[float, float] = (-1.5, 2.0)
     tilt_deg: float = 10.0
     shift_mm: float = 20.0
     noise: tuple[float, float] = (0.02, 0.06)
