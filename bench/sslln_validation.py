@@ -1,7 +1,8 @@
 """SSLLN-LR on the 20 ACDC validation patients (ED and ES): segmentation, landmarks, Fig 8, speed.
 
-* Dice and Hausdorff distance (mm) per structure on the original image grid (network output
-  taken back by nearest neighbour), against the expert labels.
+* Dice and Hausdorff distance (mm) per structure on the original image grid (network class
+  probabilities taken back by linear interpolation, largest component per structure kept, as
+  ``ssll segment`` writes them), against the expert labels.
 * Landmark error (mm, world space) per landmark, against landmarks derived from the expert
   labels by the same geometric rules used to make the training targets.
 * The paper's Fig 8 test: k consecutive working-grid slices (2 mm each) centred on the
@@ -39,6 +40,7 @@ from ssll.landmarks import landmarks_from_labels, points_from_landmark_map, voxe
 from ssll.nn.data import acdc_cases
 from ssll.nn.infer import load_model, predict
 from ssll.preprocess import labels_to_working, preprocess_volume, probabilities_to_original
+from ssll.postprocess import keep_largest_components
 from ssll.qc import montage
 
 STRUCTS = (Label.LV_CAVITY, Label.LV_WALL, Label.RV_CAVITY)
@@ -79,7 +81,8 @@ def main() -> None:
         t0 = time.perf_counter()
         lab, lmap, _, prob = predict(model, x, return_prob=True)
         times.append(time.perf_counter() - t0)
-        orig = probabilities_to_original(prob[0].astype(np.float32), rec)
+        orig = keep_largest_components(probabilities_to_original(prob[0].astype(np.float32), rec))
+        lab = keep_largest_components(lab[0])[None]
         row = {"patient": c["patient"], "group": c["group"], "phase": c["phase"]}
         for s in STRUCTS:
             n = s.name.lower()
@@ -101,6 +104,7 @@ def main() -> None:
             filled = work.array.copy()
             filled[:, :, lo:hi] = 0.0
             lab_f, _, _ = predict(model, filled[None])
+            lab_f = keep_largest_components(lab_f[0])[None]
             fr = {"patient": c["patient"], "phase": c["phase"], "k": k}
             for s in STRUCTS:
                 n = s.name.lower()

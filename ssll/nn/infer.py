@@ -6,7 +6,8 @@ reported, and does not stop the others.
 
 Outputs per subject and phase in ``out_dir``:
 
-* ``<phase>_labels.nii.gz`` - canonical labels on the working grid (1.25x1.25x2 mm).
+* ``<phase>_labels.nii.gz`` - canonical labels on the working grid (1.25x1.25x2 mm), the
+  largest connected component of each structure kept.
 * ``<phase>_labels_original.nii.gz`` - the same on the original image grid (class probabilities
   interpolated linearly, then the most probable class), with the original file's header geometry.
 * ``<phase>_landmarkmap.nii.gz`` - landmark labels 0..6 on the working grid.
@@ -33,6 +34,7 @@ from ssll.io import load_image, read_json, save_nifti, write_json
 from ssll.labels import Label, Landmark
 from ssll.nn.network import SSLLN
 from ssll.nn.train import select_device
+from ssll.postprocess import keep_largest_components
 from ssll.preprocess import GridRecord, probabilities_to_original
 from ssll.types import Array, PathLike, Volume
 
@@ -173,7 +175,8 @@ def _original_header(record: GridRecord) -> Any:
 def _write_outputs(item: SegmentItem, record: GridRecord, labels: Array, lmap: Array, conf: Array, prob: Array) -> None:
     out = item.out_dir
     w_aff = record.working_affine
-    orig = probabilities_to_original(prob.astype(np.float32), record)
+    labels = keep_largest_components(labels)
+    orig = keep_largest_components(probabilities_to_original(prob.astype(np.float32), record))
     header = _original_header(record)
     save_nifti(out / f"{item.phase}_labels.nii.gz", Volume(labels, w_aff), dtype=np.uint8)
     save_nifti(out / f"{item.phase}_labels_original.nii.gz", Volume(orig, record.input_affine, header=header),
