@@ -48,6 +48,7 @@ class TrainConfig:
         weight_decay: the weight-decay coefficient of eq. (1). Defaults to 5e-5.
         alpha: landmark-loss weight of eq. (1). Defaults to 0.8.
         widths: encoder widths. Defaults to the paper's public code.
+        lr_drops: epochs after which the learning rate is divided by 10. Defaults to none.
         val_every: validate every N epochs (and after the last). Defaults to 5.
         num_workers: data-loading worker processes. Defaults to 1.
         seed: random seed. Defaults to 0.
@@ -66,6 +67,7 @@ class TrainConfig:
     weight_decay: float = 5e-5
     alpha: float = 0.8
     widths: tuple[int, ...] = (16, 32, 64, 128, 256)
+    lr_drops: tuple[int, ...] = ()
     val_every: int = 5
     num_workers: int = 1
     seed: int = 0
@@ -85,7 +87,7 @@ class TrainConfig:
                 if k in aug:
                     aug[k] = tuple(aug[k])
             kw["augment"] = AugmentConfig(**aug)
-        for k in ("validation_patients", "widths"):
+        for k in ("validation_patients", "widths", "lr_drops"):
             if k in kw:
                 kw[k] = tuple(kw[k])
         cfg = cls(**kw)
@@ -149,6 +151,9 @@ def train(cfg: TrainConfig) -> Path:
         loader = DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers,
                             drop_last=True, generator=torch.Generator().manual_seed(cfg.seed + epoch),
                             persistent_workers=False)
+        lr = cfg.lr * 0.1 ** sum(1 for e in cfg.lr_drops if epoch > e)
+        for group in opt.param_groups:
+            group["lr"] = lr
         model.train()
         t0 = time.time()
         sums = np.zeros(3)
@@ -165,19 +170,13 @@ def train(cfg: TrainConfig) -> Path:
             _progress(epoch, step, len(loader), sums[0] / step, t0)
         sys.stderr.write("\n")
         n = max(len(loader), 1)
-        row: dict[str, Any] = {"epoch": epoch, "loss": sums[0] / n, "dice_loss": sums[1] / n,
+        row: dict[str, Any] = {"epoch": epoch, "lr": lr, "loss": sums[0] / n, "dice_loss": sums[1] / n,
                                "landmark_loss": sums[2] / n, "seconds": time.time() - t0}
         if val_files and (epoch % cfg.val_every == 0 or epoch == cfg.epochs):
             last_val = validate(model, vds, device)
             row.update(last_val)
-        with log_path.open("a" if not new_log else "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=["epoch", "loss", "dice_loss", "landmark_loss", "seconds",
-                                               "val_dice_lv_cavity", "val_dice_lv_wall", "val_dice_rv_cavity",
-                                               "val_dice_rv_wall"])
-            if new_log:
-                w.writeheader()
-                new_log = False
-            w.writerow(row)
+        _append_log(log_path, row, fresh=new_log)
+        new_log = False
         print(json.dumps(row), file=sys.stderr)
         tmp = ckpt.with_suffix(".tmp")
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
@@ -213,6 +212,22 @@ def export(cfg: TrainConfig, *, validation: dict[str, Any] | None = None) -> Pat
     (out / f"{cfg.name}.json").write_text(json.dumps(card, indent=2) + "\n")
     return weights
 
+
+
+_LOG_FIELDS = ["epoch", "lr", "loss", "dice_loss", "landmark_loss", "seconds", "val_dice_lv_cavity",
+               "val_dice_lv_wall", "val_dice_rv_cavity", "val_dice_rv_wall"]
+
+
+def _append_log(path: Path, row: dict[str, Any], *, fresh: bool) -> None:
+    """Append one epoch to the CSV log (rewritten whole, so a resumed run keeps one header)."""
+    rows = [] if fresh or not path.exists() else list(csv.DictReader(path.open()))
+    rows = [r for r in rows if int(r["epoch"]) < int(row["epoch"])] + [row]
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=_LOG_FIELDS, restval="", extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(path)
 
 
 def _jsonable(d: Any) -> Any:
