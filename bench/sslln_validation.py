@@ -38,7 +38,7 @@ from ssll.io import load_image, load_labels
 from ssll.labels import Label, Landmark
 from ssll.landmarks import landmarks_from_labels, points_from_landmark_map, voxel_to_world
 from ssll.nn.data import acdc_cases
-from ssll.nn.infer import load_model, predict
+from ssll.nn.infer import input_fov_mask, load_model, predict
 from ssll.preprocess import labels_to_working, preprocess_volume, probabilities_to_original
 from ssll.postprocess import keep_largest_components
 from ssll.qc import montage
@@ -82,7 +82,8 @@ def main() -> None:
         lab, lmap, _, prob = predict(model, x, return_prob=True)
         times.append(time.perf_counter() - t0)
         orig = keep_largest_components(probabilities_to_original(prob[0].astype(np.float32), rec))
-        lab = keep_largest_components(lab[0])[None]
+        fov = input_fov_mask(rec)
+        lab = keep_largest_components(np.where(fov, lab[0], 0).astype(np.uint8))[None]
         row = {"patient": c["patient"], "group": c["group"], "phase": c["phase"]}
         for s in STRUCTS:
             n = s.name.lower()
@@ -104,7 +105,7 @@ def main() -> None:
             filled = work.array.copy()
             filled[:, :, lo:hi] = 0.0
             lab_f, _, _ = predict(model, filled[None])
-            lab_f = keep_largest_components(lab_f[0])[None]
+            lab_f = keep_largest_components(np.where(fov, lab_f[0], 0).astype(np.uint8))[None]
             fr = {"patient": c["patient"], "phase": c["phase"], "k": k}
             for s in STRUCTS:
                 n = s.name.lower()

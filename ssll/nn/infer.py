@@ -6,8 +6,8 @@ reported, and does not stop the others.
 
 Outputs per subject and phase in ``out_dir``:
 
-* ``<phase>_labels.nii.gz`` - canonical labels on the working grid (1.25x1.25x2 mm), the
-  largest connected component of each structure kept.
+* ``<phase>_labels.nii.gz`` - canonical labels on the working grid (1.25x1.25x2 mm), background
+  outside the input's field of view, the largest connected component of each structure kept.
 * ``<phase>_labels_original.nii.gz`` - the same on the original image grid (class probabilities
   interpolated linearly, then the most probable class), with the original file's header geometry.
 * ``<phase>_landmarkmap.nii.gz`` - landmark labels 0..6 on the working grid.
@@ -35,7 +35,7 @@ from ssll.labels import Label, Landmark
 from ssll.nn.network import SSLLN
 from ssll.nn.train import select_device
 from ssll.postprocess import keep_largest_components
-from ssll.preprocess import GridRecord, probabilities_to_original
+from ssll.preprocess import GridRecord, probabilities_to_original, resample
 from ssll.types import Array, PathLike, Volume
 
 __all__ = ["LoadedModel", "load_model", "merge_untrained", "predict", "SegmentItem", "run_segment", "default_weights"]
@@ -172,10 +172,18 @@ def _original_header(record: GridRecord) -> Any:
     return None
 
 
+def input_fov_mask(record: GridRecord) -> Array:
+    """Working-grid voxels inside the input image's field of view, ``(I, J, K)`` bool."""
+    ones = np.ones(record.input_shape, np.uint8)
+    return resample(ones, record.input_affine, record.working_affine, record.working_shape, order=0).astype(bool)
+
+
 def _write_outputs(item: SegmentItem, record: GridRecord, labels: Array, lmap: Array, conf: Array, prob: Array) -> None:
     out = item.out_dir
     w_aff = record.working_affine
-    labels = keep_largest_components(labels)
+    # no tissue outside the acquired field of view (the zero padding of the working grid)
+    fov = input_fov_mask(record)
+    labels = keep_largest_components(np.where(fov, labels, 0).astype(np.uint8))
     orig = keep_largest_components(probabilities_to_original(prob.astype(np.float32), record))
     header = _original_header(record)
     save_nifti(out / f"{item.phase}_labels.nii.gz", Volume(labels, w_aff), dtype=np.uint8)
