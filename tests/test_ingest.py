@@ -100,3 +100,13 @@ def test_sunnybrook_real_series() -> None:
     vol = read_dicom_cine(folder)
     assert vol.array.shape == (256, 256, 12, 20)
     np.testing.assert_allclose(vol.spacing, (1.367188, 1.367188, 10.0), atol=1e-3)
+
+
+def test_run_ingest_dicom_series(tmp_path: Path) -> None:
+    expected, affine = write_dicom_series(tmp_path / "s", n_phases=4)
+    ph = run_ingest(image=tmp_path / "s", ed=0, es=2, out_ed=tmp_path / "ed.nii.gz", out_es=tmp_path / "es.nii.gz",
+                    out_record=tmp_path / "r.json")
+    assert (ph.ed, ph.es) == (0, 2)
+    es = nib.load(str(tmp_path / "es.nii.gz"))
+    np.testing.assert_allclose(es.affine, affine, atol=1e-3)
+    np.testing.assert_array_equal(np.asarray(es.dataobj), expected[..., 2])
