@@ -52,13 +52,44 @@ def test_bad_subject_id_is_rejected_before_the_dag(tmp_path: Path) -> None:
     assert "bad/../id" in r.stdout + r.stderr
 
 
+def _copy_workflow(work: Path) -> None:
+    work.mkdir()
+    for name in ("Snakefile", "workflow", "config", "profiles", "demo", "envs"):
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name)
+
+
+def _slurm_up() -> bool:
+    if shutil.which("sinfo") is None:
+        return False
+    r = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True)
+    return r.returncode == 0 and any(s in r.stdout for s in ("idle", "mix", "alloc"))
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_demo_cohort_on_slurm(tmp_path: Path) -> None:
+    """The demo cohort through --profile profiles/slurm on a real SLURM (.ci/slurm-cluster start)."""
+    if not _slurm_up():
+        if os.environ.get("SSLL_REQUIRE_SLURM") == "1":
+            pytest.fail("SSLL_REQUIRE_SLURM=1 but no SLURM cluster answers (sinfo)")
+        pytest.skip("no SLURM cluster here (start one with .ci/slurm-cluster start)")
+    work = tmp_path / "run"
+    _copy_workflow(work)
+    shutil.copytree(ROOT / "tests/workflow/slurm-ci", work / "slurm-ci")
+    r = subprocess.run(["timeout", "-s", "INT", "900", *SNAKEMAKE, "--profile", "profiles/slurm",
+                        "--profile", "slurm-ci"], cwd=work, env=_env(), capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    assert "Using profiles" in r.stdout + r.stderr or "slurm" in r.stdout + r.stderr
+    logs = list((work / ".snakemake/slurm_logs").rglob("*.log"))
+    assert any("segment" in str(p) for p in logs), logs  # the jobs really went through sbatch
+    assert (work / "results/cohort/measures.csv").exists()
+
+
 @pytest.mark.slow
 def test_demo_cohort_end_to_end(tmp_path: Path) -> None:
     work = tmp_path / "run"
-    work.mkdir()
-    for name in ("Snakefile", "workflow", "config", "profiles", "demo"):
-        src = ROOT / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name)
+    _copy_workflow(work)
     r = _run([*SNAKEMAKE, "--profile", "profiles/local"], work)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     for subject in ("patient020", "patient080"):
