@@ -7,8 +7,9 @@ for a short-axis stack is close to the LV long axis):
   larger total LV (cavity + wall) area, the other end is apical.
 * Mitral valve centre (6): the LV cavity centroid on the most basal slice whose cavity area is at
   least half the largest (slices through the valve plane hold only a sliver).
-* Apex (5): the LV wall centroid on the most apical LV slice; when that slice still holds cavity
-  (coverage cut short), the LV radius is extrapolated to zero along the slice axis.
+* Apex (5): the LV wall centroid on the most apical LV slice, placed half a slice beyond it (the
+  apex lies between that slice and the next); when that slice still holds cavity (coverage cut
+  short), the LV radius is extrapolated to zero along the slice axis.
 * Mid-ventricular plane: normal to the mitral valve -> apex axis, half-way between them, sampled
   from the labels at 1 mm (nearest neighbour); the acquired slice half-way is the fallback.
 * RV insert points (2, 3): on that plane, the RV cavity pixels within 1.5 mm of the LV wall (RV
@@ -200,17 +201,19 @@ def _mitral_slice(lab: Array, cav_slices: Array, *, from_first: bool) -> int:
 def _apex_position(lv_area: Array, cav_area: Array, apex: int, base: int) -> float:
     """Apex position along the slice axis (fractional slice index).
 
-    When the most apical LV slice still holds cavity the stack is cut short of the apex: the
-    LV radius (square root of the LV area) is extrapolated linearly to zero from the two most
-    apical slices. Otherwise the apex is the most apical LV slice.
+    The apex lies between the most apical slice holding LV and the next slice out (which holds
+    none): half a slice beyond the last LV slice is the expected position (the mid-point of
+    that interval; it matters for 10 mm slices, hardly for 2 mm ones). When the most apical LV
+    slice still holds cavity the stack stops short of the apex: the LV radius (square root of
+    the LV area) is extrapolated linearly to zero from the two most apical slices instead.
     """
-    if cav_area[apex] == 0:
-        return float(apex)
     step = 1 if apex > base else -1
+    if cav_area[apex] == 0:
+        return float(apex + 0.5 * step)
     r1, r0 = np.sqrt(lv_area[apex]), np.sqrt(lv_area[apex - step])
     if r0 <= r1:
-        return float(apex)
-    return float(apex + step * min(r1 / (r0 - r1), 2.0))
+        return float(apex + 0.5 * step)
+    return float(apex + step * min(max(r1 / (r0 - r1), 0.5), 2.0))
 
 
 def landmark_map(points: Array, shape: tuple[int, int, int], affine: Array, *, radius_mm: float = 4.0) -> Array:
