@@ -135,9 +135,11 @@ def _pictures(ph: dict, lrs: dict, out: Path) -> None:
             ax[0, 1].plot(q[0], q[1], "w+", ms=10)
             ax[0, 1].text(q[0] + 2, q[1] - 2, str(n + 1), color="w", fontsize=9)
     ax[0, 1].set_title("HR labels + mid-ventricular landmarks 1-4", fontsize=9)
-    k_lr = int(np.argmin(np.abs(np.arange(lr["image"].shape[2]) * 5 + 2 - k - (lr["affine"][2, 3] - aff[2, 3]) * 0)))
-    ax[0, 2].imshow(lr["image"][:, :, min(k_lr, lr["image"].shape[2] - 1)].T, cmap="gray")
-    ax[0, 2].set_title("LR short axis", fontsize=9)
+    k0 = (np.linalg.inv(aff) @ lr["affine"][:, 3])[2]  # HR slice index of LR slice 0
+    step = np.linalg.norm(lr["affine"][:3, 2]) / np.linalg.norm(aff[:3, 2])
+    k_lr = int(np.clip(round((k - k0) / step), 0, lr["image"].shape[2] - 1))
+    ax[0, 2].imshow(lr["image"][:, :, k_lr].T, cmap="gray")
+    ax[0, 2].set_title(f"LR short axis (10 mm slice {k_lr}, nearest the HR slice)", fontsize=9)
     for row, (name, cut_img, cut_lab, lr_img, lr_lab) in enumerate([
         ("long axis (i-k plane)", img[:, j_c, :], lab[:, j_c, :], lr["image"][:, j_c, :], lr["labels"][:, j_c, :]),
         ("long axis (j-k plane)", img[i_c, :, :], lab[i_c, :, :], lr["image"][i_c, :, :], lr["labels"][i_c, :, :]),

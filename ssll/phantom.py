@@ -41,7 +41,7 @@ class PhantomConfig:
     """Ranges of the random phantom parameters.
 
     Attributes:
-        scale: global scale factor range. Defaults to (0.88, 1.04).
+        scale: global scale factor range. Defaults to (0.88, 1.03).
         deform_mm: amplitude of the smooth random deformation (mm). Defaults to 3.
         wall_mm: LV wall thickness change range (mm; positive thickens). Defaults to (-1.5, 2.0).
         tilt_deg: maximum tilt of the slice axis from the LV long axis (deg). Defaults to 10.
@@ -50,7 +50,7 @@ class PhantomConfig:
         bias: coil bias field strength (log amplitude). Defaults to 0.15.
     """
 
-    scale: tuple[float, float] = (0.88, 1.04)
+    scale: tuple[float, float] = (0.88, 1.03)
     deform_mm: float = 3.0
     wall_mm: tuple[float, float] = (-1.5, 2.0)
     tilt_deg: float = 10.0
