@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+import os
+
+# ../shared/data beside the checkout (as on development machines and in CI); SSLL_SHARED_DATA overrides
+SHARED_DATA = Path(os.environ.get("SSLL_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 
 
 def acdc_dir() -> Path:

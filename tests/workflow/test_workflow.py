@@ -23,7 +23,8 @@ def _env() -> dict[str, str]:
 
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=900)
+    return subprocess.run(args, cwd=cwd, env=_env(), capture_output=True, text=True, encoding="utf-8",
+                          errors="replace", timeout=900)
 
 
 def test_lint_is_clean() -> None:
@@ -78,7 +79,8 @@ def test_demo_cohort_on_slurm(tmp_path: Path) -> None:
     _copy_workflow(work)
     shutil.copytree(ROOT / "tests/workflow/slurm-ci", work / "slurm-ci")
     r = subprocess.run(["timeout", "-s", "INT", "900", *SNAKEMAKE, "--profile", "profiles/slurm",
-                        "--profile", "slurm-ci"], cwd=work, env=_env(), capture_output=True, text=True)
+                        "--profile", "slurm-ci"], cwd=work, env=_env(), capture_output=True, text=True,
+                       encoding="utf-8", errors="replace")
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     assert "Using profiles" in r.stdout + r.stderr or "slurm" in r.stdout + r.stderr
     logs = list((work / ".snakemake/slurm_logs").rglob("*.log"))
