@@ -19,7 +19,6 @@ Run:  python bench/roundtrip.py --data ../shared/data/acdc/training --out bench/
 from __future__ import annotations
 
 import argparse
-import re
 import tempfile
 import warnings
 from pathlib import Path

@@ -31,7 +31,7 @@ import nibabel as nib
 import numpy as np
 
 from ssll.errors import InputImageError
-from ssll.labels import check_canonical, to_canonical
+from ssll.labels import to_canonical
 from ssll.types import Array, PathLike, Volume
 
 __all__ = [
@@ -248,8 +248,3 @@ def save_nifti(path: PathLike, vol: Volume, *, dtype: Any = None) -> None:
         img.header.set_xyzt_units("mm", "sec")
     with atomic_path(path) as tmp:
         nib.save(img, str(tmp))
-
-
-def labels_volume_like(ref: Volume, labels: Array) -> Volume:
-    """Canonical label map on ``ref``'s grid, with ``ref``'s header geometry."""
-    return Volume(check_canonical(labels).astype(np.uint8), ref.affine.copy(), header=ref.header)

@@ -77,7 +77,6 @@ def landmarks_from_labels(labels: Array, affine: Array, *, what: str = "labels")
     rv = (lab == Label.RV_CAVITY) | (lab == Label.RV_WALL)
     lv_cav = lab == Label.LV_CAVITY
     lv_wall = lab == Label.LV_WALL
-    sp = np.linalg.norm(affine[:3, :3], axis=0)
     lv_area = lv.sum(axis=(0, 1))
     lv_slices = np.nonzero(lv_area)[0]
     if lv_slices.size < 2:

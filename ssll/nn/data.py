@@ -11,7 +11,6 @@ training on crops is exact at inference on the full grid and cuts CPU time).
 
 from __future__ import annotations
 
-import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,7 +21,6 @@ import SimpleITK as sitk
 import torch
 from torch.utils.data import Dataset
 
-from ssll.errors import SsllError
 from ssll.io import load_image, load_labels
 from ssll.landmarks import landmark_map, landmarks_from_labels
 from ssll.labels import Label

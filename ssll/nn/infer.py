@@ -31,7 +31,7 @@ import torch
 
 from ssll.errors import ModelError, SsllError
 from ssll.io import load_image, read_json, save_nifti, write_json
-from ssll.labels import Label, Landmark
+from ssll.labels import Landmark
 from ssll.nn.network import SSLLN
 from ssll.nn.train import select_device
 from ssll.postprocess import keep_largest_components
@@ -243,8 +243,3 @@ def run_segment(items: list[SegmentItem], weights: PathLike, *, batch_size: int 
 def landmark_names() -> list[str]:
     """Names of landmarks 1..6, in order."""
     return [Landmark(n).name.lower() for n in range(1, 7)]
-
-
-def class_names() -> list[str]:
-    """Names of canonical classes 0..4."""
-    return [Label(n).name.lower() for n in range(5)]

@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ssll.labels import Label
-from ssll.nn.data import AugmentConfig, VolumeDataset, acdc_cases, cache_acdc
+from ssll.nn.data import AugmentConfig, VolumeDataset, cache_acdc
 from ssll.nn.losses import multitask_loss
 from ssll.nn.modelcard import build_card
 from ssll.nn.network import SSLLN
