@@ -25,7 +25,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ssll.labels import Label, Landmark
+from ssll.labels import LANDMARK_NAMES, Label
 from ssll.landmarks import landmarks_from_labels, voxel_to_world, world_to_voxel
 from ssll.phantom import load_shape_bank, make_phantom
 from ssll.simulate import LRConfig, simulate_lr
@@ -50,7 +50,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     bank = load_shape_bank(a.biv_me)
     rows, lm_rows, times = [], [], []
-    names = [Landmark(i + 1).name.lower() for i in range(6)]
+    names = list(LANDMARK_NAMES)
     for seed in range(a.n):
         t0 = time.perf_counter()
         ph = make_phantom(bank, seed)

@@ -35,7 +35,7 @@ import yaml
 
 from ssll.evaluate import dice, hausdorff, landmark_distances
 from ssll.io import load_image, load_labels
-from ssll.labels import Label, Landmark
+from ssll.labels import LANDMARK_NAMES, Label
 from ssll.landmarks import landmarks_from_labels, points_from_landmark_map, voxel_to_world
 from ssll.nn.data import acdc_cases
 from ssll.nn.infer import input_fov_mask, load_model, predict
@@ -96,7 +96,7 @@ def main() -> None:
         pred_pts = voxel_to_world(points_from_landmark_map(lmap[0]), rec.working_affine)
         d = landmark_distances(pred_pts, true_pts)
         lrows.append({"patient": c["patient"], "phase": c["phase"],
-                      **{Landmark(i + 1).name.lower(): float(d[i]) for i in range(6)}})
+                      **dict(zip(LANDMARK_NAMES, d.astype(float)))})
         # Fig 8: zero-fill k consecutive slices around the mid-ventricle
         lv_k = np.nonzero((gt_w == Label.LV_CAVITY).any(axis=(0, 1)))[0]
         mid = int(round((lv_k[0] + lv_k[-1]) / 2))

@@ -151,19 +151,10 @@ def _add_landmarks_from_labels(p: argparse.ArgumentParser) -> None:
 
 
 def _run_landmarks_from_labels(a: argparse.Namespace) -> None:
-    import tempfile
-    from pathlib import Path
+    from ssll.landmarks import run_landmarks_from_labels
 
-    from ssll.io import load_labels, save_nifti
-    from ssll.landmarks import landmark_map, landmarks_from_labels, run_landmarks
-    from ssll.types import Volume
-
-    lab = load_labels(a.labels, a.convention)
-    pts = landmarks_from_labels(lab.array, lab.affine, what=a.labels)
-    with tempfile.TemporaryDirectory() as d:
-        m = Path(d) / "map.nii.gz"
-        save_nifti(m, Volume(landmark_map(pts, lab.shape3, lab.affine, radius_mm=0.1), lab.affine), dtype="uint8")
-        run_landmarks(landmark_map_path=str(m), out_json=a.out_json, out_csv=a.out_csv, out_map=a.out_map)
+    run_landmarks_from_labels(labels=a.labels, convention=a.convention, out_json=a.out_json, out_csv=a.out_csv,
+                              out_map=a.out_map)
 
 
 # ---------------------------------------------------------------- train

@@ -26,6 +26,7 @@ from ssll.types import Array
 __all__ = [
     "Label",
     "Landmark",
+    "LANDMARK_NAMES",
     "CONVENTIONS",
     "N_CLASSES",
     "N_LANDMARK_CLASSES",
@@ -55,6 +56,9 @@ class Landmark(IntEnum):
     APEX = 5
     MITRAL_VALVE_CENTRE = 6
 
+
+#: Lower-case landmark names in landmark-label order 1..6 (as written in CSV/JSON outputs).
+LANDMARK_NAMES: tuple[str, ...] = tuple(v.name.lower() for v in Landmark)
 
 N_CLASSES = len(Label)  # 5
 N_LANDMARK_CLASSES = len(Landmark) + 1  # 7, background included

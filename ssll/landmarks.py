@@ -30,11 +30,13 @@ import numpy as np
 from scipy import ndimage
 
 from ssll.errors import LandmarkError
-from ssll.labels import Label, Landmark
+from ssll.labels import LANDMARK_NAMES, Label, Landmark
 from ssll.types import Array
 
 __all__ = [
     "landmarks_from_labels",
+    "run_landmarks",
+    "run_landmarks_from_labels",
     "landmark_map",
     "points_from_landmark_map",
     "voxel_to_world",
@@ -275,6 +277,25 @@ def points_from_landmark_map(lmap: Array, *, probabilities: Array | None = None)
     return pts
 
 
+def _write_landmarks(pts: Array, affine: Array, shape: tuple[int, int, int], *, out_json: str, out_csv: str,
+                     out_map: str, confidence: dict[str, float], radius_mm: float) -> Array:
+    """Write six landmarks (voxel coordinates on a grid) as JSON, CSV and a NIfTI ball map; return world mm."""
+    import pandas as pd
+
+    from ssll.io import atomic_path, save_nifti, write_json
+    from ssll.types import Volume
+
+    world = voxel_to_world(pts, affine)
+    rows = [{"landmark": n + 1, "name": name, "x_mm": world[n, 0], "y_mm": world[n, 1], "z_mm": world[n, 2],
+             "i": pts[n, 0], "j": pts[n, 1], "k": pts[n, 2], "confidence": confidence.get(name)}
+            for n, name in enumerate(LANDMARK_NAMES)]
+    write_json(out_json, {"space": "world RAS+ mm", "landmarks": rows})
+    with atomic_path(out_csv) as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False, float_format="%.3f")
+    save_nifti(out_map, Volume(landmark_map(pts, shape, affine, radius_mm=radius_mm), affine), dtype=np.uint8)
+    return world
+
+
 def run_landmarks(
     *,
     landmark_map_path: str,
@@ -293,27 +314,25 @@ def run_landmarks(
     Raises:
         LandmarkError: a landmark is absent from the map.
     """
-    import pandas as pd
-
-    from ssll.io import load_nifti, read_json, save_nifti, write_json
-    from ssll.types import Volume
+    from ssll.io import load_nifti, read_json
 
     vol = load_nifti(landmark_map_path, dtype=np.uint8)
     pts = points_from_landmark_map(vol.array)
-    missing = [Landmark(n + 1).name.lower() for n in range(6) if not np.all(np.isfinite(pts[n]))]
+    missing = [name for n, name in enumerate(LANDMARK_NAMES) if not np.all(np.isfinite(pts[n]))]
     if missing:
         raise LandmarkError(f"{landmark_map_path}: landmarks absent from the map: {', '.join(missing)}")
-    world = voxel_to_world(pts, vol.affine)
     conf = read_json(confidence_path) if confidence_path else {}
-    rows = []
-    for n in range(6):
-        name = Landmark(n + 1).name.lower()
-        rows.append({"landmark": n + 1, "name": name, "x_mm": world[n, 0], "y_mm": world[n, 1], "z_mm": world[n, 2],
-                     "i": pts[n, 0], "j": pts[n, 1], "k": pts[n, 2], "confidence": conf.get(name)})
-    write_json(out_json, {"space": "world RAS+ mm", "landmarks": rows})
-    from ssll.io import atomic_path
+    return _write_landmarks(pts, vol.affine, vol.shape3, out_json=out_json, out_csv=out_csv, out_map=out_map,
+                            confidence=conf, radius_mm=radius_mm)
 
-    with atomic_path(out_csv) as tmp:
-        pd.DataFrame(rows).to_csv(tmp, index=False, float_format="%.3f")
-    save_nifti(out_map, Volume(landmark_map(pts, vol.shape3, vol.affine, radius_mm=radius_mm), vol.affine), dtype=np.uint8)
-    return world
+
+def run_landmarks_from_labels(*, labels: str, convention: str, out_json: str, out_csv: str, out_map: str,
+                              radius_mm: float = 3.0) -> Array:
+    """I/O layer of ``landmarks-from-labels``: a label map -> the six derived landmarks, written as
+    :func:`run_landmarks` writes them (sub-voxel coordinates; an apex extrapolated beyond the grid is kept)."""
+    from ssll.io import load_labels
+
+    lab = load_labels(labels, convention)
+    pts = landmarks_from_labels(lab.array, lab.affine, what=labels)
+    return _write_landmarks(pts, lab.affine, lab.shape3, out_json=out_json, out_csv=out_csv, out_map=out_map,
+                            confidence={}, radius_mm=radius_mm)

@@ -25,7 +25,7 @@ import numpy as np
 from scipy import ndimage
 
 from ssll.errors import InputImageError
-from ssll.labels import Label, Landmark
+from ssll.labels import LANDMARK_NAMES, Label, Landmark
 from ssll.mesh import BivTemplate, label_shells, load_control_points, load_template
 from ssll.preprocess import WORKING_SHAPE, WORKING_SPACING
 from ssll.types import Array, PathLike
@@ -370,7 +370,7 @@ def run_phantom(*, biv_me: PathLike, out_dir: PathLike, n: int, first_seed: int 
             save_nifti(d / f"{phase}_labels.nii.gz", Volume(p["labels"], aff), dtype=np.uint8)
             write_json(d / f"{phase}_landmarks.json", {
                 "space": "world RAS+ mm", "source": "exact, from the mesh",
-                "landmarks": [{"landmark": i + 1, "name": Landmark(i + 1).name.lower(),
+                "landmarks": [{"landmark": i + 1, "name": LANDMARK_NAMES[i],
                                "x_mm": float(q[0]), "y_mm": float(q[1]), "z_mm": float(q[2])}
                               for i, q in enumerate(p["landmarks"])]})
             if lr:

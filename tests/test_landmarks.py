@@ -101,3 +101,15 @@ def test_run_landmarks_missing_landmark(tmp_path: Path) -> None:
     with pytest.raises(LandmarkError, match="absent from the map: rv_insert_anterior"):
         run_landmarks(landmark_map_path=str(tmp_path / "m.nii.gz"), out_json=str(tmp_path / "l.json"),
                       out_csv=str(tmp_path / "l.csv"), out_map=str(tmp_path / "o.nii.gz"))
+
+
+def test_run_landmarks_from_labels_writes_the_derived_points(tmp_path: Path) -> None:
+    from ssll.landmarks import run_landmarks_from_labels
+
+    lab = _phantom()
+    write_nifti(tmp_path / "lab.nii.gz", lab, AFF)
+    world = run_landmarks_from_labels(labels=str(tmp_path / "lab.nii.gz"), convention="canonical",
+                                      out_json=str(tmp_path / "l.json"), out_csv=str(tmp_path / "l.csv"),
+                                      out_map=str(tmp_path / "m.nii.gz"))
+    np.testing.assert_allclose(world, voxel_to_world(landmarks_from_labels(lab, AFF), AFF), atol=1e-4)
+    assert "mitral_valve_centre" in (tmp_path / "l.csv").read_text()

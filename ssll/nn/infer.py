@@ -31,7 +31,7 @@ import torch
 
 from ssll.errors import ModelError, SsllError
 from ssll.io import load_image, read_json, save_nifti, write_json
-from ssll.labels import Landmark
+from ssll.labels import LANDMARK_NAMES
 from ssll.nn.network import SSLLN
 from ssll.nn.train import select_device
 from ssll.postprocess import keep_largest_components
@@ -191,7 +191,7 @@ def _write_outputs(item: SegmentItem, record: GridRecord, labels: Array, lmap: A
                dtype=np.uint8)
     save_nifti(out / f"{item.phase}_landmarkmap.nii.gz", Volume(lmap, w_aff), dtype=np.uint8)
     write_json(out / f"{item.phase}_landmark_confidence.json",
-               {name: float(c) for name, c in zip(landmark_names(), conf)})
+               {name: float(c) for name, c in zip(LANDMARK_NAMES, conf)})
 
 
 def run_segment(items: list[SegmentItem], weights: PathLike, *, batch_size: int = 4) -> dict[str, str]:
@@ -238,8 +238,3 @@ def run_segment(items: list[SegmentItem], weights: PathLike, *, batch_size: int 
             (it.out_dir / f"{it.phase}_error.txt").write_text(failures[key] + "\n")
             log.error("%s: %s", key, failures[key])
     return failures
-
-
-def landmark_names() -> list[str]:
-    """Names of landmarks 1..6, in order."""
-    return [Landmark(n).name.lower() for n in range(1, 7)]
