@@ -30,6 +30,7 @@ import SimpleITK as sitk
 
 from ssll.io import load_image, load_labels, save_nifti
 from ssll.labels import Label
+from ssll.nn.data import acdc_cases
 from ssll.preprocess import (
     labels_to_working,
     labels_to_working_soft,
@@ -66,47 +67,44 @@ def main() -> None:
     warnings.simplefilter("ignore")
     rows = []
     tmp = Path(tempfile.mkdtemp())
-    for pdir in sorted(Path(a.data).glob("patient*")):
-        cfg = dict(line.split(": ") for line in (pdir / "Info.cfg").read_text().splitlines() if ": " in line)
-        for phase in ("ED", "ES"):
-            fr = int(cfg[phase])
-            img_p = pdir / f"{pdir.name}_frame{fr:02d}.nii.gz"
-            gt_p = pdir / f"{pdir.name}_frame{fr:02d}_gt.nii.gz"
-            img = load_image(img_p)
-            lab = load_labels(gt_p, "acdc")
-            work, rec = preprocess_volume(img)
-            w = labels_to_working(lab.array, rec)
-            save_nifti(tmp / "w.nii.gz", Volume(w, rec.working_affine), dtype=np.uint8)
-            w2 = load_labels(tmp / "w.nii.gz")
-            back = to_original(w2.array, rec)
-            save_nifti(tmp / "o.nii.gz", Volume(back, lab.affine, header=lab.header), dtype=np.uint8)
-            o_img = nib.load(str(tmp / "o.nii.gz"))
-            src_img = nib.load(str(gt_p))
-            header_same = bool(
-                np.allclose(o_img.get_sform(), src_img.get_sform()) and np.allclose(o_img.get_qform(), src_img.get_qform())
-            )
-            back2 = np.asarray(o_img.dataobj)
-            row = {"patient": pdir.name, "phase": phase, "spacing_mm": "x".join(f"{s:.3g}" for s in img.spacing),
-                   "header_geometry_kept": header_same}
-            for k in (Label.LV_CAVITY, Label.LV_WALL, Label.RV_CAVITY):
-                a_ = lab.array == k
-                b_ = back2 == k
-                row[f"dice_{k.name.lower()}"] = 2 * np.logical_and(a_, b_).sum() / max(a_.sum() + b_.sum(), 1)
-            row["world_err_inplane_mm"], row["world_err_through_mm"], row["world_label_agreement"] = _world_check(
-                lab.array, lab.affine, tmp / "w.nii.gz"
-            )
-            # soft transport: class fractions to the working grid and back (linear), then argmax
-            soft_back = probabilities_to_original(labels_to_working_soft(lab.array, rec), rec)
-            for k in (Label.LV_CAVITY, Label.LV_WALL, Label.RV_CAVITY):
-                a_, b_ = lab.array == k, soft_back == k
-                row[f"soft_dice_{k.name.lower()}"] = 2 * np.logical_and(a_, b_).sum() / max(a_.sum() + b_.sum(), 1)
-            fov = rec.working_affine
-            inv = np.linalg.inv(fov)
-            vox = np.argwhere(lab.array > 0)
-            wv = (inv[:3, :3] @ (lab.affine[:3, :3] @ vox.T + lab.affine[:3, 3:4]) + inv[:3, 3:4]).T
-            row["labelled_voxels_outside_working_fov"] = int((~np.all((wv >= -0.5) & (wv < np.array(rec.working_shape) - 0.5), axis=1)).sum())
-            rows.append(row)
-            print(pdir.name, phase, {k: round(float(v), 4) if not isinstance(v, (str, bool)) else v for k, v in row.items()}, flush=True)
+    for case in acdc_cases(a.data):
+        patient, phase = case["patient"], case["phase"]
+        img_p, gt_p = case["image"], case["labels"]
+        img = load_image(img_p)
+        lab = load_labels(gt_p, "acdc")
+        work, rec = preprocess_volume(img)
+        w = labels_to_working(lab.array, rec)
+        save_nifti(tmp / "w.nii.gz", Volume(w, rec.working_affine), dtype=np.uint8)
+        w2 = load_labels(tmp / "w.nii.gz")
+        back = to_original(w2.array, rec)
+        save_nifti(tmp / "o.nii.gz", Volume(back, lab.affine, header=lab.header), dtype=np.uint8)
+        o_img = nib.load(str(tmp / "o.nii.gz"))
+        src_img = nib.load(str(gt_p))
+        header_same = bool(
+            np.allclose(o_img.get_sform(), src_img.get_sform()) and np.allclose(o_img.get_qform(), src_img.get_qform())
+        )
+        back2 = np.asarray(o_img.dataobj)
+        row = {"patient": patient, "phase": phase, "spacing_mm": "x".join(f"{s:.3g}" for s in img.spacing),
+               "header_geometry_kept": header_same}
+        for k in (Label.LV_CAVITY, Label.LV_WALL, Label.RV_CAVITY):
+            a_ = lab.array == k
+            b_ = back2 == k
+            row[f"dice_{k.name.lower()}"] = 2 * np.logical_and(a_, b_).sum() / max(a_.sum() + b_.sum(), 1)
+        row["world_err_inplane_mm"], row["world_err_through_mm"], row["world_label_agreement"] = _world_check(
+            lab.array, lab.affine, tmp / "w.nii.gz"
+        )
+        # soft transport: class fractions to the working grid and back (linear), then argmax
+        soft_back = probabilities_to_original(labels_to_working_soft(lab.array, rec), rec)
+        for k in (Label.LV_CAVITY, Label.LV_WALL, Label.RV_CAVITY):
+            a_, b_ = lab.array == k, soft_back == k
+            row[f"soft_dice_{k.name.lower()}"] = 2 * np.logical_and(a_, b_).sum() / max(a_.sum() + b_.sum(), 1)
+        fov = rec.working_affine
+        inv = np.linalg.inv(fov)
+        vox = np.argwhere(lab.array > 0)
+        wv = (inv[:3, :3] @ (lab.affine[:3, :3] @ vox.T + lab.affine[:3, 3:4]) + inv[:3, 3:4]).T
+        row["labelled_voxels_outside_working_fov"] = int((~np.all((wv >= -0.5) & (wv < np.array(rec.working_shape) - 0.5), axis=1)).sum())
+        rows.append(row)
+        print(patient, phase, {k: round(float(v), 4) if not isinstance(v, (str, bool)) else v for k, v in row.items()}, flush=True)
     df = pd.DataFrame(rows)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(a.out, index=False, float_format="%.5f")

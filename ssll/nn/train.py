@@ -111,6 +111,13 @@ def dice_per_class(pred: torch.Tensor, target: torch.Tensor, n_classes: int = 5)
     return out
 
 
+def _split(files: list[Path], validation_patients: tuple[str, ...]) -> tuple[list[Path], list[Path]]:
+    """Cached samples (``<patient>_<phase>.npz``) split into training and validation by patient."""
+    val_set = set(validation_patients)
+    return ([f for f in files if f.name.split("_")[0] not in val_set],
+            [f for f in files if f.name.split("_")[0] in val_set])
+
+
 def _progress(epoch: int, step: int, n: int, loss: float, t0: float) -> None:
     done = int(30 * step / n)
     sys.stderr.write(f"\repoch {epoch:3d} [{'#' * done}{'.' * (30 - done)}] {step}/{n} loss {loss:.4f} {time.time() - t0:6.0f}s")
@@ -126,9 +133,7 @@ def train(cfg: TrainConfig) -> Path:
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = cache_acdc(cfg.data_dir, cfg.cache_dir)
-    val_set = set(cfg.validation_patients)
-    train_files = [f for f in files if f.name.split("_")[0] not in val_set]
-    val_files = [f for f in files if f.name.split("_")[0] in val_set]
+    train_files, val_files = _split(files, cfg.validation_patients)
     ds = VolumeDataset(train_files, cfg.augment, seed=cfg.seed)
     vds = VolumeDataset(val_files, None)
     model = SSLLN(widths=cfg.widths).to(device)
@@ -192,9 +197,7 @@ def export(cfg: TrainConfig, *, validation: dict[str, Any] | None = None) -> Pat
     model = SSLLN(widths=cfg.widths)
     model.load_state_dict(state["model"])
     files = sorted(Path(cfg.cache_dir).glob("*.npz"))
-    val_set = set(cfg.validation_patients)
-    train_files = [f for f in files if f.name.split("_")[0] not in val_set]
-    val_files = [f for f in files if f.name.split("_")[0] in val_set]
+    train_files, val_files = _split(files, cfg.validation_patients)
     last_val = validation or {}
     weights = out / f"{cfg.name}.pt"
     # stored as float16 (half the size; load_state_dict casts back to the float32 parameters)
