@@ -32,8 +32,8 @@ import torch
 from ssll.errors import ModelError, SsllError
 from ssll.io import load_image, read_json, save_nifti, write_json
 from ssll.labels import LANDMARK_NAMES
+from ssll.nn.device import select_device
 from ssll.nn.network import SSLLN
-from ssll.nn.train import select_device
 from ssll.postprocess import keep_largest_components
 from ssll.preprocess import GridRecord, probabilities_to_original, resample
 from ssll.types import Array, PathLike, Volume

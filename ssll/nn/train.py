@@ -24,11 +24,12 @@ from torch.utils.data import DataLoader
 
 from ssll.labels import Label
 from ssll.nn.data import AugmentConfig, VolumeDataset, cache_acdc
+from ssll.nn.device import select_device
 from ssll.nn.losses import multitask_loss
 from ssll.nn.modelcard import build_card
 from ssll.nn.network import SSLLN
 
-__all__ = ["TrainConfig", "train", "select_device", "dice_per_class"]
+__all__ = ["TrainConfig", "train", "export", "dice_per_class"]
 
 
 @dataclass(frozen=True)
@@ -94,11 +95,6 @@ class TrainConfig:
         if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.lr <= 0:
             raise ValueError("TrainConfig: epochs, batch_size and lr must be positive")
         return cfg
-
-
-def select_device() -> torch.device:
-    """CUDA when present, else CPU (chosen at run time)."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def dice_per_class(pred: torch.Tensor, target: torch.Tensor, n_classes: int = 5) -> list[float]:
