@@ -38,7 +38,7 @@ def test_snakefmt_is_clean() -> None:
 
 
 def test_dry_run_plans_every_stage() -> None:
-    r = _run([*SNAKEMAKE, "-n", "--quiet", "rules", "--configfile", "config/config.yaml",
+    r = _run([*SNAKEMAKE, "-n", "--forceall", "--quiet", "rules", "--configfile", "config/config.yaml",
               "--directory", str(ROOT), "-s", str(ROOT / "Snakefile")], ROOT)
     assert r.returncode == 0, r.stderr
     for rule in ("ingest", "preprocess", "segment", "landmarks", "measures", "cohort_table"):
