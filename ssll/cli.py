@@ -19,13 +19,63 @@ from ssll import __version__
 from ssll.errors import SsllError
 from ssll.subjects import validate_subject_id
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "write_provenance"]
 
 log = logging.getLogger("ssll")
 
 
 
 
+
+
+def _git_commit() -> str | None:
+    """The commit of the ssll source tree when it is a git checkout (editable install), else None."""
+    import subprocess
+    from pathlib import Path
+
+    try:
+        r = subprocess.run(["git", "-C", str(Path(__file__).resolve().parent), "rev-parse", "HEAD"],
+                           capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return r.stdout.strip() or None
+
+
+def write_provenance(args: argparse.Namespace, argv: Sequence[str]) -> list[str]:
+    """Write ``<output>.prov.json`` beside every output file of a successful command (and
+    ``provenance.json`` in an output folder): ssll version, git commit, command, subject, the
+    config section it used (``--params``) and the full argument list.
+
+    Returns:
+        The provenance files written.
+    """
+    import datetime
+    from pathlib import Path
+
+    from ssll.io import write_json
+
+    outs = [v for k, v in sorted(vars(args).items()) if k.startswith("out_") and isinstance(v, str) and v]
+    if not outs:
+        return []
+    try:
+        params = _params(getattr(args, "params", None))
+    except ValueError:
+        params = {}
+    record = {"ssll_version": __version__, "git_commit": _git_commit(), "command": args.command,
+              "subject": args.subject, "params": params, "argv": list(argv),
+              "finished_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    written = []
+    for o in outs:
+        path = Path(o)
+        if path.is_dir():
+            dest = path / "provenance.json"
+        elif path.is_file():
+            dest = path.with_name(path.name + ".prov.json")
+        else:
+            continue
+        write_json(dest, {**record, "output": str(path)})
+        written.append(str(dest))
+    return written
 
 
 def _params(text: str | None) -> dict[str, Any]:
@@ -216,13 +266,16 @@ def _run_simulate_lr(a: argparse.Namespace) -> None:
 def _add_measures(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ed-labels", required=True, help="canonical labels at ED (any grid; its spacing is used)")
     p.add_argument("--es-labels", required=True, help="canonical labels at ES")
+    p.add_argument("--ed-refined", help="refined HR model at ED (ssll refine), adds refined_* columns")
+    p.add_argument("--es-refined", help="refined HR model at ES")
     p.add_argument("--out-tsv", required=True)
 
 
 def _run_measures(a: argparse.Namespace) -> None:
     from ssll.measures import run_measures
 
-    run_measures(subject=a.subject or "subject", ed_labels=a.ed_labels, es_labels=a.es_labels, out_tsv=a.out_tsv)
+    run_measures(subject=a.subject or "subject", ed_labels=a.ed_labels, es_labels=a.es_labels, out_tsv=a.out_tsv,
+                 ed_refined=a.ed_refined, es_refined=a.es_refined)
 
 
 def _add_cohort_table(p: argparse.ArgumentParser) -> None:
@@ -250,6 +303,59 @@ def _run_qc(a: argparse.Namespace) -> None:
     run_qc(image=a.image, labels=a.labels, landmarks_json=a.landmarks, out_png=a.out_png, title=a.subject or "")
 
 
+# ---------------------------------------------------------------- atlas
+def _add_atlas(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["build"], help="build: segment HR volumes with SSLLN-HR into an atlas bank")
+    p.add_argument("--sheet", help="TSV with columns atlas_id, image (HR volumes)")
+    p.add_argument("--atlas", action="append", default=[], metavar="ID=IMAGE", help="one HR volume (repeatable)")
+    p.add_argument("--weights", default=None, help="SSLLN-HR weights; default: shipped sslln_hr")
+    p.add_argument("--out-dir", required=True, help="the bank folder (atlases.tsv and one .npz per atlas)")
+    p.add_argument("--params", help="JSON: {margin_mm}")
+
+
+def _run_atlas(a: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from ssll.atlases import read_sheet, run_atlas_build
+    from ssll.nn.infer import default_weights
+
+    sources = read_sheet(a.sheet) if a.sheet else []
+    for item in a.atlas:
+        aid, sep, img = item.partition("=")
+        if not sep:
+            raise ValueError(f"--atlas {item!r}: expected ID=IMAGE")
+        sources.append((validate_subject_id(aid), Path(img)))
+    if not sources:
+        raise SsllError("atlas build: give --sheet or --atlas ID=IMAGE")
+    margin = float(_params(a.params).get("margin_mm", 20.0))
+    path = run_atlas_build(sources=sources, out_dir=a.out_dir, weights=a.weights or default_weights("sslln_hr"),
+                           margin_mm=margin)
+    log.info("atlas bank written: %s", path)
+
+
+# ---------------------------------------------------------------- refine
+def _add_refine(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--image", required=True, help="working-grid image (ssll preprocess)")
+    p.add_argument("--labels", required=True, help="working-grid segmentation (ssll segment)")
+    p.add_argument("--landmarks", required=True, help="landmarks JSON (ssll landmarks)")
+    p.add_argument("--record", required=True, help="grid record JSON (ssll preprocess)")
+    p.add_argument("--bank", required=True, help="atlas bank folder (ssll atlas build)")
+    p.add_argument("--out-labels", required=True, help="refined labels, working grid")
+    p.add_argument("--out-original", required=True, help="refined labels, input grid")
+    p.add_argument("--out-record", required=True, help="JSON: selected atlases, registration, timings")
+    p.add_argument("--params", help='JSON: {"atlases": {...}, "ffd": {...}, "fusion": {...}}')
+
+
+def _run_refine(a: argparse.Namespace) -> None:
+    from ssll.refine import RefineConfig, run_refine
+
+    cfg = RefineConfig.from_mapping(_params(a.params))
+    info = run_refine(subject=a.subject or "subject", image=a.image, labels=a.labels, landmarks=a.landmarks,
+                      record=a.record, bank=a.bank, out_labels=a.out_labels, out_original=a.out_original,
+                      out_record=a.out_record, cfg=cfg)
+    log.info("refined with %d atlases in %.1f s", len(info["selected"]), info["seconds"]["total"])
+
+
 _REGISTRY: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], Any]]] = [
     ("ingest", "study (4D NIfTI, DICOM cine or ED/ES files) -> ED and ES volumes", _add_ingest, _run_ingest),
     ("preprocess", "resample to 1.25x1.25x2 mm, fit to 192x192x80, clip and scale intensities", _add_preprocess, _run_preprocess),
@@ -265,6 +371,9 @@ _REGISTRY: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Calla
     ("simulate-lr", "LR artefacts from an HR volume: thick slices, inter-slice shifts, lost coverage", _add_simulate_lr,
      _run_simulate_lr),
     ("train", "train SSLLN from a YAML config (checkpointed, resumable)", _add_train, _run_train),
+    ("atlas", "atlas bank: `ssll atlas build` segments HR volumes with SSLLN-HR", _add_atlas, _run_atlas),
+    ("refine", "shape refinement: landmark affine, NMI atlas selection, B-spline FFD, patch fusion", _add_refine,
+     _run_refine),
 ]
 
 
@@ -299,6 +408,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             validate_subject_id(args.subject)
             prefix += f"{args.subject}: "
         result = args._run(args)
+        if not result:
+            write_provenance(args, sys.argv[1:] if argv is None else argv)
     except SsllError as exc:
         print(f"{prefix}error: {exc}", file=sys.stderr)
         return 2

@@ -33,3 +33,11 @@ class LandmarkError(SsllError):
 
 class ModelError(SsllError):
     """Network weights or their model card are missing or inconsistent."""
+
+
+class RegistrationError(SsllError):
+    """Atlas registration failed: empty target, degenerate landmarks, or a diverged optimisation."""
+
+
+class AtlasError(SsllError):
+    """An atlas bank is missing, empty, or has an unreadable or inconsistent entry."""

@@ -31,10 +31,11 @@ from scipy import ndimage
 
 from ssll.errors import LandmarkError
 from ssll.labels import LANDMARK_NAMES, Label, Landmark
-from ssll.types import Array
+from ssll.types import Array, PathLike
 
 __all__ = [
     "landmarks_from_labels",
+    "read_landmarks",
     "run_landmarks",
     "run_landmarks_from_labels",
     "landmark_map",
@@ -294,6 +295,22 @@ def _write_landmarks(pts: Array, affine: Array, shape: tuple[int, int, int], *, 
         pd.DataFrame(rows).to_csv(tmp, index=False, float_format="%.3f")
     save_nifti(out_map, Volume(landmark_map(pts, shape, affine, radius_mm=radius_mm), affine), dtype=np.uint8)
     return world
+
+
+def read_landmarks(path: PathLike) -> Array:
+    """The six landmarks of a landmarks JSON (``ssll landmarks``, ``ssll phantom``): ``(6, 3)`` world mm.
+
+    Raises:
+        LandmarkError: the file does not list landmarks 1..6 with x_mm, y_mm, z_mm.
+    """
+    from ssll.io import read_json
+
+    try:
+        rows = {int(r["landmark"]): (float(r["x_mm"]), float(r["y_mm"]), float(r["z_mm"]))
+                for r in read_json(path)["landmarks"]}
+        return np.array([rows[n] for n in range(1, 7)], float)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise LandmarkError(f"{path}: not a landmarks file with landmarks 1..6 in world mm ({exc!r})") from exc
 
 
 def run_landmarks(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -55,15 +56,25 @@ def cardiac_measures(ed: dict[str, float], es: dict[str, float]) -> dict[str, fl
     return row
 
 
-def run_measures(*, subject: str, ed_labels: str, es_labels: str, out_tsv: str) -> dict[str, float]:
-    """I/O layer of ``ssll measures``: one subject's row (TSV with a header)."""
+def run_measures(*, subject: str, ed_labels: str, es_labels: str, out_tsv: str, ed_refined: str | None = None,
+                 es_refined: str | None = None) -> dict[str, Any]:
+    """I/O layer of ``ssll measures``: one subject's row (TSV with a header).
+
+    Columns from the SSLLN segmentation (``ed_lv_cavity_ml``, ..., ``lv_ef_pct``) and, with the
+    refined HR models, the same prefixed ``refined_``.
+    """
     import pandas as pd
 
     from ssll.io import atomic_path, load_labels
 
     ed, es = load_labels(ed_labels), load_labels(es_labels)
-    row = {"subject": subject, **cardiac_measures(phase_measures(ed.array, ed.spacing, what=ed_labels),
-                                                  phase_measures(es.array, es.spacing, what=es_labels))}
+    row: dict[str, Any] = {"subject": subject, **cardiac_measures(phase_measures(ed.array, ed.spacing, what=ed_labels),
+                                                                  phase_measures(es.array, es.spacing, what=es_labels))}
+    if ed_refined and es_refined:
+        red, res = load_labels(ed_refined), load_labels(es_refined)
+        ref = cardiac_measures(phase_measures(red.array, red.spacing, what=ed_refined),
+                               phase_measures(res.array, res.spacing, what=es_refined))
+        row.update({f"refined_{k}": v for k, v in ref.items()})
     with atomic_path(out_tsv) as tmp:
         pd.DataFrame([row]).to_csv(tmp, sep="\t", index=False, float_format="%.3f")
     return row

@@ -353,6 +353,7 @@ def run_phantom(*, biv_me: PathLike, out_dir: PathLike, n: int, first_seed: int 
     Per subject and phase: ``<phase>_image.nii.gz``, ``<phase>_labels.nii.gz`` (canonical),
     ``<phase>_landmarks.json`` (world mm); with ``lr``, also ``<phase>_lr_image.nii.gz``,
     ``<phase>_lr_labels.nii.gz`` and ``<phase>_lr.json`` (see :mod:`ssll.simulate`).
+    ``out_dir/atlas_sheet.tsv`` lists every phantom's ED and ES image (``ssll atlas build --sheet``).
     """
     from ssll.io import save_nifti, write_json
     from ssll.simulate import LRConfig, simulate_lr
@@ -380,4 +381,11 @@ def run_phantom(*, biv_me: PathLike, out_dir: PathLike, n: int, first_seed: int 
                 write_json(d / f"{phase}_lr.json", sim["record"])
         write_json(d / "params.json", ph["params"])
         done.append(d)
+    # the atlas source sheet of ``ssll atlas build`` (paths relative to out_dir): every phantom there
+    from ssll.io import atomic_path
+
+    subjects = sorted(q.name for q in Path(out_dir).glob("phantom_[0-9]*") if (q / "ES_image.nii.gz").is_file())
+    with atomic_path(Path(out_dir) / "atlas_sheet.tsv") as tmp:
+        tmp.write_text("atlas_id\timage\n" + "".join(f"{s}_{ph}\t{s}/{ph}_image.nii.gz\n"
+                                                       for s in subjects for ph in ("ED", "ES")))
     return done

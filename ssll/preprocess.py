@@ -14,6 +14,7 @@ result on the working grid can be put back on the original grid with :func:`to_o
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,7 @@ __all__ = [
     "to_original",
     "labels_to_working_soft",
     "probabilities_to_original",
+    "original_header",
 ]
 
 #: Working voxel size in mm (i, j, k).
@@ -300,6 +302,17 @@ def to_original(array: Array, record: GridRecord, *, order: int = 0) -> Array:
     if tuple(array.shape[:3]) != tuple(record.working_shape):
         raise ValueError(f"to_original: array shape {array.shape} is not the working shape {record.working_shape}")
     return resample(array, record.working_affine, record.input_affine, record.input_shape, order=order)
+
+
+def original_header(record: GridRecord) -> Any:
+    """The NIfTI header of the input the record came from (to write original-grid outputs with
+    the input's own geometry fields), or None when that file is gone."""
+    import nibabel as nib
+
+    src = record.extra.get("input_path")
+    if src and Path(src).is_file():
+        return nib.load(str(src)).header.copy()
+    return None
 
 
 def run_preprocess(

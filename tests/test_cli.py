@@ -29,7 +29,8 @@ def test_preprocess_in_process(tmp_path: Path) -> None:
     assert rc == 0
     rec = json.loads((tmp_path / "w.json").read_text())
     assert rec["working_shape"] == [192, 192, 80]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["img.nii.gz", "lab.nii.gz", "w.json", "w.nii.gz", "wl.nii.gz"]
+    names = sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".prov.json"))
+    assert names == ["img.nii.gz", "lab.nii.gz", "w.json", "w.nii.gz", "wl.nii.gz"]  # no temporary files left
 
 
 def test_bad_input_gives_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -67,3 +68,19 @@ def test_ingest_cli_dicom_error(tmp_path: Path, capsys: pytest.CaptureFixture[st
                "--out-es", str(tmp_path / "es.nii.gz"), "--out-record", str(tmp_path / "r.json")])
     assert rc == 2
     assert "no readable DICOM" in capsys.readouterr().err
+
+
+def test_every_output_gets_a_provenance_record(tmp_path) -> None:
+    import json as _json
+
+    from ssll import __version__
+
+    write_nifti(tmp_path / "img.nii.gz", image_from_labels(biv_phantom()))
+    rc = main(["preprocess", "--subject", "s1", "--image", str(tmp_path / "img.nii.gz"), "--out-image",
+               str(tmp_path / "w.nii.gz"), "--out-record", str(tmp_path / "w.json"), "--params", '{"order": 1}'])
+    assert rc == 0
+    for name in ("w.nii.gz", "w.json"):
+        prov = _json.loads((tmp_path / f"{name}.prov.json").read_text())
+        assert prov["ssll_version"] == __version__ and prov["command"] == "preprocess"
+        assert prov["subject"] == "s1" and prov["params"] == {"order": 1}
+        assert prov["output"].endswith(name)

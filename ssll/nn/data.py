@@ -22,12 +22,12 @@ import torch
 from torch.utils.data import Dataset
 
 from ssll.io import load_image, load_labels
-from ssll.landmarks import landmark_map, landmarks_from_labels
+from ssll.landmarks import landmark_map, landmarks_from_labels, world_to_voxel
 from ssll.labels import Label
 from ssll.preprocess import WORKING_SPACING, labels_to_working, preprocess_volume
 from ssll.types import Array
 
-__all__ = ["AugmentConfig", "VolumeDataset", "acdc_cases", "cache_acdc", "augment"]
+__all__ = ["AugmentConfig", "VolumeDataset", "acdc_cases", "cache_acdc", "cache_phantoms", "augment"]
 
 
 def acdc_cases(root: str | Path) -> list[dict[str, object]]:
@@ -74,6 +74,53 @@ def cache_acdc(root: str | Path, cache_dir: str | Path, *, radius_mm: float = 4.
                             affine=rec.working_affine,
                             has_rv_wall=np.bool_((seg == Label.RV_WALL).any()), group=str(case["group"]))
         tmp.replace(dest)
+    return paths
+
+
+def cache_phantoms(biv_me: str | Path, cache_dir: str | Path, seeds: Sequence[int], *, mode: str,
+                   radius_mm: float = 4.0) -> list[Path]:
+    """Cache HR phantoms (``mode="hr"``) or their simulated-LR versions (``mode="lr"``).
+
+    Files are named ``phantom<mode><seed>_<phase>.npz`` (one "patient" id per phantom subject). The
+    image is preprocessed exactly as at inference (the LR stack is resampled to the working grid);
+    labels are the HR truth (``hr``) or the LR labels brought to the working grid by nearest
+    neighbour (``lr``, as a human annotation of the LR stack would be); landmarks are the exact ones
+    from the mesh, stored as working-grid voxel coordinates. All four structures are labelled.
+
+    Raises:
+        ValueError: ``mode`` is not ``hr`` or ``lr``.
+    """
+    from ssll.phantom import make_phantom, require_bank
+    from ssll.simulate import LRConfig, simulate_lr
+    from ssll.types import Volume
+
+    if mode not in ("hr", "lr"):
+        raise ValueError(f"cache_phantoms: mode must be 'hr' or 'lr', got {mode!r}")
+    cache = Path(cache_dir)
+    cache.mkdir(parents=True, exist_ok=True)
+    paths: list[Path] = []
+    bank = None
+    for seed in seeds:
+        dests = {ph: cache / f"phantom{mode}{seed:05d}_{ph}.npz" for ph in ("ED", "ES")}
+        paths.extend(dests.values())
+        if all(d.exists() for d in dests.values()):
+            continue
+        bank = bank or require_bank(biv_me)
+        sub = make_phantom(bank, seed)
+        for phase, dest in dests.items():
+            p = sub[phase]  # type: ignore[index]
+            image, labels, affine = p["image"], p["labels"], sub["affine"]
+            if mode == "lr":
+                sim = simulate_lr(image, labels, affine, LRConfig(), np.random.default_rng([7, seed, len(phase)]))
+                image, labels, affine = sim["image"], sim["labels"], sim["affine"]
+            work, rec = preprocess_volume(Volume(image, affine))
+            seg = labels_to_working(labels, rec)
+            pts = world_to_voxel(np.asarray(p["landmarks"], float), rec.working_affine)
+            lmk = landmark_map(pts, seg.shape, rec.working_affine, radius_mm=radius_mm)
+            tmp = dest.with_suffix(".tmp.npz")
+            np.savez_compressed(tmp, image=work.array.astype(np.float16), seg=seg, lmk=lmk, points=pts,
+                                affine=rec.working_affine, has_rv_wall=np.bool_(True), group=f"phantom_{mode}")
+            tmp.replace(dest)
     return paths
 
 

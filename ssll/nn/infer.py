@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import torch
 
@@ -35,7 +34,7 @@ from ssll.labels import LANDMARK_NAMES
 from ssll.nn.device import select_device
 from ssll.nn.network import SSLLN
 from ssll.postprocess import keep_largest_components
-from ssll.preprocess import GridRecord, probabilities_to_original, resample
+from ssll.preprocess import GridRecord, original_header, probabilities_to_original, resample
 from ssll.types import Array, PathLike, Volume
 
 __all__ = ["LoadedModel", "load_model", "merge_untrained", "predict", "SegmentItem", "run_segment", "default_weights"]
@@ -165,13 +164,6 @@ class SegmentItem:
     out_dir: Path
 
 
-def _original_header(record: GridRecord) -> Any:
-    src = record.extra.get("input_path")
-    if src and Path(src).is_file():
-        return nib.load(str(src)).header.copy()
-    return None
-
-
 def input_fov_mask(record: GridRecord) -> Array:
     """Working-grid voxels inside the input image's field of view, ``(I, J, K)`` bool."""
     ones = np.ones(record.input_shape, np.uint8)
@@ -185,7 +177,7 @@ def _write_outputs(item: SegmentItem, record: GridRecord, labels: Array, lmap: A
     fov = input_fov_mask(record)
     labels = keep_largest_components(np.where(fov, labels, 0).astype(np.uint8))
     orig = keep_largest_components(probabilities_to_original(prob.astype(np.float32), record))
-    header = _original_header(record)
+    header = original_header(record)
     save_nifti(out / f"{item.phase}_labels.nii.gz", Volume(labels, w_aff), dtype=np.uint8)
     save_nifti(out / f"{item.phase}_labels_original.nii.gz", Volume(orig, record.input_affine, header=header),
                dtype=np.uint8)

@@ -27,7 +27,7 @@ def build_card(
     architecture: dict[str, Any],
     training: dict[str, Any],
     validation: dict[str, Any],
-    data: str,
+    data: str | tuple[str, ...],
 ) -> dict[str, Any]:
     """Assemble a model card dictionary (see module docstring)."""
     pre = PreprocessConfig()
@@ -48,19 +48,35 @@ def build_card(
         "training": training,
         "validation": validation,
     }
-    if data == "acdc":
-        card["training_data"] = (
+    parts, untrained = [], []
+    sources = (data,) if isinstance(data, str) else tuple(data)
+    if "acdc" in sources:
+        parts.append(
             "ACDC training set (MICCAI 2017), ED and ES frames, expert labels mapped from the ACDC convention; "
             "landmarks derived from the labels by ssll.landmarks.landmarks_from_labels. ACDC has no RV-wall label: "
-            "RV wall is left out of each sample's loss (its probability merged with background), so this network "
-            "does not learn to segment the RV wall."
+            "RV wall is left out of each ACDC sample's loss (its probability merged with background)."
         )
-        card["untrained_classes"] = [int(Label.RV_WALL)]
+    if "phantom_lr" in sources:
+        parts.append(
+            "Simulated low-resolution phantoms (ssll phantom + ssll simulate-lr: 10 mm slices, in-plane slice "
+            "shifts, lost end slices) from the biv-me shapes (Apache-2.0), LR labels with all four structures, "
+            "exact landmarks from the mesh."
+        )
+    if "phantom_hr" in sources:
+        parts.append(
+            "High-resolution phantoms (ssll phantom, 1.25x1.25x2 mm) from the biv-me shapes (Apache-2.0), all four "
+            "structures labelled, exact landmarks from the mesh."
+        )
+    if sources == ("acdc",):
+        parts.append("This network does not learn to segment the RV wall.")
+        untrained.append(int(Label.RV_WALL))
+    card["training_data"] = " ".join(parts)
+    card["untrained_classes"] = untrained
+    if "acdc" in sources:
         card["licence"] = (
             "CC BY-NC-SA 4.0, inherited from the ACDC data: non-commercial use only, with attribution, "
             "share-alike. Cite: " + ACDC_CITATION
         )
     else:
-        card["training_data"] = data
-        card["licence"] = "Apache-2.0"
+        card["licence"] = "Apache-2.0 (trained only on phantoms made from the Apache-2.0 biv-me shapes)"
     return card

@@ -23,11 +23,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from ssll.labels import Label
-from ssll.nn.data import AugmentConfig, VolumeDataset, cache_acdc
+from ssll.nn.data import AugmentConfig, VolumeDataset, cache_acdc, cache_phantoms
 from ssll.nn.device import select_device
 from ssll.nn.losses import multitask_loss
 from ssll.nn.modelcard import build_card
 from ssll.nn.network import SSLLN
+
+SOURCES = ("acdc", "phantom_hr", "phantom_lr")
 
 __all__ = ["TrainConfig", "train", "export", "dice_per_class"]
 
@@ -38,8 +40,14 @@ class TrainConfig:
 
     Attributes:
         name: weights name, e.g. ``sslln_lr``.
-        data: ``acdc`` (the ACDC training folder in ``data_dir``).
-        data_dir: source data folder.
+        data: training sources, any of ``acdc`` (the ACDC training folder in ``data_dir``),
+            ``phantom_hr`` and ``phantom_lr`` (HR phantoms or their simulated-LR versions,
+            generated from the biv-me shapes in ``phantom_dir``); a string or a list.
+        data_dir: ACDC training folder.
+        phantom_dir: biv-me data folder for phantom sources.
+        phantom_seeds: ``(first, count)`` phantom seeds for training.
+        phantom_validation_seeds: ``(first, count)`` phantom seeds kept for validation.
+        init_weights: weights to start from (fine-tuning), or empty for a random start.
         cache_dir: where preprocessed samples are cached.
         out_dir: checkpoint, log and final weights.
         validation_patients: patient ids kept out of training.
@@ -57,9 +65,13 @@ class TrainConfig:
     """
 
     name: str = "sslln_lr"
-    data: str = "acdc"
+    data: tuple[str, ...] = ("acdc",)
     data_dir: str = "../shared/data/acdc/training"
-    cache_dir: str = "resources/cache/acdc"
+    phantom_dir: str = "../shared/data/biv-me"
+    phantom_seeds: tuple[int, int] = (10000, 60)
+    phantom_validation_seeds: tuple[int, int] = (19000, 10)
+    init_weights: str = ""
+    cache_dir: str = "resources/cache/train"
     out_dir: str = "resources/train/sslln_lr"
     validation_patients: tuple[str, ...] = ()
     epochs: int = 50
@@ -88,13 +100,39 @@ class TrainConfig:
                 if k in aug:
                     aug[k] = tuple(aug[k])
             kw["augment"] = AugmentConfig(**aug)
-        for k in ("validation_patients", "widths", "lr_drops"):
+        if isinstance(kw.get("data"), str):
+            kw["data"] = (kw["data"],)
+        for k in ("validation_patients", "widths", "lr_drops", "data", "phantom_seeds", "phantom_validation_seeds"):
             if k in kw:
                 kw[k] = tuple(kw[k])
         cfg = cls(**kw)
         if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.lr <= 0:
             raise ValueError("TrainConfig: epochs, batch_size and lr must be positive")
+        bad = set(cfg.data) - set(SOURCES)
+        if bad or not cfg.data:
+            raise ValueError(f"TrainConfig: data must be some of {list(SOURCES)}, got {list(cfg.data)}")
         return cfg
+
+    def validation_ids(self) -> tuple[str, ...]:
+        """Patient ids kept out of training: the ACDC list plus the phantom validation seeds."""
+        first, count = self.phantom_validation_seeds
+        ids = list(self.validation_patients)
+        for src in self.data:
+            if src.startswith("phantom_"):
+                ids += [f"phantom{src[8:]}{s:05d}" for s in range(first, first + count)]
+        return tuple(ids)
+
+    def cached_files(self) -> list[Path]:
+        """Cache every source (skipping what is cached) and list the samples."""
+        files: list[Path] = []
+        for src in self.data:
+            if src == "acdc":
+                files += cache_acdc(self.data_dir, self.cache_dir)
+            else:
+                seeds = [*range(self.phantom_seeds[0], sum(self.phantom_seeds)),
+                         *range(self.phantom_validation_seeds[0], sum(self.phantom_validation_seeds))]
+                files += cache_phantoms(self.phantom_dir, self.cache_dir, seeds, mode=src[8:])
+        return files
 
 
 def dice_per_class(pred: torch.Tensor, target: torch.Tensor, n_classes: int = 5) -> list[float]:
@@ -128,14 +166,18 @@ def train(cfg: TrainConfig) -> Path:
     device = select_device()
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    files = cache_acdc(cfg.data_dir, cfg.cache_dir)
-    train_files, val_files = _split(files, cfg.validation_patients)
+    files = cfg.cached_files()
+    train_files, val_files = _split(files, cfg.validation_ids())
     ds = VolumeDataset(train_files, cfg.augment, seed=cfg.seed)
     vds = VolumeDataset(val_files, None)
     model = SSLLN(widths=cfg.widths).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ckpt = out / "checkpoint.pt"
     start = 0
+    if cfg.init_weights and not ckpt.exists():
+        init = torch.load(cfg.init_weights, map_location=device, weights_only=True)
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in init.items()})
+        print(f"starting from {cfg.init_weights}", file=sys.stderr)
     if ckpt.exists():
         state = torch.load(ckpt, map_location=device, weights_only=True)
         model.load_state_dict(state["model"])
@@ -192,8 +234,7 @@ def export(cfg: TrainConfig, *, validation: dict[str, Any] | None = None) -> Pat
     state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
     model = SSLLN(widths=cfg.widths)
     model.load_state_dict(state["model"])
-    files = sorted(Path(cfg.cache_dir).glob("*.npz"))
-    train_files, val_files = _split(files, cfg.validation_patients)
+    train_files, val_files = _split(cfg.cached_files(), cfg.validation_ids())
     last_val = validation or {}
     weights = out / f"{cfg.name}.pt"
     # stored as float16 (half the size; load_state_dict casts back to the float32 parameters)
@@ -205,7 +246,7 @@ def export(cfg: TrainConfig, *, validation: dict[str, Any] | None = None) -> Pat
         architecture=arch,
         training={"config": _jsonable(asdict(cfg)), "epochs": int(state["epoch"]), "n_train_volumes": len(train_files),
                   "n_validation_volumes": len(val_files), "log": "log.csv"},
-        validation={"dice_working_grid_mean": last_val, "patients": list(cfg.validation_patients)},
+        validation={"dice_working_grid_mean": last_val, "patients": list(cfg.validation_ids())},
         data=cfg.data,
     )
     (out / f"{cfg.name}.json").write_text(json.dumps(card, indent=2) + "\n")

@@ -1,0 +1,275 @@
+"""Duan et al. 2019, Table III on simulated-LR phantoms: does shape refinement recover the HR truth?
+
+For each target phantom (seeds 30000.., never used in training or in the atlas bank) at ED:
+
+* simulate the LR acquisition (10 mm slices, 2 mm sd in-plane slice shifts, up to one slice lost
+  per end; ``ssll.simulate``), keep the HR truth out;
+* run the shipped SSLLN-LR on it (labels and landmarks), as ``ssll segment`` does;
+* upsample its LR-grid segmentation to the 1.25 x 1.25 x 2 mm working grid by (a) nearest
+  neighbour and (b) shape-based (signed-distance) interpolation, and (c) refine it
+  (``ssll.refine``: landmark affine, NMI selection over the bank, B-spline FFD, patch fusion);
+* compare each with the HR truth on the working grid: Dice and Hausdorff distance (mm) per
+  structure; and the SSLLN-LR landmarks with the exact mesh landmarks (mm).
+
+The atlas bank: HR phantoms (seeds 20000..) at ED and ES, segmented by the shipped SSLLN-HR
+(``ssll atlas build``, network labels and landmarks, not the phantom truth).
+Also: Fig. 12 ablation (landmark vs label-only affine initialisation) on the first targets;
+SimpleITK's B-spline registration (LBFGSB) on the same atlas-target pairs (time and Dice);
+refinement time per target and peak memory. Paired Wilcoxon tests (c) vs (a) and (c) vs (b).
+
+Run:  python bench/refinement.py --n 50 --atlas-subjects 60 --out bench/results/refinement
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import SimpleITK as sitk  # noqa: E402
+import torch  # noqa: E402
+from scipy import stats  # noqa: E402
+
+from ssll.atlases import AtlasConfig, crop, crop_box, load_bank, run_atlas_build, select_atlases  # noqa: E402
+from ssll.evaluate import dice, hausdorff  # noqa: E402
+from ssll.interpolate import nearest_upsample, shape_based_upsample  # noqa: E402
+from ssll.labels import LANDMARK_NAMES, Label  # noqa: E402
+from ssll.landmarks import points_from_landmark_map, voxel_to_world  # noqa: E402
+from ssll.nn.infer import default_weights, load_model, predict  # noqa: E402
+from ssll.phantom import make_phantom, require_bank, run_phantom  # noqa: E402
+from ssll.preprocess import preprocess_volume, probabilities_to_original, resample  # noqa: E402
+from ssll.qc import overlay_rgb  # noqa: E402
+from ssll.refine import RefineConfig, acquired_slices, refine  # noqa: E402
+from ssll.register import register_labels, warp_volume  # noqa: E402
+from ssll.simulate import LRConfig, simulate_lr  # noqa: E402
+from ssll.types import Volume  # noqa: E402
+
+STRUCTS = [Label(c).name.lower() for c in range(1, 5)]
+PAPER = {"LR+SR": {"dice": [0.940, 0.863, 0.914, 0.557], "hd_mm": [4.0, 4.4, 5.0, 6.1]},
+         "HR": {"dice": [0.960, 0.879, 0.929, 0.662]}}
+
+
+def truth_on_grid(lab: np.ndarray, aff: np.ndarray, shape: tuple[int, int, int], grid_aff: np.ndarray) -> np.ndarray:
+    """HR truth on another grid: each class's indicator interpolated linearly, arg-max."""
+    oh = np.stack([resample((lab == c).astype(np.float32), aff, grid_aff, shape, order=1) for c in range(5)])
+    return oh.argmax(0).astype(np.uint8)
+
+
+def scores(pred: np.ndarray, truth: np.ndarray, spacing: tuple[float, ...]) -> dict[str, float]:
+    out = {}
+    for c, name in enumerate(STRUCTS, start=1):
+        out[f"dice_{name}"] = dice(pred == c, truth == c)
+        a, b = pred == c, truth == c
+        out[f"hd_{name}_mm"] = hausdorff(a, b, spacing) if a.any() and b.any() else float("nan")
+    return out
+
+
+def build_bank(work: Path, n_subjects: int, weights: Path) -> Path:
+    bank_dir = work / "bank"
+    if (bank_dir / "atlases.tsv").exists():
+        return bank_dir
+    ph_dir = work / "atlas_phantoms"
+    todo = [s for s in range(20000, 20000 + n_subjects) if not (ph_dir / f"phantom_{s:04d}" / "ES_image.nii.gz").exists()]
+    for s in todo:
+        run_phantom(biv_me=ARGS.biv_me, out_dir=ph_dir, n=1, first_seed=s)
+    sources = [(f"phantom{s}_{ph}", ph_dir / f"phantom_{s:04d}" / f"{ph}_image.nii.gz")
+               for s in range(20000, 20000 + n_subjects) for ph in ("ED", "ES")]
+    t = time.perf_counter()
+    run_atlas_build(sources=sources, out_dir=bank_dir, weights=weights)
+    print(f"atlas bank: {len(sources)} atlases in {time.perf_counter() - t:.1f} s", flush=True)
+    return bank_dir
+
+
+def sitk_image(arr: np.ndarray, aff: np.ndarray) -> sitk.Image:
+    """A SimpleITK image (LPS) of an (I, J, K) array with a RAS+ affine."""
+    img = sitk.GetImageFromArray(np.ascontiguousarray(np.asarray(arr, np.float32).transpose(2, 1, 0)))
+    lps = np.diag([-1.0, -1.0, 1.0]) @ aff[:3, :3]
+    sp = np.linalg.norm(lps, axis=0)
+    img.SetSpacing(sp.tolist())
+    img.SetDirection((lps / sp).ravel().tolist())
+    img.SetOrigin((np.diag([-1.0, -1.0, 1.0]) @ aff[:3, 3]).tolist())
+    return img
+
+
+def sitk_bspline(tl: np.ndarray, taff: np.ndarray, atlas, init: np.ndarray, slices: np.ndarray) -> tuple[np.ndarray, float]:
+    """SimpleITK B-spline FFD (LBFGSB, mean squares on Gaussian-smoothed label maps, the same landmark
+    affine start, metric on the acquired slices); returns the warped atlas labels and seconds."""
+    t0 = time.perf_counter()
+    fixed = sitk.SmoothingRecursiveGaussian(sitk_image(tl, taff), 1.5)
+    moving = sitk.SmoothingRecursiveGaussian(sitk_image(atlas.labels, atlas.affine), 1.5)
+    mask = np.zeros(tl.shape, np.uint8)
+    mask[:, :, slices] = 1
+    fmask = sitk.Cast(sitk_image(mask, taff), sitk.sitkUInt8)
+    flip = np.diag([-1.0, -1.0, 1.0, 1.0])
+    a = flip @ init @ flip
+    aff_t = sitk.AffineTransform(3)
+    aff_t.SetMatrix(a[:3, :3].ravel().tolist())
+    aff_t.SetTranslation(a[:3, 3].tolist())
+    extent = np.array(fixed.GetSize()) * np.array(fixed.GetSpacing())
+    mesh = [max(1, int(round(e / s))) for e, s in zip(extent, (15.0, 15.0, 40.0))]
+    bs = sitk.BSplineTransformInitializer(fixed, mesh)
+    reg = sitk.ImageRegistrationMethod()
+    reg.SetMetricAsMeanSquares()
+    reg.SetMetricFixedMask(fmask)
+    reg.SetOptimizerAsLBFGSB(gradientConvergenceTolerance=1e-5, numberOfIterations=100)
+    reg.SetInterpolator(sitk.sitkLinear)
+    reg.SetShrinkFactorsPerLevel([2, 1])
+    reg.SetSmoothingSigmasPerLevel([1.0, 0.0])
+    reg.SetMovingInitialTransform(aff_t)
+    reg.SetInitialTransform(bs, inPlace=True)
+    reg.Execute(fixed, moving)
+    comp = sitk.CompositeTransform([aff_t, bs])
+    warped = sitk.Resample(sitk_image(atlas.labels, atlas.affine), sitk_image(tl, taff), comp, sitk.sitkNearestNeighbor, 0.0)
+    secs = time.perf_counter() - t0
+    return sitk.GetArrayFromImage(warped).transpose(2, 1, 0).astype(np.uint8), secs
+
+
+def picture(path: Path, image: np.ndarray, panels: dict[str, np.ndarray], lv_centre: np.ndarray) -> None:
+    i, j, k = (int(round(v)) for v in lv_centre)
+    fig, axes = plt.subplots(2, len(panels), figsize=(3.2 * len(panels), 6.4))
+    for col, (name, lab) in enumerate(panels.items()):
+        axes[0, col].imshow(overlay_rgb(image[:, :, k], lab[:, :, k]), origin="lower")
+        axes[0, col].set_title(f"{name}\nshort axis, slice {k}", fontsize=9)
+        la = overlay_rgb(image[i, :, :], lab[i, :, :])
+        axes[1, col].imshow(la, origin="lower", aspect=2.0 / 1.25)
+        axes[1, col].set_title("long-axis cut (j-k plane)", fontsize=9)
+        for ax in axes[:, col]:
+            ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def main() -> None:
+    out = Path(ARGS.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(ARGS.work)
+    torch.set_num_threads(2)
+    w_lr = Path(ARGS.weights_lr or default_weights("sslln_lr"))
+    w_hr = Path(ARGS.weights_hr or default_weights("sslln_hr"))
+    bank_dir = build_bank(work, ARGS.atlas_subjects, w_hr)
+    bank = load_bank(bank_dir)
+    model = load_model(w_lr)
+    shapes = require_bank(ARGS.biv_me)
+    cfg = RefineConfig()
+    cfg_labels = RefineConfig(atlases=AtlasConfig(init="labels"))
+    rows, lm_rows, abl_rows, sitk_rows = [], [], [], []
+    for n, seed in enumerate(range(30000, 30000 + ARGS.n)):
+        ph = make_phantom(shapes, seed)
+        p = ph["ED"]
+        sim = simulate_lr(p["image"], p["labels"], ph["affine"], LRConfig(), np.random.default_rng([7, seed, 2]))
+        work_img, rec = preprocess_volume(Volume(sim["image"], sim["affine"]))
+        labels, lmap, _conf, prob = predict(model, work_img.array[None], return_prob=True)
+        seg_w, lmap = labels[0], lmap[0]
+        seg_lr = probabilities_to_original(prob[0].astype(np.float32), rec)
+        pts = voxel_to_world(points_from_landmark_map(lmap), rec.working_affine)
+        shape, waff = rec.working_shape, rec.working_affine
+        truth = truth_on_grid(p["labels"], ph["affine"], shape, waff)
+        sp = tuple(float(v) for v in np.linalg.norm(waff[:3, :3], axis=0))
+        methods = {
+            "sslln_lr_working_grid": seg_w,
+            "nearest": nearest_upsample(seg_lr, rec.input_affine, shape, waff),
+            "shape_based": shape_based_upsample(seg_lr, rec.input_affine, shape, waff),
+        }
+        ks = acquired_slices(rec)
+        t0 = time.perf_counter()
+        refined, info = refine(work_img.array, seg_w, waff, pts, bank, cfg, slices=ks)
+        t_ref = time.perf_counter() - t0
+        methods["refined"] = refined
+        for name, lab in methods.items():
+            rows.append({"seed": seed, "method": name, **scores(lab, truth, sp)})
+        rows[-1].update({"seconds_total": t_ref, **{f"seconds_{k}": v for k, v in info["seconds"].items()},
+                         "fused_fraction": info["fusion"]["computed_fraction"],
+                         "nmi_top": info["selected"][0]["nmi"]})
+        d = np.linalg.norm(pts - np.asarray(p["landmarks"]), axis=1)
+        lm_rows.append({"seed": seed, **dict(zip(LANDMARK_NAMES, d))})
+        msg = {m: round(r["dice_lv_wall"], 3) for m, r in zip(methods, rows[-4:])}
+        print(seed, f"refine {t_ref:.1f}s", "LV wall Dice", msg, flush=True)
+        if n < ARGS.ablation:
+            t0 = time.perf_counter()
+            lab_init, _ = refine(work_img.array, seg_w, waff, pts, bank, cfg_labels, slices=ks)
+            abl_rows.append({"seed": seed, "init": "labels", "seconds": time.perf_counter() - t0,
+                             **scores(lab_init, truth, sp)})
+            abl_rows.append({"seed": seed, "init": "landmarks", "seconds": t_ref, **scores(refined, truth, sp)})
+        if n < ARGS.sitk:
+            box = crop_box(seg_w, waff, cfg.atlases.margin_mm)
+            tl, taff = crop(seg_w, waff, box)
+            tt, _ = crop(truth, waff, box)
+            kk = ks - box[2].start
+            kk = kk[(kk >= 0) & (kk < tl.shape[2])]
+            top = select_atlases(tl, taff, pts, bank, cfg.atlases)[0]
+            t0 = time.perf_counter()
+            res = register_labels(tl, taff, top["atlas"].labels, top["atlas"].affine, top["affine"], cfg.ffd, slices=kk)
+            ours = warp_volume(res, top["atlas"].labels, top["atlas"].affine, tl.shape, taff, labels=True)
+            t_ours = time.perf_counter() - t0
+            theirs, t_sitk = sitk_bspline(tl, taff, top["atlas"], top["affine"], kk)
+            sitk_rows.append({"seed": seed, "atlas": top["atlas"].atlas_id, "seconds_ours": t_ours, "seconds_sitk": t_sitk,
+                              **{f"dice_ours_{s}": dice(ours == c, tt == c) for c, s in enumerate(STRUCTS, 1)},
+                              **{f"dice_sitk_{s}": dice(theirs == c, tt == c) for c, s in enumerate(STRUCTS, 1)}})
+        if n == 0:
+            centre = np.argwhere(truth == Label.LV_CAVITY).mean(0)
+            picture(out / "table3_example.png", work_img.array,
+                    {"truth (HR)": truth, "(a) nearest": methods["nearest"], "(b) shape-based": methods["shape_based"],
+                     "(c) refined": refined}, centre)
+    df = pd.DataFrame(rows)
+    df.to_csv(out / "table3_per_target.csv", index=False, float_format="%.4f")
+    pd.DataFrame(lm_rows).to_csv(out / "landmarks_sslln_lr_vs_exact.csv", index=False, float_format="%.3f")
+    summary: dict = {"n_targets": ARGS.n, "atlases_in_bank": len(bank), "atlas_bank": "HR phantoms seeds 20000.. ED+ES, "
+                     "segmented by SSLLN-HR", "targets": "simulated-LR phantoms seeds 30000.., ED",
+                     "refine_config": {"atlases": vars(cfg.atlases), "ffd": vars(cfg.ffd), "fusion": vars(cfg.fusion)},
+                     "paper": PAPER, "table3": {}, "wilcoxon_refined_vs": {}}
+    for m, g in df.groupby("method", sort=False):
+        summary["table3"][m] = {c: [round(float(g[c].mean()), 4), round(float(g[c].std()), 4)]
+                                for c in g.columns if c.startswith(("dice_", "hd_"))}
+    ref = df[df.method == "refined"].set_index("seed")
+    for m in ("nearest", "shape_based", "sslln_lr_working_grid"):
+        other = df[df.method == m].set_index("seed")
+        summary["wilcoxon_refined_vs"][m] = {
+            c: float(stats.wilcoxon(ref[c], other[c]).pvalue) for c in ref.columns if c.startswith(("dice_", "hd_"))
+            and ref[c].notna().all() and other[c].notna().all() and not np.allclose(ref[c], other[c])}
+    summary["speed"] = {k: [round(float(ref[k].mean()), 3), round(float(ref[k].max()), 3)]
+                        for k in ref.columns if k.startswith("seconds_")}
+    summary["speed"]["note"] = "[mean, max] seconds per target on this machine; torch threads 2"
+    summary["peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2)
+    lm = pd.DataFrame(lm_rows)
+    summary["landmarks_sslln_lr_vs_exact_mm"] = {k: [round(float(lm[k].mean()), 2), round(float(lm[k].std()), 2)]
+                                                 for k in LANDMARK_NAMES}
+    if abl_rows:
+        ab = pd.DataFrame(abl_rows)
+        ab.to_csv(out / "fig12_ablation.csv", index=False, float_format="%.4f")
+        summary["fig12_ablation"] = {i: {c: [round(float(g[c].mean()), 4), round(float(g[c].std()), 4)]
+                                         for c in g.columns if c.startswith(("dice_", "hd_"))}
+                                     for i, g in ab.groupby("init")}
+    if sitk_rows:
+        sk = pd.DataFrame(sitk_rows)
+        sk.to_csv(out / "sitk_comparison.csv", index=False, float_format="%.4f")
+        summary["sitk_bspline_vs_ours"] = {c: round(float(sk[c].mean()), 4) for c in sk.columns if c not in ("seed", "atlas")}
+        summary["sitk_bspline_vs_ours"]["time_ratio_sitk_over_ours"] = round(float(sk.seconds_sitk.sum() / sk.seconds_ours.sum()), 2)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps(summary["table3"], indent=1))
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=50, help="target phantoms")
+    ap.add_argument("--atlas-subjects", type=int, default=60, help="HR phantom subjects in the bank (x2 phases)")
+    ap.add_argument("--ablation", type=int, default=20, help="targets also refined with label-only initialisation")
+    ap.add_argument("--sitk", type=int, default=5, help="targets with a SimpleITK B-spline comparison")
+    ap.add_argument("--biv-me", default="../shared/data/biv-me")
+    ap.add_argument("--weights-lr", default=None)
+    ap.add_argument("--weights-hr", default=None)
+    ap.add_argument("--work", default="resources/bench/refinement")
+    ap.add_argument("--out", default="bench/results/refinement")
+    ARGS = ap.parse_args()
+    main()

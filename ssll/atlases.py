@@ -1,0 +1,391 @@
+"""High-resolution atlas bank, landmark affine and NMI atlas selection (Duan et al. 2019, Section II-C).
+
+An atlas is a high-resolution (1.25 x 1.25 x 2 mm) short-axis volume with its SSLLN-HR
+segmentation (canonical labels) and SSLLN-HR landmarks, cropped to a box around the heart.
+
+Bank layout (a folder)::
+
+    atlases.tsv          manifest: atlas_id, file, source_image, weights, lv_cavity_ml, ...
+    <atlas_id>.npz       image (float16, [0, 1]), labels (uint8), affine (4x4 voxel -> world mm),
+                         landmarks (6, 3) world mm, row n = landmark n + 1
+
+Selection: the target landmarks (SSLLN-LR, world mm) give a 12-DOF least-squares affine to each
+atlas's landmarks (world -> world); each atlas segmentation is warped into the target box by that
+affine, and atlases are ranked by the normalised mutual information (Studholme:
+``(H(S) + H(A)) / H(S, A)``) between the target segmentation and the warped atlas segmentation.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ssll.errors import AtlasError, RegistrationError
+from ssll.labels import Label
+from ssll.subjects import validate_subject_id
+from ssll.types import Array, PathLike
+
+__all__ = [
+    "AtlasConfig",
+    "Atlas",
+    "crop_box",
+    "crop",
+    "landmark_affine",
+    "centroid_affine",
+    "nmi",
+    "load_bank",
+    "write_atlas",
+    "write_manifest",
+    "select_atlases",
+    "read_sheet",
+    "run_atlas_build",
+]
+
+MANIFEST = "atlases.tsv"
+MANIFEST_FIELDS = ["atlas_id", "file", "source_image", "weights", "lv_cavity_ml", "lv_wall_ml", "rv_cavity_ml", "rv_wall_ml"]
+
+
+@dataclass(frozen=True)
+class AtlasConfig:
+    """Atlas selection settings.
+
+    Attributes:
+        top_k: atlases kept for registration and fusion (the paper's L). Defaults to 5.
+        margin_mm: margin of the box around the heart (mm). Defaults to 15.
+        nmi_stride: target-box subsampling for the NMI (voxels per axis). Defaults to 3.
+        init: ``landmarks`` (the paper: 12-DOF affine from the six landmarks) or ``labels``
+            (no landmarks: heart centroids aligned for selection, then an affine fitted to the
+            labels; the paper's Fig. 12 ablation). Defaults to ``landmarks``.
+    """
+
+    top_k: int = 5
+    margin_mm: float = 15.0
+    nmi_stride: int = 3
+    init: str = "landmarks"
+
+    @classmethod
+    def from_mapping(cls, m: dict[str, Any] | None) -> AtlasConfig:
+        """Build from a config mapping; unknown keys or bad values raise ``ValueError``."""
+        m = dict(m or {})
+        names = {f.name for f in fields(cls)}
+        if set(m) - names:
+            raise ValueError(f"AtlasConfig: unknown keys {sorted(set(m) - names)}")
+        cfg = cls(**m)
+        if cfg.init not in ("landmarks", "labels"):
+            raise ValueError(f"AtlasConfig: init must be 'landmarks' or 'labels', got {cfg.init!r}")
+        if cfg.top_k < 1 or cfg.nmi_stride < 1 or cfg.margin_mm < 0:
+            raise ValueError(f"AtlasConfig: top_k and nmi_stride must be >= 1, margin_mm >= 0, got {cfg}")
+        return cfg
+
+
+@dataclass
+class Atlas:
+    """One atlas: ``labels`` ``(I, J, K)`` uint8 canonical, ``affine`` 4x4, ``landmarks`` ``(6, 3)`` world mm.
+
+    ``image`` ``(I, J, K)`` float32 in [0, 1] is loaded on demand (:meth:`load_image`).
+    """
+
+    atlas_id: str
+    path: Path
+    labels: Array
+    affine: Array
+    landmarks: Array
+    image: Array | None = None
+
+    def load_image(self) -> Array:
+        """The atlas image ``(I, J, K)`` float32 (cached after the first call)."""
+        if self.image is None:
+            with np.load(self.path) as z:
+                self.image = z["image"].astype(np.float32)
+        return self.image
+
+
+def crop_box(labels: Array, affine: Array, margin_mm: float) -> tuple[slice, slice, slice]:
+    """Box around the foreground of ``labels`` with ``margin_mm`` on every side, clipped to the grid.
+
+    Raises:
+        RegistrationError: no foreground.
+    """
+    nz = np.argwhere(np.asarray(labels) > 0)
+    if nz.size == 0:
+        raise RegistrationError("the segmentation has no foreground to refine")
+    sp = np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
+    m = np.ceil(margin_mm / sp).astype(int)
+    lo = np.maximum(nz.min(0) - m, 0)
+    hi = np.minimum(nz.max(0) + m + 1, labels.shape)
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))  # type: ignore[return-value]
+
+
+def crop(array: Array, affine: Array, box: tuple[slice, slice, slice]) -> tuple[Array, Array]:
+    """``array[box]`` and the affine of the cropped grid (same world positions)."""
+    lo = np.array([s.start for s in box], float)
+    out = np.asarray(affine, float).copy()
+    out[:3, 3] = out[:3, :3] @ lo + out[:3, 3]
+    return np.ascontiguousarray(array[box]), out
+
+
+def landmark_affine(source_mm: Array, dest_mm: Array, *, what: str = "landmarks") -> Array:
+    """12-DOF least-squares affine (4x4) mapping ``source_mm`` points to ``dest_mm`` points.
+
+    Args:
+        source_mm: ``(N, 3)`` world mm, N >= 4 (the 6 landmarks); NaN rows are left out.
+        dest_mm: ``(N, 3)`` corresponding points.
+
+    Raises:
+        RegistrationError: fewer than 4 usable pairs, or the points are (nearly) coplanar.
+    """
+    s, d = np.asarray(source_mm, float), np.asarray(dest_mm, float)
+    ok = np.isfinite(s).all(1) & np.isfinite(d).all(1)
+    s, d = s[ok], d[ok]
+    if len(s) < 4:
+        raise RegistrationError(f"{what}: {len(s)} usable landmark pairs; a 12-DOF affine needs at least 4")
+    sv = np.linalg.svd(s - s.mean(0), compute_uv=False)
+    if sv[-1] < 1e-3 * sv[0] or sv[-1] < 1.0:
+        raise RegistrationError(f"{what}: landmarks nearly coplanar (singular values {np.round(sv, 2).tolist()} mm)")
+    x = np.c_[s, np.ones(len(s))]
+    m = np.linalg.lstsq(x, d, rcond=None)[0].T
+    out = np.eye(4)
+    out[:3] = m
+    if np.linalg.det(out[:3, :3]) <= 0:
+        raise RegistrationError(f"{what}: the landmark affine is a reflection (landmarks in the wrong order?)")
+    return out
+
+
+def nmi(a: Array, b: Array, n_labels: int = len(Label)) -> float:
+    """Normalised mutual information ``(H(a) + H(b)) / H(a, b)`` of two label arrays (1 = independent, 2 = identical)."""
+    a = np.asarray(a, np.int64).ravel()
+    b = np.asarray(b, np.int64).ravel()
+    joint = np.bincount(a * n_labels + b, minlength=n_labels * n_labels).astype(float)
+    p = joint / joint.sum()
+
+    def h(q: Array) -> float:
+        q = q[q > 0]
+        return float(-(q * np.log(q)).sum())
+
+    hab = h(p)
+    pm = p.reshape(n_labels, n_labels)
+    return (h(pm.sum(1)) + h(pm.sum(0))) / hab if hab > 0 else 2.0
+
+
+def write_atlas(path: PathLike, *, image: Array, labels: Array, affine: Array, landmarks: Array,
+                margin_mm: float = 20.0) -> dict[str, float]:
+    """Crop an HR volume and its segmentation to the heart and write one atlas ``.npz`` (atomically).
+
+    Returns:
+        The atlas's structure volumes (ml), for the manifest.
+    """
+    from ssll.io import atomic_path
+
+    box = crop_box(labels, affine, margin_mm)
+    lab, aff = crop(np.asarray(labels, np.uint8), affine, box)
+    img, _ = crop(np.asarray(image, np.float32), affine, box)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, image=img.astype(np.float16), labels=lab, affine=aff,
+                                landmarks=np.asarray(landmarks, float))
+    voxel_ml = abs(np.linalg.det(aff[:3, :3])) / 1000.0
+    return {f"{Label(c).name.lower()}_ml": round(float((lab == c).sum() * voxel_ml), 2) for c in range(1, 5)}
+
+
+def write_manifest(bank: PathLike, rows: list[dict[str, Any]]) -> Path:
+    """Write ``atlases.tsv`` (atomically) in ``bank``."""
+    from ssll.io import atomic_path
+
+    path = Path(bank) / MANIFEST
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=MANIFEST_FIELDS, delimiter="\t", extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows)
+    return path
+
+
+def load_bank(bank: PathLike) -> list[Atlas]:
+    """Load an atlas bank's labels, affines and landmarks (images stay on disk until needed).
+
+    Raises:
+        AtlasError: no manifest, an empty bank, a bad id, or an unreadable atlas file.
+    """
+    path = Path(bank) / MANIFEST
+    if not path.is_file():
+        raise AtlasError(f"{bank}: no {MANIFEST}: not an atlas bank (build one with `ssll atlas build`)")
+    with path.open(newline="") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    if not rows:
+        raise AtlasError(f"{path}: the atlas bank is empty")
+    out = []
+    for r in rows:
+        aid = r.get("atlas_id") or ""
+        try:
+            validate_subject_id(aid)
+        except Exception as exc:
+            raise AtlasError(f"{path}: bad atlas id {aid!r}") from exc
+        f = Path(bank) / r["file"]
+        try:
+            with np.load(f) as z:
+                lab, aff, lm = z["labels"], z["affine"], z["landmarks"]
+        except (OSError, KeyError, ValueError) as exc:
+            raise AtlasError(f"{f}: atlas {aid}: unreadable ({exc})") from exc
+        if lab.ndim != 3 or aff.shape != (4, 4) or lm.shape != (6, 3):
+            raise AtlasError(f"{f}: atlas {aid}: labels {lab.shape}, affine {aff.shape}, landmarks {lm.shape}")
+        out.append(Atlas(aid, f, lab, aff, lm))
+    return out
+
+
+def centroid_affine(target: Array, target_affine: Array, atlas: Array, atlas_affine: Array) -> Array:
+    """4x4 world(target) -> world(atlas) translation aligning the two hearts' centroids (label-only start).
+
+    Raises:
+        RegistrationError: a segmentation is empty.
+    """
+    def centre(lab: Array, aff: Array) -> Array:
+        idx = np.argwhere(np.asarray(lab) > 0)
+        if idx.size == 0:
+            raise RegistrationError("centroid_affine: a segmentation is empty")
+        return np.asarray(aff)[:3, :3] @ idx.mean(0) + np.asarray(aff)[:3, 3]
+
+    out = np.eye(4)
+    out[:3, 3] = centre(atlas, atlas_affine) - centre(target, target_affine)
+    return out
+
+
+def _grid_points(shape: tuple[int, ...], stride: int) -> Array:
+    idx = [np.arange(0, n, stride) for n in shape]
+    return np.stack(np.meshgrid(*idx, indexing="ij"), -1).reshape(-1, 3).astype(np.float32)
+
+
+def warp_labels_nearest(atlas: Atlas, world_to_atlas: Array, points_world: Array) -> Array:
+    """Atlas labels at world points ``(P, 3)`` after ``world_to_atlas`` (nearest neighbour; 0 outside)."""
+    v = (np.linalg.inv(atlas.affine) @ world_to_atlas).astype(np.float32)
+    r = np.rint(points_world @ v[:3, :3].T + v[:3, 3]).astype(np.int32)
+    n = np.asarray(atlas.labels.shape, np.int32)
+    inside = ((r >= 0) & (r < n)).all(1)
+    flat = (np.clip(r[:, 0], 0, n[0] - 1) * n[1] + np.clip(r[:, 1], 0, n[1] - 1)) * n[2] + np.clip(r[:, 2], 0, n[2] - 1)
+    return np.where(inside, atlas.labels.reshape(-1)[flat], 0).astype(np.uint8)
+
+
+def select_atlases(
+    target_labels: Array,
+    target_affine: Array,
+    target_landmarks: Array,
+    bank: list[Atlas],
+    cfg: AtlasConfig | None = None,
+) -> list[dict[str, Any]]:
+    """Rank every atlas by NMI after its landmark affine (or centroid alignment, ``cfg.init="labels"``);
+    return the top ``cfg.top_k``.
+
+    Args:
+        target_labels: ``(I, J, K)`` target segmentation on the (cropped) working grid.
+        target_affine: its 4x4 voxel -> world mm.
+        target_landmarks: ``(6, 3)`` target landmarks, world mm.
+        bank: the atlases.
+
+    Returns:
+        One dict per kept atlas, best first: ``atlas`` (:class:`Atlas`), ``affine`` (4x4 world(target)
+        -> world(atlas)), ``nmi``, ``rank`` (1-based). Atlases whose landmark affine fails are skipped.
+
+    Raises:
+        AtlasError: ``top_k`` exceeds the number of usable atlases.
+    """
+    cfg = cfg or AtlasConfig()
+    pts = _grid_points(target_labels.shape, cfg.nmi_stride)
+    s = cfg.nmi_stride
+    tl = np.asarray(target_labels)[::s, ::s, ::s].reshape(-1)
+    world = pts @ np.asarray(target_affine)[:3, :3].T.astype(np.float32) + np.asarray(target_affine)[:3, 3]
+    scored = []
+    for a in bank:
+        try:
+            if cfg.init == "labels":
+                aff = centroid_affine(target_labels, target_affine, a.labels, a.affine)
+            else:
+                aff = landmark_affine(target_landmarks, a.landmarks, what=f"atlas {a.atlas_id}")
+        except RegistrationError:
+            continue
+        scored.append((nmi(tl, warp_labels_nearest(a, aff, world)), a, aff))
+    if len(scored) < cfg.top_k:
+        raise AtlasError(f"{cfg.top_k} atlases asked for, {len(scored)} usable in a bank of {len(bank)}")
+    scored.sort(key=lambda t: -t[0])
+    return [{"atlas": a, "affine": aff, "nmi": float(v), "rank": r + 1} for r, (v, a, aff) in enumerate(scored[: cfg.top_k])]
+
+
+
+def read_sheet(path: PathLike) -> list[tuple[str, Path]]:
+    """An atlas source sheet (TSV with columns ``atlas_id`` and ``image``; relative paths are
+    relative to the sheet).
+
+    Raises:
+        AtlasError: missing columns, a bad or duplicate id.
+    """
+    p = Path(path)
+    with p.open(newline="") as fh:
+        rows = list(csv.DictReader((line for line in fh if not line.startswith("#")), delimiter="\t"))
+    if not rows or not {"atlas_id", "image"} <= set(rows[0]):
+        raise AtlasError(f"{p}: an atlas sheet needs the columns atlas_id and image")
+    out, seen = [], set()
+    for r in rows:
+        aid = r["atlas_id"]
+        try:
+            validate_subject_id(aid)
+        except Exception as exc:
+            raise AtlasError(f"{p}: bad atlas id {aid!r}") from exc
+        if aid in seen:
+            raise AtlasError(f"{p}: duplicate atlas id {aid}")
+        seen.add(aid)
+        img = Path(r["image"])
+        out.append((aid, img if img.is_absolute() else p.parent / img))
+    return out
+
+
+def run_atlas_build(*, sources: list[tuple[str, Path]], out_dir: PathLike, weights: PathLike,
+                    margin_mm: float = 20.0, batch_size: int = 4) -> Path:
+    """I/O layer of ``ssll atlas build``: segment HR volumes with SSLLN-HR (one model load) and write the bank.
+
+    Each source image is preprocessed to the working grid, segmented (labels and landmarks, as
+    the paper makes its atlases: network output, not manual truth), cropped to the heart and
+    written as ``<atlas_id>.npz``; ``atlases.tsv`` lists them. A source that fails (unreadable,
+    no heart found) is reported and left out; the bank is written when at least one atlas is made.
+
+    Raises:
+        AtlasError: no atlas could be made.
+    """
+    import logging
+
+    from ssll.errors import SsllError
+    from ssll.io import load_image
+    from ssll.landmarks import points_from_landmark_map, voxel_to_world
+    from ssll.nn.infer import load_model, predict
+    from ssll.postprocess import keep_largest_components
+    from ssll.preprocess import preprocess_volume
+
+    log = logging.getLogger("ssll")
+    model = load_model(weights)
+    out = Path(out_dir)
+    rows: list[dict[str, Any]] = []
+    for s in range(0, len(sources), batch_size):
+        chunk = []
+        for aid, img_path in sources[s : s + batch_size]:
+            try:
+                work, rec = preprocess_volume(load_image(img_path))
+                chunk.append((aid, img_path, work, rec))
+            except SsllError as exc:
+                log.error("atlas %s: %s: %s", aid, img_path, exc)
+        if not chunk:
+            continue
+        labels, lmap, _conf = predict(model, np.stack([c[2].array for c in chunk]))
+        for n, (aid, img_path, work, rec) in enumerate(chunk):
+            lab = keep_largest_components(labels[n])
+            pts = points_from_landmark_map(lmap[n])
+            if not np.isfinite(pts).all() or not (lab == Label.LV_CAVITY).any():
+                log.error("atlas %s: %s: the network found no heart or not all six landmarks; left out", aid, img_path)
+                continue
+            vols = write_atlas(out / f"{aid}.npz", image=work.array, labels=lab, affine=rec.working_affine,
+                               landmarks=voxel_to_world(pts, rec.working_affine), margin_mm=margin_mm)
+            rows.append({"atlas_id": aid, "file": f"{aid}.npz", "source_image": str(img_path),
+                         "weights": str(weights), **vols})
+    if not rows:
+        raise AtlasError(f"{out}: no atlas could be made from {len(sources)} source image(s)")
+    return write_manifest(out, rows)

@@ -1,0 +1,187 @@
+"""Shape refinement of one segmentation (Duan et al. 2019, Section II-C, Fig. 5): ``ssll refine``.
+
+Steps, all in one process (the atlas bank and torch are loaded once for the L registrations):
+
+1. box: the target segmentation's foreground plus a margin, on the working grid (1.25 x 1.25 x 2 mm);
+2. selection: the 12-DOF landmark affine to every atlas, NMI ranking, top L (:mod:`ssll.atlases`);
+3. registration: a B-spline FFD per selected atlas with the label-consistency objective of eq. (4),
+   initialised by the landmark affine (:mod:`ssll.register`);
+4. fusion: the warped atlas images and labels fused by non-local patch voting, eq. (5)
+   (:mod:`ssll.fusion`);
+5. the fused labels pasted back on the full working grid and, with a grid record, resampled to
+   the input grid.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ssll.atlases import Atlas, AtlasConfig, crop, crop_box, select_atlases
+from ssll.fusion import FusionConfig, fuse_labels
+from ssll.register import FFDConfig, register_affine_labels, register_labels, warp_volume
+from ssll.preprocess import GridRecord
+from ssll.types import Array, PathLike
+
+__all__ = ["RefineConfig", "acquired_slices", "refine", "run_refine"]
+
+
+@dataclass(frozen=True)
+class RefineConfig:
+    """Settings of the three refinement steps (config sections ``atlases``, ``ffd``, ``fusion``)."""
+
+    atlases: AtlasConfig = field(default_factory=AtlasConfig)
+    ffd: FFDConfig = field(default_factory=FFDConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+
+    @classmethod
+    def from_mapping(cls, m: dict[str, Any] | None) -> RefineConfig:
+        """Build from ``{"atlases": ..., "ffd": ..., "fusion": ...}``; unknown keys raise ``ValueError``."""
+        m = dict(m or {})
+        if set(m) - {"atlases", "ffd", "fusion"}:
+            raise ValueError(f"RefineConfig: unknown keys {sorted(set(m) - {'atlases', 'ffd', 'fusion'})}")
+        return cls(AtlasConfig.from_mapping(m.get("atlases")), FFDConfig.from_mapping(m.get("ffd")),
+                   FusionConfig.from_mapping(m.get("fusion")))
+
+
+def refine(
+    image: Array,
+    labels: Array,
+    affine: Array,
+    landmarks_mm: Array,
+    bank: list[Atlas],
+    cfg: RefineConfig | None = None,
+    *,
+    slices: Array | None = None,
+    device: torch.device | None = None,
+    what: str = "target",
+) -> tuple[Array, dict[str, Any]]:
+    """Refine one segmentation with an atlas bank.
+
+    Args:
+        image: ``(I, J, K)`` working-grid image in [0, 1] (the preprocessed LR volume).
+        labels: ``(I, J, K)`` canonical working-grid segmentation (SSLLN-LR).
+        affine: 4x4 working voxel -> world mm.
+        landmarks_mm: ``(6, 3)`` target landmarks, world mm.
+        bank: the atlases (:func:`ssll.atlases.load_bank`).
+        cfg: settings. Defaults to :class:`RefineConfig`.
+        slices: working-grid indices (axis 2) of the acquired slices (:func:`acquired_slices`);
+            registration fits the target there only. Defaults to all slices.
+        device: torch device for registration and fusion. Defaults to CPU.
+        what: name for error messages.
+
+    Returns:
+        ``(refined, record)``: ``(I, J, K)`` uint8 labels on the working grid, and a record
+        (selected atlases with NMI and affines, FFD consistency per level, timings in seconds).
+
+    Raises:
+        RegistrationError: empty segmentation, degenerate landmarks, diverged registration.
+        AtlasError: fewer usable atlases than ``top_k``.
+    """
+    cfg = cfg or RefineConfig()
+    t0 = time.perf_counter()
+    box = crop_box(labels, affine, cfg.atlases.margin_mm)
+    tl, taff = crop(np.asarray(labels, np.uint8), affine, box)
+    ti, _ = crop(np.asarray(image, np.float32), affine, box)
+    chosen = select_atlases(tl, taff, landmarks_mm, bank, cfg.atlases)
+    ks = None
+    if slices is not None:
+        ks = np.asarray(slices, int) - box[2].start
+        ks = ks[(ks >= 0) & (ks < tl.shape[2])]
+        ks = ks if ks.size >= 2 else None
+    t_sel = time.perf_counter() - t0
+    w_img, w_lab, regs = [], [], []
+    t1 = time.perf_counter()
+    for c in chosen:
+        a: Atlas = c["atlas"]
+        init = c["affine"]
+        if cfg.atlases.init == "labels":
+            init = register_affine_labels(tl, taff, a.labels, a.affine, init, slices=ks, device=device)
+        res = register_labels(tl, taff, a.labels, a.affine, init, cfg.ffd, slices=ks, device=device,
+                              what=f"{what}: atlas {a.atlas_id}")
+        w_lab.append(warp_volume(res, a.labels, a.affine, tl.shape, taff, labels=True, device=device))
+        w_img.append(warp_volume(res, a.load_image(), a.affine, tl.shape, taff, device=device))
+        regs.append({"atlas_id": a.atlas_id, "rank": c["rank"], "nmi": c["nmi"],
+                     "init": cfg.atlases.init, "affine": np.round(init, 6).tolist(), "levels": res.history})
+    t_reg = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    fused, frac = fuse_labels(ti, np.stack(w_img), np.stack(w_lab), cfg.fusion, device=device)
+    t_fuse = time.perf_counter() - t2
+    out = np.zeros(labels.shape, np.uint8)
+    out[box] = fused
+    record = {
+        "box_voxels": [[s.start, s.stop] for s in box],
+        "atlases_ranked": len(bank),
+        "selected": regs,
+        "fusion": {"computed_fraction": frac, "patch": list(cfg.fusion.patch), "search": list(cfg.fusion.search),
+                   "h": cfg.fusion.h},
+        "seconds": {"selection": t_sel, "registration": t_reg, "fusion": t_fuse,
+                    "total": time.perf_counter() - t0},
+    }
+    return out, record
+
+
+def acquired_slices(record: GridRecord) -> Array | None:
+    """Working-grid slice indices (axis 2) nearest to the input's slice centres, or None when the
+    input is not thicker-sliced than the working grid (every working slice is then informative).
+    """
+    sp_in = np.linalg.norm(np.asarray(record.input_affine)[:3, :3], axis=0)
+    sp_w = np.linalg.norm(np.asarray(record.working_affine)[:3, :3], axis=0)
+    if sp_in[2] < 1.5 * sp_w[2]:
+        return None
+    n = record.input_shape[2]
+    centre = (np.asarray(record.input_shape[:2], float) - 1) / 2
+    vox = np.c_[np.tile(centre, (n, 1)), np.arange(n), np.ones(n)]
+    k = (np.linalg.inv(record.working_affine) @ np.asarray(record.input_affine) @ vox.T)[2]
+    k = np.rint(k).astype(int)
+    return np.unique(k[(k >= 0) & (k < record.working_shape[2])])
+
+
+def run_refine(
+    *,
+    subject: str,
+    image: PathLike,
+    labels: PathLike,
+    landmarks: PathLike,
+    record: PathLike,
+    bank: PathLike,
+    out_labels: PathLike,
+    out_original: PathLike,
+    out_record: PathLike,
+    cfg: RefineConfig | None = None,
+) -> dict[str, Any]:
+    """I/O layer of ``ssll refine``: read the working-grid image, labels, landmarks and grid record;
+    write the refined labels on the working grid and on the input grid, and a JSON record.
+
+    Raises:
+        SsllError subclasses naming the subject and the file on bad input (see :func:`refine`).
+    """
+    from ssll.atlases import load_bank
+    from ssll.io import load_image, load_labels, read_json, save_nifti, write_json
+    from ssll.landmarks import read_landmarks
+    from ssll.nn.device import select_device
+    from ssll.preprocess import original_header, to_original
+    from ssll.types import Volume
+
+    img = load_image(image)
+    lab = load_labels(labels)
+    if img.array.shape != lab.array.shape or not np.allclose(img.affine, lab.affine, atol=1e-3):
+        from ssll.errors import InputImageError
+
+        raise InputImageError(f"{labels}: grid {lab.array.shape} differs from the image's {img.array.shape} ({image})")
+    pts = read_landmarks(landmarks)
+    rec = GridRecord.from_dict(read_json(record))
+    atlases = load_bank(bank)
+    device = select_device()
+    refined, info = refine(img.array, lab.array, lab.affine, pts, atlases, cfg, slices=acquired_slices(rec),
+                           device=device, what=subject)
+    save_nifti(out_labels, Volume(refined, lab.affine), dtype=np.uint8)
+    orig = to_original(refined, rec, order=0)
+    save_nifti(out_original, Volume(orig, rec.input_affine, header=original_header(rec)), dtype=np.uint8)
+    info = {"subject": subject, "bank": str(bank), "device": str(device), **info}
+    write_json(out_record, info)
+    return info
