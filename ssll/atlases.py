@@ -286,10 +286,12 @@ def select_atlases(
 
     Returns:
         One dict per kept atlas, best first: ``atlas`` (:class:`Atlas`), ``affine`` (4x4 world(target)
-        -> world(atlas)), ``nmi``, ``rank`` (1-based). Atlases whose landmark affine fails are skipped.
+        -> world(atlas)), ``nmi``, ``rank`` (1-based). Atlases whose landmark affine fails (too few
+        landmarks, coplanar, a reflection) are skipped; fewer than ``top_k`` are returned (with a
+        warning) when fewer are usable.
 
     Raises:
-        AtlasError: ``top_k`` exceeds the number of usable atlases.
+        AtlasError: no atlas is usable.
     """
     cfg = cfg or AtlasConfig()
     pts = _grid_points(target_labels.shape, cfg.nmi_stride)
@@ -306,8 +308,13 @@ def select_atlases(
         except RegistrationError:
             continue
         scored.append((nmi(tl, warp_labels_nearest(a, aff, world)), a, aff))
+    if not scored:
+        raise AtlasError(f"no usable atlas in a bank of {len(bank)}: every {cfg.init} affine failed "
+                         "(target landmarks missing, coplanar or in the wrong order?)")
     if len(scored) < cfg.top_k:
-        raise AtlasError(f"{cfg.top_k} atlases asked for, {len(scored)} usable in a bank of {len(bank)}")
+        import warnings
+
+        warnings.warn(f"{cfg.top_k} atlases asked for, {len(scored)} usable in a bank of {len(bank)}", stacklevel=2)
     scored.sort(key=lambda t: -t[0])
     return [{"atlas": a, "affine": aff, "nmi": float(v), "rank": r + 1} for r, (v, a, aff) in enumerate(scored[: cfg.top_k])]
 

@@ -280,13 +280,53 @@ def _run_measures(a: argparse.Namespace) -> None:
 
 def _add_cohort_table(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out-csv", required=True)
+    p.add_argument("--out-parquet", help="the same table as Parquet")
+    p.add_argument("--flags", nargs="*", default=[], help="per-subject QC flag JSON files (ssll qc-flags)")
     p.add_argument("inputs", nargs="+", help="per-subject measures TSV files")
 
 
 def _run_cohort_table(a: argparse.Namespace) -> None:
     from ssll.measures import run_cohort_table
 
-    run_cohort_table(inputs=a.inputs, out_csv=a.out_csv)
+    run_cohort_table(inputs=a.inputs, out_csv=a.out_csv, out_parquet=a.out_parquet, flags=a.flags)
+
+
+# ---------------------------------------------------------------- evaluate
+def _add_evaluate(p: argparse.ArgumentParser) -> None:
+    for ph in ("ed", "es"):
+        p.add_argument(f"--{ph}-truth", required=True, help=f"ground-truth labels at {ph.upper()}")
+        p.add_argument(f"--{ph}-labels", required=True, help=f"SSLLN labels at {ph.upper()} on the truth's grid")
+        p.add_argument(f"--{ph}-refined", help=f"refined model at {ph.upper()} on the truth's grid")
+    p.add_argument("--convention", default="canonical", help="label convention of the ground truth")
+    p.add_argument("--out-json", required=True)
+
+
+def _run_evaluate(a: argparse.Namespace) -> None:
+    from ssll.evaluate import run_evaluate
+
+    preds = {"sslln": {"ED": a.ed_labels, "ES": a.es_labels}}
+    if a.ed_refined and a.es_refined:
+        preds["refined"] = {"ED": a.ed_refined, "ES": a.es_refined}
+    run_evaluate(subject=a.subject or "subject", predictions=preds, truth={"ED": a.ed_truth, "ES": a.es_truth},
+                 convention=a.convention, out_json=a.out_json)
+
+
+# ---------------------------------------------------------------- report
+def _add_report(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sheet", required=True, help="the subject sheet (TSV)")
+    p.add_argument("--results", required=True)
+    p.add_argument("--logs", default="logs")
+    p.add_argument("--benchmarks", default="benchmarks")
+    p.add_argument("--out-html", required=True)
+    p.add_argument("--out-failed", help="TSV of failed subjects with the stage and reason")
+
+
+def _run_report(a: argparse.Namespace) -> None:
+    from ssll.report import run_report
+
+    d = run_report(sheet=a.sheet, results=a.results, logs=a.logs, benchmarks=a.benchmarks, out_html=a.out_html,
+                   out_failed=a.out_failed)
+    log.info("report: %d subjects, %d done, %d failed", len(d["subjects"]), len(d["measures"]), len(d["failed"]))
 
 
 # ---------------------------------------------------------------- qc
@@ -294,13 +334,60 @@ def _add_qc(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image", required=True, help="working-grid image")
     p.add_argument("--labels", required=True, help="canonical labels on the same grid")
     p.add_argument("--landmarks", help="landmarks JSON from ssll landmarks")
+    p.add_argument("--refined", help="refined model on the same grid (ssll refine): a second row")
     p.add_argument("--out-png", required=True)
 
 
 def _run_qc(a: argparse.Namespace) -> None:
     from ssll.qc import run_qc
 
-    run_qc(image=a.image, labels=a.labels, landmarks_json=a.landmarks, out_png=a.out_png, title=a.subject or "")
+    run_qc(image=a.image, labels=a.labels, landmarks_json=a.landmarks, out_png=a.out_png, title=a.subject or "",
+           refined=a.refined)
+
+
+# ---------------------------------------------------------------- qc-flags
+def _add_qc_flags(p: argparse.ArgumentParser) -> None:
+    for ph in ("ed", "es"):
+        up = ph.upper()
+        p.add_argument(f"--{ph}-labels", required=True, help=f"SSLLN labels at {up}, working grid")
+        p.add_argument(f"--{ph}-refined", help=f"refined model at {up}, working grid")
+        p.add_argument(f"--{ph}-landmarks", required=True, help=f"landmarks JSON at {up}")
+        p.add_argument(f"--{ph}-refine-record", help=f"ssll refine record JSON at {up}")
+        p.add_argument(f"--{ph}-record", help=f"grid record JSON at {up} (acquired slices)")
+    p.add_argument("--measures", required=True, help="the subject's measures TSV")
+    p.add_argument("--out-json", required=True)
+
+
+def _run_qc_flags(a: argparse.Namespace) -> None:
+    from ssll.qc import run_qc_flags
+
+    def pick(kind: str) -> dict[str, str]:
+        return {ph.upper(): v for ph in ("ed", "es") if (v := getattr(a, f"{ph}_{kind}"))}
+
+    flags = run_qc_flags(subject=a.subject or "subject", segmentations=pick("labels"), refined=pick("refined"),
+                         landmarks=pick("landmarks"), measures_tsv=a.measures, refine_records=pick("refine_record"),
+                         records=pick("record"), out_json=a.out_json)
+    log.info("%d QC flag(s)", len(flags))
+
+
+# ---------------------------------------------------------------- surface
+def _add_surface(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--labels", required=True, help="canonical labels (e.g. the refined HR model)")
+    p.add_argument("--out-vtk", required=True, help="all structures in one VTK polydata (label cell scalar); "
+                   "a PLY per structure is written beside it as <stem>_<structure>.ply")
+    p.add_argument("--smooth-iterations", type=int, default=20)
+
+
+def _run_surface(a: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from ssll.surface import run_surface
+
+    out = Path(a.out_vtk)
+    if out.suffix != ".vtk":
+        raise ValueError(f"--out-vtk must end in .vtk, got {out.name}")
+    vols = run_surface(labels=a.labels, out_dir=out.parent, prefix=out.stem, smooth_iterations=a.smooth_iterations)
+    log.info("surfaces: %s", ", ".join(f"{k} {v:.1f} ml" for k, v in vols.items()))
 
 
 # ---------------------------------------------------------------- atlas
@@ -371,6 +458,13 @@ _REGISTRY: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Calla
     ("simulate-lr", "LR artefacts from an HR volume: thick slices, inter-slice shifts, lost coverage", _add_simulate_lr,
      _run_simulate_lr),
     ("train", "train SSLLN from a YAML config (checkpointed, resumable)", _add_train, _run_train),
+    ("evaluate", "Dice, HD, HD95 (mm) per structure and ground-truth measures of one subject", _add_evaluate,
+     _run_evaluate),
+    ("report", "the cohort report: one self-contained HTML file", _add_report, _run_report),
+    ("surface", "surface meshes (PLY per structure, one VTK) of a segmentation, world mm", _add_surface,
+     _run_surface),
+    ("qc-flags", "automatic QC flags of one subject (missing/broken structures, ranges, landmarks, refinement)",
+     _add_qc_flags, _run_qc_flags),
     ("atlas", "atlas bank: `ssll atlas build` segments HR volumes with SSLLN-HR", _add_atlas, _run_atlas),
     ("refine", "shape refinement: landmark affine, NMI atlas selection, B-spline FFD, patch fusion", _add_refine,
      _run_refine),

@@ -11,7 +11,7 @@ from scipy import ndimage
 
 from ssll.types import Array
 
-__all__ = ["dice", "hausdorff", "surface_distances", "landmark_distances"]
+__all__ = ["dice", "hausdorff", "surface_distances", "landmark_distances", "overlap_metrics", "run_evaluate"]
 
 
 def dice(a: Array, b: Array) -> float:
@@ -63,3 +63,57 @@ def hausdorff(a: Array, b: Array, spacing: tuple[float, ...], *, percentile: flo
 def landmark_distances(pred_mm: Array, true_mm: Array) -> Array:
     """Point-to-point distances (mm) between ``(N, 3)`` world points; NaN rows propagate."""
     return np.linalg.norm(np.asarray(pred_mm, float) - np.asarray(true_mm, float), axis=1)
+
+
+def overlap_metrics(pred: Array, truth: Array, spacing: tuple[float, ...]) -> dict[str, float]:
+    """Dice, Hausdorff distance and its 95th percentile (mm) per canonical structure 1..4.
+
+    Keys ``dice_<structure>``, ``hd_<structure>_mm``, ``hd95_<structure>_mm``; NaN where a
+    structure is absent from both (Dice) or from either (distances).
+    """
+    from ssll.labels import Label
+
+    out: dict[str, float] = {}
+    for c in range(1, len(Label)):
+        name = Label(c).name.lower()
+        a, b = np.asarray(pred) == c, np.asarray(truth) == c
+        out[f"dice_{name}"] = dice(a, b)
+        both = bool(a.any() and b.any())
+        out[f"hd_{name}_mm"] = hausdorff(a, b, spacing) if both else float("nan")
+        out[f"hd95_{name}_mm"] = hausdorff(a, b, spacing, percentile=95.0) if both else float("nan")
+    return out
+
+
+def run_evaluate(*, subject: str, predictions: dict[str, dict[str, str]], truth: dict[str, str], convention: str,
+                 out_json: str) -> dict:
+    """I/O layer of ``ssll evaluate``: compare a subject's segmentations with its ground truth.
+
+    Args:
+        predictions: method (``sslln``, ``refined``) -> phase -> labels on the ground truth's grid.
+        truth: phase -> ground-truth labels; convention: their label convention.
+
+    Returns and writes (JSON): ``{"subject", "overlap": [{method, phase, dice_*, hd_*_mm, hd95_*_mm}],
+    "measures_truth": {ed_lv_cavity_ml, ..., lv_ef_pct}}``.
+
+    Raises:
+        InputImageError: a prediction's grid differs from the truth's.
+    """
+    from ssll.errors import InputImageError
+    from ssll.io import load_labels, write_json
+    from ssll.measures import cardiac_measures, phase_measures
+
+    gt = {ph: load_labels(p, convention) for ph, p in truth.items()}
+    rows = []
+    for method, phases in predictions.items():
+        for ph, path in phases.items():
+            pred = load_labels(path)
+            if pred.array.shape != gt[ph].array.shape or not np.allclose(pred.affine, gt[ph].affine, atol=1e-3):
+                raise InputImageError(f"{path}: grid {pred.array.shape} differs from the ground truth's "
+                                      f"{gt[ph].array.shape} ({truth[ph]})")
+            rows.append({"method": method, "phase": ph, **overlap_metrics(pred.array, gt[ph].array, gt[ph].spacing)})
+    result = {"subject": subject, "overlap": rows}
+    if {"ED", "ES"} <= set(gt):
+        result["measures_truth"] = cardiac_measures(phase_measures(gt["ED"].array, gt["ED"].spacing),
+                                                    phase_measures(gt["ES"].array, gt["ES"].spacing))
+    write_json(out_json, result)
+    return result

@@ -80,13 +80,28 @@ def run_measures(*, subject: str, ed_labels: str, es_labels: str, out_tsv: str, 
     return row
 
 
-def run_cohort_table(*, inputs: list[str], out_csv: str) -> None:
-    """Concatenate per-subject measure rows into the cohort table (CSV, one row per subject)."""
+def run_cohort_table(*, inputs: list[str], out_csv: str, out_parquet: str | None = None,
+                     flags: list[str] | None = None) -> None:
+    """Concatenate per-subject measure rows into the cohort table: one row per subject, units in
+    the column names; with ``flags`` (``ssll qc-flags`` JSON files) also ``qc_n_flags`` and
+    ``qc_flags`` (``flag@phase`` joined by ``;``). CSV, and Parquet when asked."""
+    import json
+
     import pandas as pd
 
     from ssll.io import atomic_path
 
     frames = [pd.read_csv(p, sep="\t") for p in inputs if Path(p).stat().st_size > 0]
-    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["subject"])
+    if flags:
+        fl = {}
+        for f in flags:
+            d = json.loads(Path(f).read_text())
+            fl[d["subject"]] = ";".join(f"{x['flag']}@{x['phase']}" for x in d["flags"])
+        df["qc_n_flags"] = [len(fl[s].split(";")) if fl.get(s) else 0 for s in df["subject"]]
+        df["qc_flags"] = [fl.get(s, "") for s in df["subject"]]
     with atomic_path(out_csv) as tmp:
         df.to_csv(tmp, index=False, float_format="%.3f")
+    if out_parquet:
+        with atomic_path(out_parquet) as tmp:
+            df.to_parquet(tmp, index=False)

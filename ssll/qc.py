@@ -1,5 +1,5 @@
-"""Quality-control pictures: a montage of short-axis slices and long-axis cuts with the
-segmentation overlaid and the landmarks marked.
+"""Quality control: a montage of short-axis slices and long-axis cuts with the segmentation
+overlaid and the landmarks marked, and automatic per-subject flags (:func:`qc_flags`).
 
 The montage shows, on the working grid: up to 8 short-axis slices evenly spread over the heart
 (base to apex, in slice order), and two long-axis cuts through the LV centre (along i and j).
@@ -14,7 +14,8 @@ import numpy as np
 from ssll.labels import Label
 from ssll.types import Array, PathLike
 
-__all__ = ["COLOURS", "overlay_rgb", "montage", "run_qc"]
+__all__ = ["COLOURS", "RANGES", "overlay_rgb", "montage", "run_qc", "qc_flags", "open_wall_fraction",
+           "landmark_problems", "run_qc_flags"]
 
 COLOURS = {Label.LV_CAVITY: (1.0, 0.15, 0.15), Label.LV_WALL: (0.15, 0.9, 0.15),
            Label.RV_CAVITY: (1.0, 0.9, 0.1), Label.RV_WALL: (0.2, 0.45, 1.0)}
@@ -32,8 +33,12 @@ def overlay_rgb(image2d: Array, labels2d: Array, *, alpha: float = 0.4) -> Array
 
 
 def montage(image: Array, labels: Array, spacing: tuple[float, float, float], out_png: PathLike, *,
-            landmarks_vox: Array | None = None, title: str = "") -> None:
-    """Write the QC montage PNG (see module docstring). Arrays ``(I, J, K)``, spacing in mm."""
+            landmarks_vox: Array | None = None, title: str = "", refined: Array | None = None) -> None:
+    """Write the QC montage PNG (see module docstring). Arrays ``(I, J, K)`` on one grid, spacing in mm.
+
+    One row for ``labels`` (the SSLLN segmentation, with landmarks) and, when given, a second row
+    with the ``refined`` model on the same slices and cuts.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -47,24 +52,25 @@ def montage(image: Array, labels: Array, spacing: tuple[float, float, float], ou
     lv = np.argwhere(labels == Label.LV_CAVITY)
     ci, cj = (lv[:, 0].mean(), lv[:, 1].mean()) if lv.size else (image.shape[0] / 2, image.shape[1] / 2)
     ci, cj = int(round(ci)), int(round(cj))
-    n_sa = len(ks)
-    fig, axes = plt.subplots(2, max(n_sa // 2 + n_sa % 2, 1) + 1, figsize=(3 * (n_sa // 2 + 2), 6.4))
-    axes = np.atleast_2d(axes)
-    for n, k in enumerate(ks):
-        ax = axes[n % 2, n // 2]
-        ax.imshow(overlay_rgb(image[:, :, k], labels[:, :, k]))
-        ax.set_title(f"short axis k={k}", fontsize=8)
-        if landmarks_vox is not None:
-            for idx, p in enumerate(landmarks_vox, start=1):
-                if np.all(np.isfinite(p)) and abs(p[2] - k) * spacing[2] <= 2.0:
-                    ax.plot(p[0], p[1], "w+", ms=8, mew=1.5)
-                    ax.text(p[0] + 3, p[1] - 3, str(idx), color="w", fontsize=8)
+    rows = [("SSLLN", labels)] + ([("refined", refined)] if refined is not None else [])
+    n_col = len(ks) + 2
+    fig, axes = plt.subplots(len(rows), n_col, figsize=(1.9 * n_col, 2.2 * len(rows) + 0.4), squeeze=False)
     asp = spacing[2] / spacing[0]
-    for row, (cut_img, cut_lab, name) in enumerate(((image[:, cj, :], labels[:, cj, :], f"long axis j={cj}"),
-                                                     (image[ci, :, :], labels[ci, :, :], f"long axis i={ci}"))):
-        ax = axes[row, -1]
-        ax.imshow(overlay_rgb(cut_img, cut_lab), aspect=asp)
-        ax.set_title(name, fontsize=8)
+    for r, (name, lab) in enumerate(rows):
+        for n, k in enumerate(ks):
+            ax = axes[r, n]
+            ax.imshow(overlay_rgb(image[:, :, k], lab[:, :, k]))
+            ax.set_title(f"{name} SA k={k}", fontsize=7)
+            if landmarks_vox is not None and r == 0:
+                for idx, p in enumerate(landmarks_vox, start=1):
+                    if np.all(np.isfinite(p)) and abs(p[2] - k) * spacing[2] <= 2.0:
+                        ax.plot(p[0], p[1], "w+", ms=8, mew=1.5)
+                        ax.text(p[0] + 3, p[1] - 3, str(idx), color="w", fontsize=8)
+        for c, (cut_img, cut_lab, cut) in enumerate(((image[:, cj, :], lab[:, cj, :], f"LA j={cj}"),
+                                                      (image[ci, :, :], lab[ci, :, :], f"LA i={ci}"))):
+            ax = axes[r, len(ks) + c]
+            ax.imshow(overlay_rgb(cut_img, cut_lab), aspect=asp)
+            ax.set_title(f"{name} {cut}", fontsize=7)
     for ax in axes.ravel():
         ax.axis("off")
     fig.suptitle(title, fontsize=9)
@@ -74,8 +80,9 @@ def montage(image: Array, labels: Array, spacing: tuple[float, float, float], ou
     plt.close(fig)
 
 
-def run_qc(*, image: str, labels: str, out_png: str, landmarks_json: str | None = None, title: str = "") -> None:
-    """I/O layer of ``ssll qc``: working-grid image, labels and optional landmarks JSON -> PNG."""
+def run_qc(*, image: str, labels: str, out_png: str, landmarks_json: str | None = None, title: str = "",
+           refined: str | None = None) -> None:
+    """I/O layer of ``ssll qc``: working-grid image, labels, optional landmarks JSON and refined model -> PNG."""
     from ssll.io import load_image, load_labels, read_json
     from ssll.landmarks import world_to_voxel
 
@@ -84,4 +91,154 @@ def run_qc(*, image: str, labels: str, out_png: str, landmarks_json: str | None 
     if landmarks_json:
         rows = read_json(landmarks_json)["landmarks"]
         pts = world_to_voxel(np.array([[r["x_mm"], r["y_mm"], r["z_mm"]] for r in rows]), lab.affine)
-    montage(img.array, lab.array, lab.spacing, out_png, landmarks_vox=pts, title=title)
+    ref = load_labels(refined).array if refined else None
+    montage(img.array, lab.array, lab.spacing, out_png, landmarks_vox=pts, title=title, refined=ref)
+
+
+#: physiological ranges of adult measures, broad on purpose: outside them the segmentation is suspect
+RANGES = {
+    "ed_lv_cavity_ml": (40.0, 400.0),
+    "es_lv_cavity_ml": (10.0, 350.0),
+    "ed_lv_mass_g": (40.0, 350.0),
+    "ed_rv_cavity_ml": (40.0, 450.0),
+    "lv_ef_pct": (10.0, 85.0),
+    "rv_ef_pct": (10.0, 85.0),
+}
+
+
+def _components(mask: Array) -> list[int]:
+    from scipy import ndimage
+
+    lab, n = ndimage.label(mask, structure=np.ones((3, 3, 3)))
+    return sorted(np.bincount(lab.ravel())[1:].tolist(), reverse=True) if n else []
+
+
+def open_wall_fraction(labels: Array) -> float:
+    """Fraction of the LV cavity's in-plane boundary that touches neither LV wall nor LV cavity,
+    over the mid-ventricular slices (the middle half of the cavity's slices; the base is open
+    at the valve by anatomy). 0 when the wall encloses the cavity."""
+    cav = labels == Label.LV_CAVITY
+    ks = np.nonzero(cav.any(axis=(0, 1)))[0]
+    if ks.size < 2:
+        return 0.0
+    lo, hi = ks[0] + ks.size // 4, ks[-1] - ks.size // 4
+    touch = total = 0
+    for k in range(lo, hi + 1):
+        c = cav[:, :, k]
+        if not c.any():
+            continue
+        ok = np.isin(labels[:, :, k], (Label.LV_CAVITY, Label.LV_WALL))
+        for shift in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+            nb = np.roll(ok, shift, axis=(0, 1))
+            edge = c & ~np.roll(c, shift, axis=(0, 1))
+            total += int(edge.sum())
+            touch += int((edge & ~nb).sum())
+    return touch / total if total else 0.0
+
+
+def landmark_problems(pts_mm: Array) -> list[str]:
+    """Implausible landmark configurations (world mm, rows = landmarks 1..6), as reasons."""
+    p = np.asarray(pts_mm, float)
+    out = []
+    if not np.isfinite(p).all():
+        return ["landmarks missing: " + ", ".join(str(i + 1) for i in np.nonzero(~np.isfinite(p).all(1))[0])]
+    axis = np.linalg.norm(p[4] - p[5])
+    if not 40.0 <= axis <= 150.0:
+        out.append(f"apex to mitral centre {axis:.0f} mm (expected 40-150)")
+    inserts = np.linalg.norm(p[0] - p[1])
+    if not 10.0 <= inserts <= 90.0:
+        out.append(f"RV insert points {inserts:.0f} mm apart (expected 10-90)")
+    # the RV lateral point lies on the RV side: beyond the inserts' midpoint, away from the LV lateral point
+    mid = (p[0] + p[1]) / 2
+    if np.dot(p[2] - mid, p[3] - mid) > 0 and np.linalg.norm(p[2] - p[3]) < np.linalg.norm(p[3] - mid):
+        out.append("RV lateral point on the LV side of the RV inserts")
+    return out
+
+
+def qc_flags(
+    *,
+    segmentations: dict[str, Array],
+    refined: dict[str, Array] | None,
+    landmarks_mm: dict[str, Array],
+    measures: dict[str, float],
+    refine_records: dict[str, dict] | None = None,
+    acquired: dict[str, Array | None] | None = None,
+) -> list[dict[str, str]]:
+    """Automatic QC flags of one subject.
+
+    Args:
+        segmentations: phase -> SSLLN labels ``(I, J, K)`` on the working grid.
+        refined: phase -> refined labels on the same grid, or None.
+        landmarks_mm: phase -> ``(6, 3)`` world mm.
+        measures: the subject's measures row (``ssll measures``).
+        refine_records: phase -> the ``ssll refine`` record (registration convergence).
+        acquired: phase -> working-grid indices of the acquired slices (None: all).
+
+    Returns:
+        One ``{"flag", "phase", "reason"}`` per problem; empty when none fired.
+    """
+    flags: list[dict[str, str]] = []
+
+    def add(flag: str, phase: str, reason: str) -> None:
+        flags.append({"flag": flag, "phase": phase, "reason": reason})
+
+    for phase, lab in segmentations.items():
+        for c in (Label.LV_CAVITY, Label.LV_WALL, Label.RV_CAVITY):
+            sizes = _components(lab == c)
+            if not sizes:
+                add("structure_missing", phase, f"no {c.name.lower()} in the segmentation")
+            elif len(sizes) > 1 and sizes[1] > 0.05 * sizes[0]:
+                add("structure_in_pieces", phase, f"{c.name.lower()} in {len(sizes)} pieces "
+                    f"(second largest {100 * sizes[1] / sizes[0]:.0f}% of the largest)")
+        frac = open_wall_fraction(lab)
+        if frac > 0.1:
+            add("lv_wall_open", phase, f"{100 * frac:.0f}% of the mid-ventricular LV cavity border has no LV wall")
+        for reason in landmark_problems(landmarks_mm.get(phase, np.full((6, 3), np.nan))):
+            add("landmarks_implausible", phase, reason)
+        if refined is not None and phase in refined:
+            ks = (acquired or {}).get(phase)
+            a = lab if ks is None else lab[:, :, ks]
+            b = refined[phase] if ks is None else refined[phase][:, :, ks]
+            fa, fb = a > 0, b > 0
+            d = 2 * float((fa & fb).sum()) / max(float(fa.sum() + fb.sum()), 1.0)
+            if d < 0.8:
+                add("refined_disagrees", phase, f"heart Dice {d:.2f} between the segmentation and the refined "
+                    "model on the acquired slices (< 0.80)")
+            for c in (Label.LV_CAVITY, Label.LV_WALL, Label.RV_CAVITY, Label.RV_WALL):
+                sizes = _components(refined[phase] == c)
+                if len(sizes) > 1 and sizes[1] > 0.05 * sizes[0]:
+                    add("refined_in_pieces", phase, f"refined {c.name.lower()} in {len(sizes)} pieces")
+        rec = (refine_records or {}).get(phase)
+        if rec:
+            ends = [s["levels"][-1]["consistency_end"] for s in rec.get("selected", [])]
+            if ends and min(ends) < 0.75:
+                add("registration_not_converged", phase, f"label consistency {min(ends):.2f} after the FFD (< 0.75)")
+    for key, (lo, hi) in RANGES.items():
+        v = measures.get(key)
+        if v is not None and np.isfinite(v) and not lo <= v <= hi:
+            add("measure_out_of_range", "ED" if key.startswith("ed_") else "ES" if key.startswith("es_") else "ED+ES",
+                f"{key} = {v:.1f} outside {lo:g}-{hi:g}")
+    return flags
+
+
+def run_qc_flags(*, subject: str, segmentations: dict[str, str], refined: dict[str, str], landmarks: dict[str, str],
+                 measures_tsv: str, refine_records: dict[str, str], records: dict[str, str], out_json: str) -> list:
+    """I/O layer of ``ssll qc-flags``: read one subject's outputs, write ``{"subject", "flags": [...]}``."""
+    import pandas as pd
+
+    from ssll.io import load_labels, read_json, write_json
+    from ssll.landmarks import read_landmarks
+    from ssll.preprocess import GridRecord
+    from ssll.refine import acquired_slices
+
+    row = pd.read_csv(measures_tsv, sep="\t").iloc[0].to_dict()
+    flags = qc_flags(
+        segmentations={ph: load_labels(p).array for ph, p in segmentations.items()},
+        refined={ph: load_labels(p).array for ph, p in refined.items()} or None,
+        landmarks_mm={ph: read_landmarks(p) for ph, p in landmarks.items()},
+        measures={k: float(v) for k, v in row.items() if k != "subject"},
+        refine_records={ph: read_json(p) for ph, p in refine_records.items()},
+        acquired={ph: acquired_slices(GridRecord.from_dict(read_json(p))) for ph, p in records.items()},
+    )
+    write_json(out_json, {"subject": subject, "flags": flags})
+    return flags

@@ -15,13 +15,14 @@ Steps, all in one process (the atlas bank and torch are loaded once for the L re
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 
 from ssll.atlases import Atlas, AtlasConfig, crop, crop_box, select_atlases
+from ssll.errors import AtlasError
 from ssll.fusion import FusionConfig, fuse_labels
 from ssll.register import FFDConfig, register_affine_labels, register_labels, warp_volume
 from ssll.preprocess import GridRecord
@@ -87,7 +88,16 @@ def refine(
     box = crop_box(labels, affine, cfg.atlases.margin_mm)
     tl, taff = crop(np.asarray(labels, np.uint8), affine, box)
     ti, _ = crop(np.asarray(image, np.float32), affine, box)
-    chosen = select_atlases(tl, taff, landmarks_mm, bank, cfg.atlases)
+    fallback = None
+    try:
+        chosen = select_atlases(tl, taff, landmarks_mm, bank, cfg.atlases)
+    except AtlasError as exc:
+        if cfg.atlases.init != "landmarks":
+            raise
+        # no atlas accepts the landmark affine (e.g. landmarks in the wrong order): label-only start
+        fallback = f"landmark initialisation failed ({exc}); used the label-based affine"
+        cfg = replace(cfg, atlases=replace(cfg.atlases, init="labels"))
+        chosen = select_atlases(tl, taff, landmarks_mm, bank, cfg.atlases)
     ks = None
     if slices is not None:
         ks = np.asarray(slices, int) - box[2].start
@@ -115,6 +125,8 @@ def refine(
     out[box] = fused
     record = {
         "box_voxels": [[s.start, s.stop] for s in box],
+        "init": cfg.atlases.init,
+        "init_fallback": fallback,
         "atlases_ranked": len(bank),
         "selected": regs,
         "fusion": {"computed_fraction": frac, "patch": list(cfg.fusion.patch), "search": list(cfg.fusion.search),

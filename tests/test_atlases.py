@@ -86,8 +86,11 @@ def test_selection_ranks_by_nmi_after_the_landmark_affine(tmp_path) -> None:
     assert [c["atlas"].atlas_id for c in chosen] == ["a1", "a2", "a0"]
     assert chosen[0]["nmi"] > chosen[1]["nmi"] > chosen[2]["nmi"]
     np.testing.assert_allclose(chosen[0]["affine"], np.eye(4), atol=1e-9)
-    with pytest.raises(AtlasError, match="5 atlases asked for, 4 usable"):
-        select_atlases(target, _affine(), LANDMARKS, bank, AtlasConfig(top_k=5))
+    with pytest.warns(UserWarning, match="5 atlases asked for, 4 usable"):
+        assert len(select_atlases(target, _affine(), LANDMARKS, bank, AtlasConfig(top_k=5))) == 4
+    mirrored = LANDMARKS * [-1, 1, 1]  # landmarks in mirror order: every landmark affine is a reflection
+    with pytest.raises(AtlasError, match="no usable atlas"):
+        select_atlases(target, _affine(), mirrored, bank, AtlasConfig(top_k=2))
 
 
 def test_bank_errors_name_the_problem(tmp_path) -> None:

@@ -25,3 +25,43 @@ def test_montage_writes_png(tmp_path: Path) -> None:
     montage(img, lab, (1.5, 1.5, 8.0), tmp_path / "qc.png", landmarks_vox=pts, title="phantom")
     data = (tmp_path / "qc.png").read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def _landmarks_ok() -> np.ndarray:
+    # RV inserts 40 mm apart, RV lateral beyond them, LV lateral opposite, apex 90 mm from mitral centre
+    return np.array([[0, 20, 0], [0, -20, 0], [-45, 0, 0], [35, 0, 0], [5, 0, -60], [0, 0, 30.0]])
+
+
+def test_flags_fire_for_known_faults_and_stay_quiet_on_a_good_subject() -> None:
+    from ssll.qc import qc_flags
+
+    lab = biv_phantom((64, 60, 24), spacing=(1.5, 1.5, 4.0))
+    good = {"ed_lv_cavity_ml": 150.0, "es_lv_cavity_ml": 60.0, "ed_lv_mass_g": 120.0, "ed_rv_cavity_ml": 160.0,
+            "lv_ef_pct": 60.0, "rv_ef_pct": 55.0}
+    assert qc_flags(segmentations={"ED": lab}, refined={"ED": lab}, landmarks_mm={"ED": _landmarks_ok()},
+                    measures=good) == []
+    broken = lab.copy()
+    broken[(broken == 2) & (np.arange(64)[:, None, None] > 40)] = 0  # an open LV wall
+    broken[2:6, 2:6, 2:6] = 3  # a second RV cavity piece
+    bad_lm = _landmarks_ok()
+    bad_lm[5] = bad_lm[4] + [0, 0, 10]  # apex 10 mm from the mitral centre
+    flags = qc_flags(segmentations={"ED": broken}, refined={"ED": np.zeros_like(lab)},
+                     landmarks_mm={"ED": bad_lm}, measures={**good, "lv_ef_pct": 95.0})
+    names = {f["flag"] for f in flags}
+    assert {"lv_wall_open", "landmarks_implausible", "refined_disagrees", "measure_out_of_range"} <= names
+    assert not any(f["flag"] == "structure_in_pieces" for f in flags)  # 64 voxels: < 5% of the RV cavity
+    big = broken.copy()
+    big[0:14, 0:14, 0:10] = 3
+    assert "structure_in_pieces" in {f["flag"] for f in qc_flags(segmentations={"ED": big}, refined=None,
+                                                                    landmarks_mm={"ED": _landmarks_ok()}, measures=good)}
+    reasons = " ".join(f["reason"] for f in flags)
+    assert "lv_ef_pct = 95.0 outside 10-85" in reasons and "apex to mitral centre 10 mm" in reasons
+
+
+def test_open_wall_fraction_is_zero_for_a_closed_ring() -> None:
+    from ssll.qc import open_wall_fraction
+
+    lab = biv_phantom((64, 60, 24), spacing=(1.5, 1.5, 4.0))
+    assert open_wall_fraction(lab) == 0.0
+    no_wall = np.where(lab == 2, 0, lab)
+    assert open_wall_fraction(no_wall) == 1.0

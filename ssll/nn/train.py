@@ -249,6 +249,17 @@ def export(cfg: TrainConfig, *, validation: dict[str, Any] | None = None) -> Pat
         validation={"dice_working_grid_mean": last_val, "patients": list(cfg.validation_ids())},
         data=cfg.data,
     )
+    if cfg.init_weights:
+        # fine-tuned: the card names the weights it started from, and their licence carries over
+        init_card_path = Path(cfg.init_weights).with_suffix(".json")
+        init_card = json.loads(init_card_path.read_text()) if init_card_path.is_file() else {}
+        card["initialised_from"] = {"weights": cfg.init_weights, "name": init_card.get("name"),
+                                    "training_data": init_card.get("training_data"),
+                                    "epochs": init_card.get("training", {}).get("epochs"),
+                                    "config": init_card.get("training", {}).get("config")}
+        if "CC BY-NC-SA" in init_card.get("licence", ""):
+            card["licence"] = init_card["licence"] + (" (fine-tuned from weights trained on ACDC, so ACDC's terms apply)"
+                                                      if "acdc" not in cfg.data else "")
     (out / f"{cfg.name}.json").write_text(json.dumps(card, indent=2) + "\n")
     return weights
 

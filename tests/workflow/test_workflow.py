@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -53,11 +57,15 @@ def test_bad_subject_id_is_rejected_before_the_dag(tmp_path: Path) -> None:
     assert "bad/../id" in r.stdout + r.stderr
 
 
+FAST = ["--configfile", "config/config.yaml", "fast.yaml"]
+
+
 def _copy_workflow(work: Path) -> None:
     work.mkdir()
     for name in ("Snakefile", "workflow", "config", "profiles", "demo", "envs"):
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name)
+    shutil.copy(ROOT / "tests/workflow/fast.yaml", work / "fast.yaml")
 
 
 def _slurm_up() -> bool:
@@ -79,20 +87,21 @@ def test_demo_cohort_on_slurm(tmp_path: Path) -> None:
     _copy_workflow(work)
     shutil.copytree(ROOT / "tests/workflow/slurm-ci", work / "slurm-ci")
     r = subprocess.run(["timeout", "-s", "INT", "900", *SNAKEMAKE, "--profile", "profiles/slurm",
-                        "--profile", "slurm-ci"], cwd=work, env=_env(), capture_output=True, text=True,
+                        "--profile", "slurm-ci", *FAST], cwd=work, env=_env(), capture_output=True, text=True,
                        encoding="utf-8", errors="replace")
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     assert "Using profiles" in r.stdout + r.stderr or "slurm" in r.stdout + r.stderr
     logs = list((work / ".snakemake/slurm_logs").rglob("*.log"))
     assert any("segment" in str(p) for p in logs), logs  # the jobs really went through sbatch
     assert (work / "results/cohort/measures.csv").exists()
+    assert any("refine" in str(p) for p in logs) and (work / "results/cohort/report.html").exists()
 
 
 @pytest.mark.slow
 def test_demo_cohort_end_to_end(tmp_path: Path) -> None:
     work = tmp_path / "run"
     _copy_workflow(work)
-    r = _run([*SNAKEMAKE, "--profile", "profiles/local"], work)
+    r = _run([*SNAKEMAKE, "--profile", "profiles/local", *FAST], work)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     for subject in ("patient020", "patient080"):
         for phase in ("ED", "ES"):
@@ -103,8 +112,91 @@ def test_demo_cohort_end_to_end(tmp_path: Path) -> None:
             lab = np.asarray(orig.dataobj)
             assert set(np.unique(lab)) >= {0, 1, 2, 3}
             assert (work / "results/landmarks" / subject / f"{phase}.csv").exists()
+            ref = nib.load(str(work / "results/refine" / subject / f"{phase}_labels_original.nii.gz"))
+            assert ref.shape == src.shape
+            np.testing.assert_allclose(ref.affine, src.affine, atol=1e-4)
+            assert set(np.unique(np.asarray(ref.dataobj))) == {0, 1, 2, 3, 4}  # the refined model has an RV wall
+            assert (work / "results/mesh" / subject / f"{phase}_lv_wall.ply").exists()
+            assert (work / "results/refine" / subject / f"{phase}_labels.nii.gz.prov.json").exists()
     table = (work / "results/cohort/measures.csv").read_text()
-    assert "patient020" in table and "lv_ef_pct" in table
+    assert "patient020" in table and "lv_ef_pct" in table and "refined_lv_ef_pct" in table and "qc_flags" in table
+    assert (work / "results/cohort/measures.parquet").exists()
+    assert (work / "results/evaluate/patient020.json").exists()  # the demo sheet gives ground truth
+    page = (work / "results/cohort/report.html").read_text()
+    assert "<b>2</b> subjects: <b>2</b> done" in page and "Bland-Altman" in page
     # a rerun has nothing to do
-    r2 = _run([*SNAKEMAKE, "--profile", "profiles/local", "-n"], work)
+    r2 = _run([*SNAKEMAKE, "--profile", "profiles/local", *FAST, "-n"], work)
     assert "Nothing to be done" in r2.stdout + r2.stderr
+
+
+def _jobs(log: str) -> dict[int, tuple[str, str, list[str]]]:
+    """Job id -> (rule, wildcards, outputs) from Snakemake's printed job blocks."""
+    jobs: dict[int, tuple[str, str, list[str]]] = {}
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", log):
+        m = re.match(r"(?:local)?rule (\w+):", block)
+        jid = re.search(r"^\s+jobid: (\d+)", block, re.M)
+        if not (m and jid):
+            continue
+        wc = re.search(r"^\s+wildcards: (.*)$", block, re.M)
+        out = re.search(r"^\s+output: (.*)$", block, re.M)
+        jobs[int(jid.group(1))] = (m.group(1), wc.group(1).strip() if wc else "",
+                                   [o.strip() for o in out.group(1).split(",")] if out else [])
+    return jobs
+
+
+def _finished(log: str) -> set[int]:
+    return {int(j) for j in re.findall(r"Finished jobid: (\d+)", log)}
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.slow
+def test_failures_kill_and_rerun(tmp_path: Path) -> None:
+    """A corrupt subject, a missing file and a kill -9 mid-run: the rerun does only the missing work,
+    leaves every completed output unchanged, and the report names the failed subjects and why."""
+    work = tmp_path / "run"
+    _copy_workflow(work)
+    good = (work / "demo/acdc/patient020/patient020_frame01.nii.gz").read_bytes()
+    (work / "corrupt_ed.nii.gz").write_bytes(good[: len(good) // 3])  # truncated gzip
+    sheet = (work / "config/subjects.tsv").read_text().splitlines()
+    sheet += ["corrupt\t\tcorrupt_ed.nii.gz\tdemo/acdc/patient020/patient020_frame11.nii.gz\t\t\t\t\t",
+              "missing\t\tdemo/acdc/patient999/nowhere.nii.gz\tdemo/acdc/patient020/patient020_frame11.nii.gz\t\t\t\t\t"]
+    (work / "config/subjects.tsv").write_text("\n".join(sheet) + "\n")
+    cmd = [*SNAKEMAKE, "--profile", "profiles/local", *FAST]
+    # run 1: killed with SIGKILL once the first refinement is written
+    log1 = work / "run1.log"
+    with log1.open("w") as fh:
+        p = subprocess.Popen(cmd, cwd=work, env=_env(), stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+        target = work / "results/refine/patient020/ED.json"
+        t0 = time.time()
+        while not target.exists() and p.poll() is None and time.time() - t0 < 900:
+            time.sleep(0.5)
+        assert p.poll() is None, "the run ended before it could be killed"
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+    text1 = log1.read_text()
+    jobs1 = _jobs(text1)
+    done = {jobs1[j][:2]: jobs1[j][2] for j in _finished(text1) if j in jobs1}
+    assert any(rule == "refine" for rule, _ in done) or any(rule == "landmarks" for rule, _ in done)
+    before = {o: _digest(work / o) for outs in done.values() for o in outs if (work / o).is_file()}
+    assert before
+    # run 2: completes what is missing; the corrupt subject fails (keep-going), the missing one is left out
+    r2 = _run(cmd, work)
+    assert r2.returncode != 0  # the corrupt subject failed
+    log2 = r2.stdout + r2.stderr
+    ran = {v[:2] for v in _jobs(log2).values()}
+    assert not ran & set(done), f"completed jobs ran again: {sorted(ran & set(done))}"
+    assert {o: _digest(work / o) for o in before} == before  # nothing completed changed
+    assert "subject missing: input missing" in log2
+    for subject in ("patient020", "patient080"):
+        assert (work / "results/measures" / f"{subject}.tsv").exists()
+    failed = (work / "results/cohort/failed.tsv").read_text()
+    assert "corrupt\tingest\t" in failed and "error" in failed
+    assert "missing\tinput\tinput missing: demo/acdc/patient999/nowhere.nii.gz" in failed
+    assert (work / "results/cohort/report.html").exists()
+    # run 3 (dry): only the corrupt subject's work (and the cohort targets that wait for it) is left
+    r3 = _run([*cmd, "-n"], work)
+    left = {v[:2] for v in _jobs(r3.stdout + r3.stderr).values()}
+    assert left and all("patient0" not in wc for _, wc in left), left

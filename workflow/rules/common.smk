@@ -1,5 +1,7 @@
 # Sheet and config loading, wildcard constraints, input functions. No rule logic here.
 import json
+import os
+import sys
 
 import pandas as pd
 from snakemake.exceptions import WorkflowError
@@ -22,7 +24,20 @@ for _row in subjects.itertuples():
         )
 subjects = subjects.set_index("subject", drop=False)
 
-SUBJECTS = subjects["subject"].tolist()
+
+def _missing_input(row):
+    paths = [row.image] if row.image else [row.ed_image, row.es_image]
+    return next((p for p in paths if not os.path.exists(p)), None)
+
+
+# a subject whose input file is missing is left out (the report lists it as failed) instead of
+# stopping the whole cohort at DAG construction
+MISSING = {s: m for s in subjects.index if (m := _missing_input(subjects.loc[s]))}
+for _s, _m in MISSING.items():
+    print(
+        f"ssll workflow: subject {_s}: input missing: {_m}; left out", file=sys.stderr
+    )
+SUBJECTS = [s for s in subjects["subject"] if s not in MISSING]
 PHASES = ["ED", "ES"]
 RESULTS = config["results"]
 
@@ -59,6 +74,33 @@ def get_weights_arg():
     return f"--weights '{w}'" if w else ""
 
 
+BANK = config["atlas_bank"]["path"] or "resources/atlas_bank/bank"
+
+
+def get_hr_weights_arg():
+    w = config["atlas_bank"]["weights"]
+    return f"--weights '{w}'" if w else ""
+
+
+def get_bank_dir(wildcards, input):
+    return os.path.dirname(input.bank)
+
+
+def get_output_dir(wildcards, output):
+    return os.path.dirname(output[0])
+
+
+def get_results_dir(wildcards, output):
+    # results/cohort/report.html -> results
+    return os.path.dirname(os.path.dirname(output[0]))
+
+
+def refine_params():
+    return json.dumps(
+        {k: config.get(k, {}) for k in ("atlases", "ffd", "fusion")}, sort_keys=True
+    )
+
+
 def final_targets():
     return [
         *expand(
@@ -69,5 +111,28 @@ def final_targets():
         *expand(
             f"{RESULTS}/qc/{{subject}}/{{phase}}.png", subject=SUBJECTS, phase=PHASES
         ),
+        *expand(
+            f"{RESULTS}/refine/{{subject}}/{{phase}}.json",
+            subject=SUBJECTS,
+            phase=PHASES,
+        ),
+        *expand(
+            f"{RESULTS}/mesh/{{subject}}/{{phase}}.vtk", subject=SUBJECTS, phase=PHASES
+        ),
         f"{RESULTS}/cohort/measures.csv",
+        f"{RESULTS}/cohort/report.html",
     ]
+
+
+GT_SUBJECTS = [
+    s for s in SUBJECTS if subjects.loc[s, "gt_ed"] and subjects.loc[s, "gt_es"]
+]
+
+
+def get_truth(wildcards):
+    row = subjects.loc[wildcards.subject]
+    return {"ed": row.gt_ed, "es": row.gt_es}
+
+
+def get_truth_convention(wildcards):
+    return subjects.loc[wildcards.subject, "gt_convention"] or "canonical"

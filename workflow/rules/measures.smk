@@ -1,8 +1,11 @@
 rule measures:
-    """LV/RV volumes, masses, stroke volumes and EF from the SSLLN labels on the input grid."""
+    """LV/RV volumes, masses, stroke volumes and EF from the SSLLN labels on the input grid and
+    from the refined HR models (refined_* columns)."""
     input:
         ed=f"{RESULTS}/segment/{{subject}}/ED_labels_original.nii.gz",
         es=f"{RESULTS}/segment/{{subject}}/ES_labels_original.nii.gz",
+        ed_refined=f"{RESULTS}/refine/{{subject}}/ED_labels.nii.gz",
+        es_refined=f"{RESULTS}/refine/{{subject}}/ES_labels.nii.gz",
     output:
         f"{RESULTS}/measures/{{subject}}.tsv",
     log:
@@ -12,18 +15,62 @@ rule measures:
     conda:
         "../../envs/ssll.yaml"
     shell:
-        "ssll measures --subject {wildcards.subject} --ed-labels {input.ed} --es-labels {input.es} --out-tsv {output} > {log} 2>&1"
+        "ssll measures --subject {wildcards.subject} --ed-labels {input.ed} --es-labels {input.es} --ed-refined {input.ed_refined} --es-refined {input.es_refined} --out-tsv {output} > {log} 2>&1"
 
 
 rule cohort_table:
-    """One row per subject: the cohort's measures."""
+    """One row per subject: the cohort's measures and QC flags (CSV and Parquet)."""
     input:
-        expand(f"{RESULTS}/measures/{{subject}}.tsv", subject=SUBJECTS),
+        measures=expand(f"{RESULTS}/measures/{{subject}}.tsv", subject=SUBJECTS),
+        flags=expand(f"{RESULTS}/qc/{{subject}}/flags.json", subject=SUBJECTS),
     output:
-        f"{RESULTS}/cohort/measures.csv",
+        csv=f"{RESULTS}/cohort/measures.csv",
+        parquet=f"{RESULTS}/cohort/measures.parquet",
     log:
         "logs/cohort_table.log",
     conda:
         "../../envs/ssll.yaml"
     shell:
-        "ssll cohort-table --out-csv {output} {input} > {log} 2>&1"
+        "ssll cohort-table --out-csv {output.csv} --out-parquet {output.parquet} --flags {input.flags} -- {input.measures} > {log} 2>&1"
+
+
+rule evaluate:
+    """Dice, HD and HD95 (mm) of the SSLLN segmentation and the refined model against the sheet's ground truth."""
+    input:
+        unpack(get_truth),
+        ed_labels=f"{RESULTS}/segment/{{subject}}/ED_labels_original.nii.gz",
+        es_labels=f"{RESULTS}/segment/{{subject}}/ES_labels_original.nii.gz",
+        ed_refined=f"{RESULTS}/refine/{{subject}}/ED_labels_original.nii.gz",
+        es_refined=f"{RESULTS}/refine/{{subject}}/ES_labels_original.nii.gz",
+    output:
+        f"{RESULTS}/evaluate/{{subject}}.json",
+    log:
+        "logs/evaluate/{subject}.log",
+    conda:
+        "../../envs/ssll.yaml"
+    params:
+        convention=get_truth_convention,
+    shell:
+        "ssll evaluate --subject {wildcards.subject} --ed-truth {input.ed} --es-truth {input.es} --ed-labels {input.ed_labels} --es-labels {input.es_labels} --ed-refined {input.ed_refined} --es-refined {input.es_refined} --convention {params.convention} --out-json {output} > {log} 2>&1"
+
+
+rule report:
+    """The cohort report: one self-contained HTML file (measures, evaluation, flags, failures, runtimes)."""
+    input:
+        table=rules.cohort_table.output.csv,
+        qc=expand(
+            f"{RESULTS}/qc/{{subject}}/{{phase}}.png", subject=SUBJECTS, phase=PHASES
+        ),
+        evaluations=expand(f"{RESULTS}/evaluate/{{subject}}.json", subject=GT_SUBJECTS),
+    output:
+        html=f"{RESULTS}/cohort/report.html",
+        failed=f"{RESULTS}/cohort/failed.tsv",
+    log:
+        "logs/report.log",
+    conda:
+        "../../envs/ssll.yaml"
+    params:
+        sheet=SUBJECTS_TSV,
+        results=get_results_dir,
+    shell:
+        "ssll report --sheet {params.sheet:q} --results {params.results:q} --out-html {output.html} --out-failed {output.failed} > {log} 2>&1"

@@ -1,0 +1,267 @@
+"""The cohort report: one self-contained HTML file (``ssll report``).
+
+It reads what a workflow run left in ``results/``, ``logs/`` and ``benchmarks/`` (so it can also
+be written after a run in which some subjects failed) and shows:
+
+* the cohort's numbers: subjects done, flagged and failed; measures (mean +- sd) from the
+  SSLLN segmentation and from the refined HR models; their distributions (histograms);
+* evaluation, where the subject sheet gives ground truth: Dice / HD / HD95 per structure and
+  method (mean +- sd), paired Wilcoxon tests between methods, Bland-Altman and correlation
+  plots of the clinical measures against the ground truth (Duan et al. 2019, Tables IV-V);
+* the flagged subjects with their reasons and QC montages;
+* the failed subjects with the error line of the stage that failed;
+* per-stage runtimes and peak memory from Snakemake's benchmark files.
+
+Images are embedded as base64 PNG, so the file can be mailed or archived alone.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ssll.types import PathLike
+
+__all__ = ["collect", "measure_agreement", "render_html", "run_report"]
+
+MEASURES = {"ed_lv_cavity_ml": "LVEDV (ml)", "es_lv_cavity_ml": "LVESV (ml)", "lv_ef_pct": "LVEF (%)",
+            "ed_lv_mass_g": "LV mass (g)", "ed_rv_cavity_ml": "RVEDV (ml)", "es_rv_cavity_ml": "RVESV (ml)",
+            "rv_ef_pct": "RVEF (%)", "ed_rv_mass_g": "RV mass (g)"}
+_ERROR = re.compile(r"^ssll [\w-]+: .*(error|invalid setting): .*$")
+
+
+def _png(fig: Any) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _img_file(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def _failure_reason(subject: str, logs: Path) -> tuple[str, str]:
+    """The stage and the error line of a subject's first failing log, or ('', '') if none is found."""
+    for log in sorted(logs.glob(f"*/{subject}*.log")):
+        lines = log.read_text(errors="replace").splitlines()
+        hits = [ln for ln in lines if _ERROR.match(ln.strip())]
+        tb = [ln for ln in lines if ln.startswith(("Traceback", "MemoryError", "Killed"))]
+        if hits or tb:
+            return log.parent.name, (hits[-1] if hits else lines[-1]).strip()
+    return "", ""
+
+
+def _missing_input(row: pd.Series) -> str | None:
+    """The first input path of a sheet row that does not exist, or None."""
+    paths = [row.get("image", "")] if row.get("image", "") else [row.get("ed_image", ""), row.get("es_image", "")]
+    return next((p for p in paths if p and not Path(p).exists()), None)
+
+
+def collect(*, sheet: PathLike, results: PathLike, logs: PathLike, benchmarks: PathLike) -> dict[str, Any]:
+    """Gather a run's outputs into tables (see module docstring)."""
+    subjects = pd.read_csv(sheet, sep="\t", dtype=str, comment="#").fillna("")
+    res, logs_p, bench_p = Path(results), Path(logs), Path(benchmarks)
+    rows, failed, flags, evals = [], [], [], []
+    for s in subjects["subject"]:
+        m = res / "measures" / f"{s}.tsv"
+        if m.is_file():
+            rows.append(pd.read_csv(m, sep="\t").iloc[0].to_dict())
+        elif missing := _missing_input(subjects.loc[subjects["subject"] == s].iloc[0]):
+            failed.append({"subject": s, "stage": "input", "reason": f"input missing: {missing}"})
+        else:
+            stage, reason = _failure_reason(s, logs_p)
+            failed.append({"subject": s, "stage": stage or "not run", "reason": reason or "no measures: not run yet "
+                           "or stopped before the measures stage"})
+        f = res / "qc" / s / "flags.json"
+        if f.is_file():
+            for fl in json.loads(f.read_text())["flags"]:
+                flags.append({"subject": s, **fl})
+        e = res / "evaluate" / f"{s}.json"
+        if e.is_file():
+            evals.append(json.loads(e.read_text()))
+    bench = []
+    for tsv in sorted(bench_p.glob("**/*.tsv")):
+        try:
+            b = pd.read_csv(tsv, sep="\t")
+        except (pd.errors.ParserError, pd.errors.EmptyDataError):
+            continue
+        rule = tsv.parent.name if tsv.parent != bench_p else tsv.stem
+        bench.append({"stage": rule, "seconds": float(b["s"].iloc[0]), "max_rss_mb": float(b["max_rss"].iloc[0])})
+    return {"subjects": list(subjects["subject"]), "measures": pd.DataFrame(rows), "failed": pd.DataFrame(failed),
+            "flags": pd.DataFrame(flags), "evaluations": evals, "benchmarks": pd.DataFrame(bench),
+            "results": res}
+
+
+def measure_agreement(auto: pd.Series, truth: pd.Series) -> dict[str, float]:
+    """Mean difference, sd of the differences, 95% limits of agreement and Pearson r (auto - truth)."""
+    ok = auto.notna() & truth.notna()
+    d = (auto[ok] - truth[ok]).astype(float)
+    r = float(np.corrcoef(auto[ok], truth[ok])[0, 1]) if ok.sum() > 2 else float("nan")
+    sd = float(d.std(ddof=1)) if len(d) > 1 else float("nan")
+    return {"n": int(ok.sum()), "mean_diff": float(d.mean()) if len(d) else float("nan"), "sd_diff": sd,
+            "loa_low": float(d.mean() - 1.96 * sd), "loa_high": float(d.mean() + 1.96 * sd), "pearson_r": r}
+
+
+def _table(df: pd.DataFrame) -> str:
+    if df.empty:
+        return "<p><i>none</i></p>"
+    return df.to_html(index=False, escape=True, border=0, classes="t", float_format=lambda v: f"{v:.3g}")
+
+
+def _mean_sd(df: pd.DataFrame, cols: dict[str, str]) -> pd.DataFrame:
+    out = []
+    for c, label in cols.items():
+        if c in df and df[c].notna().any():
+            out.append({"measure": label, "n": int(df[c].notna().sum()), "mean": df[c].mean(), "sd": df[c].std()})
+    return pd.DataFrame(out)
+
+
+def _histograms(m: pd.DataFrame) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = [c for c in ("ed_lv_cavity_ml", "lv_ef_pct", "ed_lv_mass_g", "ed_rv_cavity_ml") if c in m]
+    if not cols or m.empty:
+        return ""
+    fig, axes = plt.subplots(1, len(cols), figsize=(3.2 * len(cols), 2.6), squeeze=False)
+    for ax, c in zip(axes[0], cols):
+        ax.hist(m[c].dropna(), bins=min(20, max(3, len(m))), color="#4a7", alpha=0.7, label="SSLLN")
+        if f"refined_{c}" in m:
+            ax.hist(m[f"refined_{c}"].dropna(), bins=min(20, max(3, len(m))), color="#a47", alpha=0.5, label="refined")
+        ax.set_title(MEASURES[c], fontsize=9)
+        ax.legend(fontsize=7)
+    return f'<img alt="distributions" src="{_png(fig)}">'
+
+
+def _agreement_plots(auto: pd.DataFrame, truth: pd.DataFrame, cols: list[str]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, len(cols), figsize=(3.0 * len(cols), 5.6), squeeze=False)
+    for n, c in enumerate(cols):
+        a, t = auto[c].astype(float), truth[c].astype(float)
+        ok = a.notna() & t.notna()
+        a, t = a[ok], t[ok]
+        ax = axes[0, n]
+        ax.scatter(t, a, s=12)
+        lim = [min(a.min(), t.min()), max(a.max(), t.max())] if len(a) else [0, 1]
+        ax.plot(lim, lim, "k--", lw=0.8)
+        ax.set_title(f"{MEASURES[c]}: r={measure_agreement(a, t)['pearson_r']:.2f}", fontsize=8)
+        ax.set_xlabel("manual", fontsize=7)
+        ax.set_ylabel("automatic", fontsize=7)
+        ax = axes[1, n]
+        mean, diff = (a + t) / 2, a - t
+        ax.scatter(mean, diff, s=12)
+        agr = measure_agreement(a, t)
+        for y, style in ((agr["mean_diff"], "-"), (agr["loa_low"], "--"), (agr["loa_high"], "--")):
+            ax.axhline(y, color="k", ls=style, lw=0.8)
+        ax.set_title(f"Bland-Altman {agr['mean_diff']:.1f} +- {agr['sd_diff']:.1f}", fontsize=8)
+        ax.set_xlabel("mean", fontsize=7)
+        ax.set_ylabel("auto - manual", fontsize=7)
+    fig.tight_layout()
+    return f'<img alt="agreement" src="{_png(fig)}">'
+
+
+def _evaluation_section(data: dict[str, Any]) -> str:
+    from scipy import stats
+
+    evals = data["evaluations"]
+    if not evals:
+        return "<p><i>No ground truth in the subject sheet.</i></p>"
+    ov = pd.DataFrame([{"subject": e["subject"], **r} for e in evals for r in e["overlap"]])
+    metric_cols = [c for c in ov.columns if c.startswith(("dice_", "hd_", "hd95_"))]
+    summary = ov.groupby(["method", "phase"])[metric_cols].agg(["mean", "std"])
+    summary.columns = [f"{a} {b}" for a, b in summary.columns]
+    parts = ["<h3>Overlap and distance (mean, sd)</h3>", summary.reset_index().to_html(index=False, border=0,
+             classes="t", float_format=lambda v: f"{v:.3g}")]
+    methods = sorted(ov["method"].unique())
+    if len(methods) == 2:
+        tests = []
+        a, b = (ov[ov.method == m].set_index(["subject", "phase"]) for m in methods)
+        for c in metric_cols:
+            x, y = a[c].align(b[c], join="inner")
+            ok = x.notna() & y.notna()
+            if ok.sum() >= 2 and not np.allclose(x[ok], y[ok]):
+                tests.append({"metric": c, "n": int(ok.sum()), f"mean {methods[0]}": x[ok].mean(),
+                              f"mean {methods[1]}": y[ok].mean(), "wilcoxon p": stats.wilcoxon(x[ok], y[ok]).pvalue})
+        parts += [f"<h3>Paired Wilcoxon tests, {methods[0]} vs {methods[1]}</h3>", _table(pd.DataFrame(tests))]
+    truth = pd.DataFrame([{"subject": e["subject"], **e["measures_truth"]} for e in evals if "measures_truth" in e])
+    m = data["measures"]
+    if not truth.empty and not m.empty:
+        merged = m.merge(truth, on="subject", suffixes=("", "_truth"))
+        cols = [c for c in ("ed_lv_cavity_ml", "es_lv_cavity_ml", "lv_ef_pct", "ed_lv_mass_g", "ed_rv_cavity_ml")
+                if c in merged and f"{c}_truth" in merged]
+        agr = []
+        for src in ("", "refined_"):
+            for c in cols:
+                if f"{src}{c}" in merged:
+                    agr.append({"method": "refined" if src else "SSLLN", "measure": MEASURES[c],
+                                **measure_agreement(merged[f"{src}{c}"], merged[f"{c}_truth"])})
+        auto = merged[cols]
+        gt = merged[[f"{c}_truth" for c in cols]].set_axis(cols, axis=1)
+        parts += ["<h3>Clinical measures against the ground truth (automatic - manual)</h3>", _table(pd.DataFrame(agr)),
+                  "<h3>Correlation (top) and Bland-Altman (bottom) plots, SSLLN segmentation</h3>",
+                  _agreement_plots(auto, gt, cols)]
+    return "\n".join(parts)
+
+
+def render_html(data: dict[str, Any], *, title: str = "ssll cohort report") -> str:
+    """The report page (see module docstring)."""
+    m, failed, flags, bench = data["measures"], data["failed"], data["flags"], data["benchmarks"]
+    n_flagged = flags["subject"].nunique() if not flags.empty else 0
+    cols = {**MEASURES, **{f"refined_{k}": f"{v}, refined" for k, v in MEASURES.items()}}
+    parts = [f"<h1>{html.escape(title)}</h1>",
+             f'<p class="counts"><b>{len(data["subjects"])}</b> subjects: <b>{len(m)}</b> done, '
+             f'<b>{n_flagged}</b> flagged, <b>{len(failed)}</b> failed.</p>',
+             "<h2>Clinical measures</h2>", _table(_mean_sd(m, cols)) if not m.empty else "<p><i>none yet</i></p>",
+             _histograms(m),
+             "<h2>Evaluation against ground truth</h2>", _evaluation_section(data),
+             "<h2>Flagged subjects</h2>", _table(flags)]
+    if not flags.empty:
+        for s in flags["subject"].unique():
+            for ph in ("ED", "ES"):
+                png = data["results"] / "qc" / s / f"{ph}.png"
+                if png.is_file():
+                    parts.append(f'<figure><img alt="QC {html.escape(s)} {ph}" src="{_img_file(png)}">'
+                                 f"<figcaption>{html.escape(s)} {ph}</figcaption></figure>")
+    parts += ["<h2>Failed subjects</h2>", _table(failed), "<h2>Runtimes per stage</h2>"]
+    if not bench.empty:
+        rt = bench.groupby("stage").agg(jobs=("seconds", "size"), mean_s=("seconds", "mean"), max_s=("seconds", "max"),
+                                        total_s=("seconds", "sum"), max_rss_mb=("max_rss_mb", "max")).reset_index()
+        parts.append(_table(rt))
+    else:
+        parts.append("<p><i>no benchmark files</i></p>")
+    style = ("body{font-family:sans-serif;margin:2em;max-width:1400px} table.t{border-collapse:collapse;font-size:13px}"
+             " table.t td,table.t th{padding:2px 8px;border-bottom:1px solid #ddd} img{max-width:100%}"
+             " .counts{font-size:18px}")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
+
+
+def run_report(*, sheet: PathLike, results: PathLike, logs: PathLike, benchmarks: PathLike, out_html: PathLike,
+               out_failed: PathLike | None = None) -> dict[str, Any]:
+    """I/O layer of ``ssll report``: write the HTML report (and a TSV of failed subjects)."""
+    from ssll.io import atomic_path
+
+    data = collect(sheet=sheet, results=results, logs=logs, benchmarks=benchmarks)
+    with atomic_path(out_html) as tmp:
+        tmp.write_text(render_html(data))
+    if out_failed:
+        with atomic_path(out_failed) as tmp:
+            data["failed"].reindex(columns=["subject", "stage", "reason"]).to_csv(tmp, sep="\t", index=False)
+    return data

@@ -1,0 +1,118 @@
+"""Evaluation numbers on a hand-computed case, the cohort table (CSV + Parquet), and the HTML
+report opened in a real headless Chromium, its screenshot checked."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import write_nifti
+from ssll.evaluate import overlap_metrics, run_evaluate
+from ssll.measures import run_cohort_table
+from ssll.report import measure_agreement, run_report
+
+
+def test_overlap_metrics_hand_computed() -> None:
+    # two boxes on a 2 x 2 x 10 mm grid: truth 10x10x4 voxels, prediction shifted by 2 voxels along i
+    truth = np.zeros((20, 20, 8), np.uint8)
+    truth[5:15, 5:15, 2:6] = 1
+    pred = np.zeros_like(truth)
+    pred[7:17, 5:15, 2:6] = 1
+    m = overlap_metrics(pred, truth, (2.0, 2.0, 10.0))
+    assert m["dice_lv_cavity"] == pytest.approx(2 * 8 * 10 * 4 / (2 * 400))  # 0.8
+    assert m["hd_lv_cavity_mm"] == pytest.approx(4.0)  # 2 voxels x 2 mm
+    assert m["hd95_lv_cavity_mm"] <= 4.0
+    assert np.isnan(m["dice_rv_wall"]) and np.isnan(m["hd_rv_wall_mm"])
+
+
+def test_measure_agreement_known_values() -> None:
+    auto = pd.Series([110.0, 120.0, 130.0, 140.0])
+    truth = pd.Series([100.0, 112.0, 118.0, 130.0])
+    a = measure_agreement(auto, truth)
+    assert a["mean_diff"] == pytest.approx(10.0) and a["sd_diff"] == pytest.approx(np.std([10, 8, 12, 10], ddof=1))
+    assert a["pearson_r"] == pytest.approx(np.corrcoef(auto, truth)[0, 1])
+
+
+def _cohort(tmp_path):
+    """A finished two-subject run and one failed subject, as the workflow leaves them."""
+    res, logs, bench = tmp_path / "results", tmp_path / "logs", tmp_path / "benchmarks"
+    for d in (res / "measures", res / "qc" / "s1", res / "qc" / "s2", res / "evaluate", logs / "preprocess", bench / "refine"):
+        d.mkdir(parents=True, exist_ok=True)
+    sheet = tmp_path / "subjects.tsv"
+    for name in "abcdef":
+        (tmp_path / name).write_bytes(b"x")
+    sheet.write_text("subject\ted_image\tes_image\n" + "".join(
+        f"{s}\t{tmp_path / a}\t{tmp_path / b}\n" for s, a, b in (("s1", "a", "b"), ("s2", "c", "d"), ("bad", "e", "f")))
+        + f"gone\t{tmp_path / 'nowhere.nii.gz'}\t{tmp_path / 'a'}\n")
+    rng = np.random.default_rng(0)
+    measures = []
+    for s, edv in (("s1", 150.0), ("s2", 180.0)):
+        row = {"subject": s, "ed_lv_cavity_ml": edv, "es_lv_cavity_ml": edv / 2, "lv_ef_pct": 50.0,
+               "ed_lv_mass_g": 120.0, "ed_rv_cavity_ml": 160.0, "refined_ed_lv_cavity_ml": edv + 3}
+        pd.DataFrame([row]).to_csv(res / "measures" / f"{s}.tsv", sep="\t", index=False)
+        measures.append(str(res / "measures" / f"{s}.tsv"))
+        truth = {"ed_lv_cavity_ml": edv - 5, "es_lv_cavity_ml": edv / 2 + 2, "lv_ef_pct": 48.0, "ed_lv_mass_g": 110.0,
+                 "ed_rv_cavity_ml": 150.0}
+        ov = [{"method": m, "phase": p, "dice_lv_cavity": 0.9 + rng.random() * 0.05, "hd_lv_cavity_mm": 5.0}
+              for m in ("sslln", "refined") for p in ("ED", "ES")]
+        (res / "evaluate" / f"{s}.json").write_text(json.dumps({"subject": s, "overlap": ov, "measures_truth": truth}))
+        (bench / "refine" / f"{s}_ED.tsv").write_text("s\th:m:s\tmax_rss\n6.5\t0:00:06\t900\n")
+    flags = [{"flag": "lv_wall_open", "phase": "ED", "reason": "30% of the border has no LV wall"}]
+    (res / "qc" / "s1" / "flags.json").write_text(json.dumps({"subject": "s1", "flags": flags}))
+    (res / "qc" / "s2" / "flags.json").write_text(json.dumps({"subject": "s2", "flags": []}))
+    from ssll.qc import montage
+    from conftest import biv_phantom
+
+    lab = biv_phantom((64, 60, 12))
+    montage(lab / 4.0, lab, (1.5, 1.5, 8.0), res / "qc" / "s1" / "ED.png", title="s1")
+    (logs / "preprocess" / "bad_ED.log").write_text(
+        "INFO start\nssll preprocess: bad: error: e: not a NIfTI file (truncated gzip)\n")
+    return sheet, res, logs, bench, measures
+
+
+def test_cohort_table_csv_and_parquet_with_flags(tmp_path) -> None:
+    sheet, res, logs, bench, measures = _cohort(tmp_path)
+    run_cohort_table(inputs=measures, out_csv=str(tmp_path / "m.csv"), out_parquet=str(tmp_path / "m.parquet"),
+                     flags=[str(res / "qc" / s / "flags.json") for s in ("s1", "s2")])
+    csv = pd.read_csv(tmp_path / "m.csv")
+    pq = pd.read_parquet(tmp_path / "m.parquet")
+    assert list(csv["qc_n_flags"]) == [1, 0] and csv.loc[0, "qc_flags"] == "lv_wall_open@ED"
+    assert list(pq.columns) == list(csv.columns) and pq["ed_lv_cavity_ml"].tolist() == [150.0, 180.0]
+
+
+def test_report_lists_failures_and_renders_in_chromium(tmp_path) -> None:
+    sheet, res, logs, bench, _ = _cohort(tmp_path)
+    html_path = tmp_path / "report.html"
+    data = run_report(sheet=sheet, results=res, logs=logs, benchmarks=bench, out_html=html_path,
+                      out_failed=tmp_path / "failed.tsv")
+    failed = pd.read_csv(tmp_path / "failed.tsv", sep="\t")
+    assert failed.to_dict("records") == [
+        {"subject": "bad", "stage": "preprocess", "reason": "ssll preprocess: bad: error: e: not a NIfTI file (truncated gzip)"},
+        {"subject": "gone", "stage": "input", "reason": f"input missing: {tmp_path / 'nowhere.nii.gz'}"}]
+    page = html_path.read_text()
+    assert "<b>4</b> subjects: <b>2</b> done, <b>1</b> flagged, <b>2</b> failed" in page
+    assert "lv_wall_open" in page and "Bland-Altman" in page and "wilcoxon p" in page
+    assert "src=\"http" not in page and page.count("data:image/png;base64,") >= 3  # self-contained
+    assert len(data["measures"]) == 2
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        if os.environ.get("SSLL_REQUIRE_CHROMIUM"):
+            pytest.fail("SSLL_REQUIRE_CHROMIUM is set but no chromium is installed")
+        pytest.skip("no headless Chromium on this machine")
+    shot = tmp_path / "shot.png"
+    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    f"--screenshot={shot}", "--window-size=1280,2400", html_path.as_uri()],
+                   check=True, capture_output=True, timeout=120)
+    from PIL import Image
+
+    img = np.asarray(Image.open(shot).convert("RGB")).astype(float)
+    assert img.shape[:2] == (2400, 1280)
+    # not blank: text and figures make many dark pixels and colour
+    assert (img.mean(-1) < 128).mean() > 0.005 and img.std() > 20
