@@ -182,11 +182,15 @@ def test_failures_kill_and_rerun(tmp_path: Path) -> None:
     assert any(rule == "refine" for rule, _ in done) or any(rule == "landmarks" for rule, _ in done)
     before = {o: _digest(work / o) for outs in done.values() for o in outs if (work / o).is_file()}
     assert before
-    # run 2: completes what is missing; the corrupt subject fails (keep-going), the missing one is left out
+    # run 2: completes what is missing; the corrupt subject fails (keep-going), the missing one is left out.
+    # A kill -9 leaves Snakemake's lock behind: --unlock first, as after any hard kill
+    assert _run([*cmd, "--unlock"], work).returncode == 0
     r2 = _run(cmd, work)
     assert r2.returncode != 0  # the corrupt subject failed
     log2 = r2.stdout + r2.stderr
+    assert "LockException" not in log2
     ran = {v[:2] for v in _jobs(log2).values()}
+    assert any(rule == "measures" for rule, _ in ran)  # the rerun did the remaining work
     assert not ran & set(done), f"completed jobs ran again: {sorted(ran & set(done))}"
     assert {o: _digest(work / o) for o in before} == before  # nothing completed changed
     assert "subject missing: input missing" in log2

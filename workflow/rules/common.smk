@@ -38,6 +38,11 @@ for _s, _m in MISSING.items():
         f"ssll workflow: subject {_s}: input missing: {_m}; left out", file=sys.stderr
     )
 SUBJECTS = [s for s in subjects["subject"] if s not in MISSING]
+# large cohorts: plan one chunk of the sheet per run (the DAG grows with the subjects); the
+# cohort table and report of a chunk cover that chunk, `ssll cohort-table` / `ssll report` the whole
+if config["chunk_size"]:
+    _lo = config["chunk_index"] * config["chunk_size"]
+    SUBJECTS = SUBJECTS[_lo : _lo + config["chunk_size"]]
 PHASES = ["ED", "ES"]
 RESULTS = config["results"]
 

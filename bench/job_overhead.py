@@ -1,0 +1,85 @@
+"""What one workflow job costs before it does any work, against the work a registration does.
+
+Measures on this machine: the start of a Python process that imports the refinement stack
+(``python -c "import ssll.refine"``: torch, scipy, SimpleITK), the ``ssll`` command doing nothing
+(``ssll --help``), a do-nothing Snakemake job on the local executor, and, in one process, the
+first and the following label registrations of the default FFD on a phantom pair (the first
+pays torch's one-off set-up). The ratio decides how the refinement is split into jobs.
+
+Run:  python bench/job_overhead.py --out bench/results/job_overhead.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def _time(cmd: list[str], n: int = 3, cwd: str | None = None) -> float:
+    best = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True, cwd=cwd)
+        best.append(time.perf_counter() - t0)
+    return sorted(best)[len(best) // 2]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="bench/results/job_overhead.json")
+    ap.add_argument("--biv-me", default="../shared/data/biv-me")
+    a = ap.parse_args()
+    bindir = Path(sys.executable).parent
+    res = {"python_import_refinement_s": _time([sys.executable, "-c", "import ssll.refine"]),
+           "ssll_help_s": _time([str(bindir / "ssll"), "--help"])}
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "Snakefile").write_text("rule all:\n    output: 'x.txt'\n    shell: 'touch {output}'\n")
+        t = []
+        for _ in range(3):
+            Path(tmp, "x.txt").unlink(missing_ok=True)
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "snakemake", "-c1", "--quiet"], cwd=tmp, check=True, capture_output=True)
+            t.append(time.perf_counter() - t0)
+        res["snakemake_one_noop_job_s"] = sorted(t)[1]
+    import numpy as np
+    import torch
+
+    from ssll.atlases import crop, crop_box, landmark_affine
+    from ssll.phantom import make_phantom, require_bank
+    from ssll.register import register_labels
+
+    torch.set_num_threads(2)
+    bank = require_bank(a.biv_me)
+    pairs = [(make_phantom(bank, 40000 + i), make_phantom(bank, 40100 + i)) for i in range(4)]
+    times = []
+    for tgt, atl in pairs:
+        box = crop_box(tgt["ED"]["labels"], tgt["affine"], 15.0)
+        tl, taff = crop(tgt["ED"]["labels"], tgt["affine"], box)
+        init = landmark_affine(tgt["ED"]["landmarks"], atl["ED"]["landmarks"])
+        abox = crop_box(atl["ED"]["labels"], atl["affine"], 20.0)
+        al, aaff = crop(atl["ED"]["labels"], atl["affine"], abox)
+        t0 = time.perf_counter()
+        register_labels(tl, taff, al, aaff, init, slices=np.arange(2, tl.shape[2], 5))
+        times.append(time.perf_counter() - t0)
+    res["first_registration_in_process_s"] = times[0]
+    res["later_registration_s_mean"] = float(np.mean(times[1:]))
+    res["conclusion"] = ("one job per subject and phase runs its L registrations in one process: a job per "
+                         "(subject, rank) would pay the process start (python_import_refinement_s) and the job "
+                         "overhead for each ~1 s registration")
+    res["machine"] = f"{os.cpu_count()} CPU cores, torch threads 2"
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2) + "\n")
+    print(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()
