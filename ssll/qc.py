@@ -137,7 +137,12 @@ def open_wall_fraction(labels: Array) -> float:
 
 
 def landmark_problems(pts_mm: Array) -> list[str]:
-    """Implausible landmark configurations (world mm, rows = landmarks 1..6), as reasons."""
+    """Implausible landmark configurations, as reasons.
+
+    Args:
+        pts_mm: ``(6, 3)`` world mm, rows = landmarks 1..6 (LV lateral wall, RV insert anterior,
+            RV insert inferior, RV lateral turning point, apex, mitral valve centre).
+    """
     p = np.asarray(pts_mm, float)
     out = []
     if not np.isfinite(p).all():
@@ -145,13 +150,13 @@ def landmark_problems(pts_mm: Array) -> list[str]:
     axis = np.linalg.norm(p[4] - p[5])
     if not 40.0 <= axis <= 150.0:
         out.append(f"apex to mitral centre {axis:.0f} mm (expected 40-150)")
-    inserts = np.linalg.norm(p[0] - p[1])
+    inserts = np.linalg.norm(p[1] - p[2])
     if not 10.0 <= inserts <= 90.0:
         out.append(f"RV insert points {inserts:.0f} mm apart (expected 10-90)")
-    # the RV lateral point lies on the RV side: beyond the inserts' midpoint, away from the LV lateral point
-    mid = (p[0] + p[1]) / 2
-    if np.dot(p[2] - mid, p[3] - mid) > 0 and np.linalg.norm(p[2] - p[3]) < np.linalg.norm(p[3] - mid):
-        out.append("RV lateral point on the LV side of the RV inserts")
+    # the RV lateral turning point and the LV lateral wall lie on opposite sides of the inserts' midpoint
+    mid = (p[1] + p[2]) / 2
+    if np.dot(p[3] - mid, p[0] - mid) > 0:
+        out.append("RV lateral turning point on the LV lateral side of the RV inserts")
     return out
 
 

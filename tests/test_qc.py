@@ -28,8 +28,8 @@ def test_montage_writes_png(tmp_path: Path) -> None:
 
 
 def _landmarks_ok() -> np.ndarray:
-    # RV inserts 40 mm apart, RV lateral beyond them, LV lateral opposite, apex 90 mm from mitral centre
-    return np.array([[0, 20, 0], [0, -20, 0], [-45, 0, 0], [35, 0, 0], [5, 0, -60], [0, 0, 30.0]])
+    # LV lateral wall, RV inserts 40 mm apart, RV lateral beyond them, apex 90 mm from the mitral centre
+    return np.array([[35, 0, 0], [0, 20, 0], [0, -20, 0], [-45, 0, 0], [5, 0, -60], [0, 0, 30.0]])
 
 
 def test_flags_fire_for_known_faults_and_stay_quiet_on_a_good_subject() -> None:
@@ -56,6 +56,11 @@ def test_flags_fire_for_known_faults_and_stay_quiet_on_a_good_subject() -> None:
                                                                     landmarks_mm={"ED": _landmarks_ok()}, measures=good)}
     reasons = " ".join(f["reason"] for f in flags)
     assert "lv_ef_pct = 95.0 outside 10-85" in reasons and "apex to mitral centre 10 mm" in reasons
+    swapped = _landmarks_ok()
+    swapped[3] = [30.0, 5.0, 0.0]  # the RV lateral point found on the LV's lateral side
+    assert "RV lateral turning point on the LV lateral side" in " ".join(
+        f["reason"] for f in qc_flags(segmentations={"ED": lab}, refined=None, landmarks_mm={"ED": swapped},
+                                      measures=good))
 
 
 def test_open_wall_fraction_is_zero_for_a_closed_ring() -> None:
