@@ -67,6 +67,11 @@ def truth_on_grid(lab: np.ndarray, aff: np.ndarray, shape: tuple[int, int, int],
 
 
 def scores(pred: np.ndarray, truth: np.ndarray, spacing: tuple[float, ...]) -> dict[str, float]:
+    # a box around both hearts (3-voxel margin) gives the same Dice and distances, faster
+    nz = np.argwhere((pred > 0) | (truth > 0))
+    lo, hi = np.maximum(nz.min(0) - 3, 0), nz.max(0) + 4
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    pred, truth = pred[box], truth[box]
     out = {}
     for c, name in enumerate(STRUCTS, start=1):
         out[f"dice_{name}"] = dice(pred == c, truth == c)

@@ -18,7 +18,7 @@ affine, and atlases are ranked by the normalised mutual information (Studholme:
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ import numpy as np
 from ssll.errors import AtlasError, RegistrationError
 from ssll.labels import Label
 from ssll.subjects import validate_subject_id
-from ssll.types import Array, PathLike
+from ssll.types import Array, PathLike, config_kwargs
 
 __all__ = [
     "AtlasConfig",
@@ -70,11 +70,7 @@ class AtlasConfig:
     @classmethod
     def from_mapping(cls, m: dict[str, Any] | None) -> AtlasConfig:
         """Build from a config mapping; unknown keys or bad values raise ``ValueError``."""
-        m = dict(m or {})
-        names = {f.name for f in fields(cls)}
-        if set(m) - names:
-            raise ValueError(f"AtlasConfig: unknown keys {sorted(set(m) - names)}")
-        cfg = cls(**m)
+        cfg = cls(**config_kwargs(cls, m))
         if cfg.init not in ("landmarks", "labels"):
             raise ValueError(f"AtlasConfig: init must be 'landmarks' or 'labels', got {cfg.init!r}")
         if cfg.top_k < 1 or cfg.nmi_stride < 1 or cfg.margin_mm < 0:

@@ -13,7 +13,7 @@ in voxels as ``(i, j, k)``, odd.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from ssll.types import Array
+from ssll.types import Array, config_kwargs
 
 __all__ = ["FusionConfig", "fuse_labels", "majority_vote"]
 
@@ -45,14 +45,7 @@ class FusionConfig:
     @classmethod
     def from_mapping(cls, m: dict[str, Any] | None) -> FusionConfig:
         """Build from a config mapping; unknown keys, even sizes or ``h <= 0`` raise ``ValueError``."""
-        m = dict(m or {})
-        names = {f.name for f in fields(cls)}
-        if set(m) - names:
-            raise ValueError(f"FusionConfig: unknown keys {sorted(set(m) - names)}")
-        for k in ("patch", "search"):
-            if k in m:
-                m[k] = tuple(int(v) for v in m[k])
-        cfg = cls(**m)
+        cfg = cls(**config_kwargs(cls, m, tuples=("patch", "search")))
         if any(v < 1 or v % 2 == 0 for v in (*cfg.patch, *cfg.search)) or len(cfg.patch) != 3 or len(cfg.search) != 3:
             raise ValueError(f"FusionConfig: patch and search need three odd sizes, got {cfg.patch}, {cfg.search}")
         if cfg.h <= 0 or cfg.chunk < 1:

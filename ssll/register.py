@@ -22,7 +22,7 @@ reached), which gives the same optimum for a fraction of the work.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from ssll.errors import RegistrationError
-from ssll.types import Array
+from ssll.types import Array, config_kwargs
 
 __all__ = [
     "FFDConfig",
@@ -76,14 +76,8 @@ class FFDConfig:
     @classmethod
     def from_mapping(cls, m: dict[str, Any] | None) -> FFDConfig:
         """Build from a config mapping; unknown keys or inconsistent level lists raise ``ValueError``."""
-        m = dict(m or {})
-        names = {f.name for f in fields(cls)}
-        if set(m) - names:
-            raise ValueError(f"FFDConfig: unknown keys {sorted(set(m) - names)}")
-        for k in ("downsample", "control_spacing_mm", "through_plane_mm", "iterations", "smooth_vox"):
-            if k in m:
-                m[k] = tuple(m[k])
-        cfg = cls(**m)
+        cfg = cls(**config_kwargs(cls, m, tuples=("downsample", "control_spacing_mm", "through_plane_mm",
+                                                  "iterations", "smooth_vox")))
         n = len(cfg.downsample)
         lens = {len(cfg.control_spacing_mm), len(cfg.through_plane_mm), len(cfg.iterations), len(cfg.smooth_vox), n}
         if len(lens) != 1 or n == 0:

@@ -19,7 +19,7 @@ from typing import Any, Union
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["PathLike", "Array", "Volume"]
+__all__ = ["PathLike", "Array", "Volume", "config_kwargs"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 Array = npt.NDArray[Any]
@@ -51,3 +51,23 @@ class Volume:
     def shape3(self) -> tuple[int, int, int]:
         """The spatial shape ``(I, J, K)``."""
         return tuple(int(n) for n in self.array.shape[:3])  # type: ignore[return-value]
+
+
+def config_kwargs(cls: type, m: dict[str, Any] | None, *, tuples: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Keyword arguments for the frozen config dataclass ``cls`` from a YAML/JSON mapping.
+
+    Lists named in ``tuples`` become tuples (dataclass defaults are tuples).
+
+    Raises:
+        ValueError: a key that ``cls`` does not have (named, with the class).
+    """
+    from dataclasses import fields
+
+    kw = dict(m or {})
+    unknown = set(kw) - {f.name for f in fields(cls)}
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown keys {sorted(unknown)}")
+    for k in tuples:
+        if k in kw:
+            kw[k] = tuple(kw[k])
+    return kw
