@@ -1,10 +1,12 @@
 """What one workflow job costs before it does any work, against the work a registration does.
 
-Measures on this machine: the start of a Python process that imports the refinement stack
+Measures on this machine (quiet: run nothing else): the start of a Python process that imports the refinement stack
 (``python -c "import ssll.refine"``: torch, scipy, SimpleITK), the ``ssll`` command doing nothing
 (``ssll --help``), a do-nothing Snakemake job on the local executor, and, in one process, the
 first and the following label registrations of the default FFD on a phantom pair (the first
-pays torch's one-off set-up). The ratio decides how the refinement is split into jobs.
+pays torch's one-off set-up); and, with the benchmark atlas bank, the whole refinement of one
+subject and phase (selection over the bank, 5 registrations, fusion). The ratio of job overhead
+to registration time decides how the refinement is split into jobs.
 
 Run:  python bench/job_overhead.py --out bench/results/job_overhead.json
 """
@@ -36,6 +38,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="bench/results/job_overhead.json")
     ap.add_argument("--biv-me", default="../shared/data/biv-me")
+    ap.add_argument("--bank", default="resources/bench/refinement/bank", help="atlas bank of bench/refinement.py")
     a = ap.parse_args()
     bindir = Path(sys.executable).parent
     res = {"python_import_refinement_s": _time([sys.executable, "-c", "import ssll.refine"]),
@@ -71,9 +74,39 @@ def main() -> None:
         times.append(time.perf_counter() - t0)
     res["first_registration_in_process_s"] = times[0]
     res["later_registration_s_mean"] = float(np.mean(times[1:]))
+    if Path(a.bank, "atlases.tsv").is_file():
+        # the whole refinement of one subject and phase, quiet machine: selection over the bank,
+        # L registrations, fusion (SSLLN-LR input on simulated-LR phantoms, as bench/refinement.py)
+        import resource
+
+        from ssll.atlases import load_bank
+        from ssll.landmarks import points_from_landmark_map, voxel_to_world
+        from ssll.nn.infer import default_weights, load_model, predict
+        from ssll.preprocess import preprocess_volume
+        from ssll.refine import acquired_slices, refine
+        from ssll.simulate import LRConfig, simulate_lr
+        from ssll.types import Volume
+
+        t0 = time.perf_counter()
+        atlases = load_bank(a.bank)
+        res["bank_load_s"] = time.perf_counter() - t0
+        res["bank_atlases"] = len(atlases)
+        model = load_model(default_weights("sslln_lr"))
+        runs = []
+        for seed in (30000, 30001, 30002):
+            ph = make_phantom(bank, seed)
+            sim = simulate_lr(ph["ED"]["image"], ph["ED"]["labels"], ph["affine"], LRConfig(),
+                              np.random.default_rng([7, seed, 2]))
+            work, rec = preprocess_volume(Volume(sim["image"], sim["affine"]))
+            lab, lmap, _ = predict(model, work.array[None])
+            pts = voxel_to_world(points_from_landmark_map(lmap[0]), rec.working_affine)
+            _, info = refine(work.array, lab[0], rec.working_affine, pts, atlases, slices=acquired_slices(rec))
+            runs.append(info["seconds"])
+        res["refine_seconds_per_subject_phase"] = {k: round(float(np.mean([r[k] for r in runs])), 2) for k in runs[0]}
+        res["refine_peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2)
     res["conclusion"] = ("one job per subject and phase runs its L registrations in one process: a job per "
                          "(subject, rank) would pay the process start (python_import_refinement_s) and the job "
-                         "overhead for each ~1 s registration")
+                         "overhead for each registration (later_registration_s_mean)")
     res["machine"] = f"{os.cpu_count()} CPU cores, torch threads 2"
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
