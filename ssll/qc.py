@@ -83,14 +83,11 @@ def montage(image: Array, labels: Array, spacing: tuple[float, float, float], ou
 def run_qc(*, image: str, labels: str, out_png: str, landmarks_json: str | None = None, title: str = "",
            refined: str | None = None) -> None:
     """I/O layer of ``ssll qc``: working-grid image, labels, optional landmarks JSON and refined model -> PNG."""
-    from ssll.io import load_image, load_labels, read_json
-    from ssll.landmarks import world_to_voxel
+    from ssll.io import load_image, load_labels
+    from ssll.landmarks import read_landmarks, world_to_voxel
 
     img, lab = load_image(image), load_labels(labels)
-    pts = None
-    if landmarks_json:
-        rows = read_json(landmarks_json)["landmarks"]
-        pts = world_to_voxel(np.array([[r["x_mm"], r["y_mm"], r["z_mm"]] for r in rows]), lab.affine)
+    pts = world_to_voxel(read_landmarks(landmarks_json), lab.affine) if landmarks_json else None
     ref = load_labels(refined).array if refined else None
     montage(img.array, lab.array, lab.spacing, out_png, landmarks_vox=pts, title=title, refined=ref)
 

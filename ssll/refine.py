@@ -24,7 +24,7 @@ import torch
 from ssll.atlases import Atlas, AtlasConfig, crop, crop_box, select_atlases
 from ssll.errors import AtlasError
 from ssll.fusion import FusionConfig, fuse_labels
-from ssll.register import FFDConfig, register_affine_labels, register_labels, warp_volume
+from ssll.register import FFDConfig, register_affine_labels, register_labels, warp_atlas
 from ssll.preprocess import GridRecord
 from ssll.types import Array, PathLike
 
@@ -80,8 +80,8 @@ def refine(
         (selected atlases with NMI and affines, FFD consistency per level, timings in seconds).
 
     Raises:
-        RegistrationError: empty segmentation, degenerate landmarks, diverged registration.
-        AtlasError: fewer usable atlases than ``top_k``.
+        RegistrationError: empty segmentation or a diverged registration.
+        AtlasError: no usable atlas, even with the label-only start.
     """
     cfg = cfg or RefineConfig()
     t0 = time.perf_counter()
@@ -113,8 +113,9 @@ def refine(
             init = register_affine_labels(tl, taff, a.labels, a.affine, init, slices=ks, device=device)
         res = register_labels(tl, taff, a.labels, a.affine, init, cfg.ffd, slices=ks, device=device,
                               what=f"{what}: atlas {a.atlas_id}")
-        w_lab.append(warp_volume(res, a.labels, a.affine, tl.shape, taff, labels=True, device=device))
-        w_img.append(warp_volume(res, a.load_image(), a.affine, tl.shape, taff, device=device))
+        lab_w, img_w = warp_atlas(res, a.labels, a.load_image(), a.affine, tl.shape, taff, device=device)
+        w_lab.append(lab_w)
+        w_img.append(img_w)
         regs.append({"atlas_id": a.atlas_id, "rank": c["rank"], "nmi": c["nmi"],
                      "init": cfg.atlases.init, "affine": np.round(init, 6).tolist(), "levels": res.history})
     t_reg = time.perf_counter() - t1

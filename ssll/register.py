@@ -39,6 +39,7 @@ __all__ = [
     "register_labels",
     "register_affine_labels",
     "warp_volume",
+    "warp_atlas",
     "one_hot_smooth",
     "bspline_basis",
 ]
@@ -192,6 +193,25 @@ def _trilinear(vol: torch.Tensor, points_vox: torch.Tensor) -> torch.Tensor:
 _CORNERS = torch.tensor([[a, b, c] for a in (0, 1) for b in (0, 1) for c in (0, 1)])
 
 
+def _sample_indices(shape: tuple[int, ...], step: int, slices: Array | None) -> list[Array]:
+    """Per-axis indices of the target voxels a level samples: every ``step``-th, or along axis 2
+    the acquired ``slices`` when given."""
+    idx = [np.arange(0, n, step) for n in shape]
+    if slices is not None:
+        idx[2] = np.unique(np.asarray(slices, int))
+    return idx
+
+
+def _displacement(levels: list[tuple[torch.Tensor, tuple[float, float, float]]], pos_mm: list[Array],
+                  device: torch.device) -> torch.Tensor:
+    """Sum of the fitted B-spline levels at the grid with per-axis positions ``pos_mm``: ``(I, J, K, 3)`` mm."""
+    u = torch.zeros((*(len(p) for p in pos_mm), 3), device=device)
+    for ctrl, cs in levels:
+        u = u + _dense(ctrl.to(device), tuple(bspline_basis(p, c, n).to(device)
+                                              for p, c, n in zip(pos_mm, cs, ctrl.shape[:3])))
+    return u
+
+
 def _boundary_band(labels: Array, spacing: Array, band_mm: float) -> Array:
     """Voxels within ``band_mm`` of a label boundary (bool, same shape)."""
     edge = np.zeros(labels.shape, bool)
@@ -255,17 +275,11 @@ def register_labels(
                                                             cfg.iterations, cfg.smooth_vox)):
         t0 = time.perf_counter()
         cs = (float(cs_in), float(cs_in), float(max(cs_in, cs_z)))
-        idx = [np.arange(0, n, ds) for n in target.shape]
-        if slices is not None:
-            idx[2] = np.unique(np.asarray(slices, int))
+        idx = _sample_indices(target.shape, ds, slices)
         tgt = target[np.ix_(*idx)]
         atl = torch.from_numpy(one_hot_smooth(atlas, sig)).to(device)
-        # frozen coarser levels, evaluated on this level's voxels
         pos = [ix * sp for ix, sp in zip(idx, spacing)]
-        frozen = torch.zeros((*tgt.shape, 3), device=device)
-        for ctrl_f, cs_f in levels:
-            frozen = frozen + _dense(ctrl_f, tuple(bspline_basis(p, c, n).to(device)
-                                                   for p, c, n in zip(pos, cs_f, ctrl_f.shape[:3])))
+        frozen = _displacement(levels, pos, device)  # the coarser levels, on this level's voxels
         nc = [_n_ctrl(e, c) for e, c in zip(extent, cs)]
         bases = tuple(bspline_basis(p, c, n).to(device) for p, c, n in zip(pos, cs, nc))
         ctrl = torch.zeros((*nc, 3), device=device, requires_grad=True)
@@ -308,6 +322,30 @@ def register_labels(
     return FFDResult(levels=levels, init=np.asarray(init, float), history=history)
 
 
+def _atlas_points(result: FFDResult | None, volume_affine: Array, target_shape: tuple[int, int, int],
+                  target_affine: Array, init: Array | None, device: torch.device) -> torch.Tensor:
+    """Atlas voxel coordinates ``(I * J * K, 3)`` of every target voxel under the transformation."""
+    aff = result.init if result is not None else np.asarray(init, float)
+    spacing = np.linalg.norm(np.asarray(target_affine)[:3, :3], axis=0)
+    vox2atlas = torch.from_numpy((np.linalg.inv(volume_affine) @ aff @ target_affine).astype(np.float32)).to(device)
+    idx = [np.arange(n) for n in target_shape]
+    v = torch.stack(torch.meshgrid(*[torch.from_numpy(ix.astype(np.float32)) for ix in idx], indexing="ij"), -1).to(device)
+    if result is not None:
+        u = _displacement(result.levels, [ix * sp for ix, sp in zip(idx, spacing)], device)
+        v = v + u / torch.from_numpy(spacing.astype(np.float32)).to(device)
+    return v.reshape(-1, 3) @ vox2atlas[:3, :3].T + vox2atlas[:3, 3]
+
+
+@torch.no_grad()
+def _warp_at(volume: Array, pts: torch.Tensor, target_shape: tuple[int, int, int], *, labels: bool,
+             device: torch.device) -> Array:
+    if labels:
+        oh = torch.from_numpy(one_hot_smooth(np.asarray(volume), 0.0)).to(device)
+        return _sample(oh, pts).argmax(0).reshape(target_shape).to(torch.uint8).cpu().numpy()
+    img = torch.from_numpy(np.asarray(volume, np.float32))[None].to(device)
+    return _sample(img, pts)[0].reshape(target_shape).cpu().numpy()
+
+
 def warp_volume(
     result: FFDResult | None,
     volume: Array,
@@ -333,25 +371,26 @@ def warp_volume(
         ``(I, J, K)`` warped volume: uint8 labels or float32 image (0 outside the atlas).
     """
     device = device or torch.device("cpu")
-    aff = result.init if result is not None else np.asarray(init, float)
-    spacing = np.linalg.norm(np.asarray(target_affine)[:3, :3], axis=0)
-    vox2atlas = torch.from_numpy((np.linalg.inv(volume_affine) @ aff @ target_affine).astype(np.float32)).to(device)
-    idx = [np.arange(n) for n in target_shape]
-    v = torch.stack(torch.meshgrid(*[torch.from_numpy(ix.astype(np.float32)) for ix in idx], indexing="ij"), -1).to(device)
-    if result is not None:
-        u = torch.zeros_like(v)
-        pos = [ix * sp for ix, sp in zip(idx, spacing)]
-        for ctrl, cs in result.levels:
-            u = u + _dense(ctrl.to(device), tuple(bspline_basis(p, c, n).to(device) for p, c, n in zip(pos, cs, ctrl.shape[:3])))
-        v = v + u / torch.from_numpy(spacing.astype(np.float32)).to(device)
-    pts = v.reshape(-1, 3) @ vox2atlas[:3, :3].T + vox2atlas[:3, 3]
-    with torch.no_grad():
-        if labels:
-            oh = torch.from_numpy(one_hot_smooth(np.asarray(volume), 0.0)).to(device)
-            w = _sample(oh, pts)
-            return w.argmax(0).reshape(target_shape).to(torch.uint8).cpu().numpy()
-        img = torch.from_numpy(np.asarray(volume, np.float32))[None].to(device)
-        return _sample(img, pts)[0].reshape(target_shape).cpu().numpy()
+    pts = _atlas_points(result, volume_affine, target_shape, target_affine, init, device)
+    return _warp_at(volume, pts, target_shape, labels=labels, device=device)
+
+
+def warp_atlas(
+    result: FFDResult,
+    labels: Array,
+    image: Array,
+    atlas_affine: Array,
+    target_shape: tuple[int, int, int],
+    target_affine: Array,
+    *,
+    device: torch.device | None = None,
+) -> tuple[Array, Array]:
+    """An atlas's labels and image (same grid) warped onto the target grid: the transformation is
+    evaluated once for both. Returns ``(labels uint8, image float32)``, each ``(I, J, K)``."""
+    device = device or torch.device("cpu")
+    pts = _atlas_points(result, atlas_affine, target_shape, target_affine, None, device)
+    return (_warp_at(labels, pts, target_shape, labels=True, device=device),
+            _warp_at(image, pts, target_shape, labels=False, device=device))
 
 
 def register_affine_labels(
@@ -380,9 +419,7 @@ def register_affine_labels(
     """
     device = device or torch.device("cpu")
     target = np.asarray(target)
-    idx = [np.arange(0, n, downsample) for n in target.shape]
-    if slices is not None:
-        idx[2] = np.unique(np.asarray(slices, int))
+    idx = _sample_indices(target.shape, downsample, slices)
     tgt = target[np.ix_(*idx)]
     grid = np.stack(np.meshgrid(*idx, indexing="ij"), -1).reshape(-1, 3).astype(np.float64)
     world = grid @ np.asarray(target_affine)[:3, :3].T + np.asarray(target_affine)[:3, 3]

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ssll.subjects import missing_input
 from ssll.types import PathLike
 
 __all__ = ["collect", "measure_agreement", "render_html", "run_report"]
@@ -62,12 +63,6 @@ def _failure_reason(subject: str, logs: Path) -> tuple[str, str]:
     return "", ""
 
 
-def _missing_input(row: pd.Series) -> str | None:
-    """The first input path of a sheet row that does not exist, or None."""
-    paths = [row.get("image", "")] if row.get("image", "") else [row.get("ed_image", ""), row.get("es_image", "")]
-    return next((p for p in paths if p and not Path(p).exists()), None)
-
-
 def collect(*, sheet: PathLike, results: PathLike, logs: PathLike, benchmarks: PathLike) -> dict[str, Any]:
     """Gather a run's outputs into tables (see module docstring)."""
     subjects = pd.read_csv(sheet, sep="\t", dtype=str, comment="#").fillna("")
@@ -77,7 +72,7 @@ def collect(*, sheet: PathLike, results: PathLike, logs: PathLike, benchmarks: P
         m = res / "measures" / f"{s}.tsv"
         if m.is_file():
             rows.append(pd.read_csv(m, sep="\t").iloc[0].to_dict())
-        elif missing := _missing_input(subjects.loc[subjects["subject"] == s].iloc[0]):
+        elif missing := missing_input(subjects.loc[subjects["subject"] == s].iloc[0]):
             failed.append({"subject": s, "stage": "input", "reason": f"input missing: {missing}"})
         else:
             stage, reason = _failure_reason(s, logs_p)

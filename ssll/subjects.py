@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from pathlib import Path
 
 from ssll.errors import SsllError
 
-__all__ = ["SUBJECT_ID_PATTERN", "validate_subject_id"]
+__all__ = ["SUBJECT_ID_PATTERN", "validate_subject_id", "missing_input"]
 
 #: Letters, digits, ``_``, ``-`` and ``.``; starts with a letter or digit; at most 64 characters.
 SUBJECT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -23,3 +25,10 @@ def validate_subject_id(subject: str) -> str:
     if not isinstance(subject, str) or not _RE.match(subject) or ".." in subject:
         raise SsllError(f"invalid subject id {subject!r}: must match {SUBJECT_ID_PATTERN} without '..'")
     return subject
+
+
+def missing_input(row: Mapping[str, str]) -> str | None:
+    """The first input path of a subject-sheet row (``image``, or ``ed_image`` and ``es_image``)
+    that does not exist, or None when all exist (empty cells are not paths)."""
+    paths = [row.get("image", "")] if row.get("image", "") else [row.get("ed_image", ""), row.get("es_image", "")]
+    return next((p for p in paths if p and not Path(p).exists()), None)

@@ -8,13 +8,11 @@ import os
 import shutil
 import subprocess
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import write_nifti
-from ssll.evaluate import overlap_metrics, run_evaluate
+from ssll.evaluate import overlap_metrics
 from ssll.measures import run_cohort_table
 from ssll.report import measure_agreement, run_report
 

@@ -7,7 +7,7 @@ import pandas as pd
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from ssll.subjects import SUBJECT_ID_PATTERN
+from ssll.subjects import SUBJECT_ID_PATTERN, missing_input
 
 validate(config, "../schemas/config.schema.yaml")
 
@@ -25,14 +25,9 @@ for _row in subjects.itertuples():
 subjects = subjects.set_index("subject", drop=False)
 
 
-def _missing_input(row):
-    paths = [row.image] if row.image else [row.ed_image, row.es_image]
-    return next((p for p in paths if not os.path.exists(p)), None)
-
-
 # a subject whose input file is missing is left out (the report lists it as failed) instead of
 # stopping the whole cohort at DAG construction
-MISSING = {s: m for s in subjects.index if (m := _missing_input(subjects.loc[s]))}
+MISSING = {s: m for s in subjects.index if (m := missing_input(subjects.loc[s]))}
 for _s, _m in MISSING.items():
     print(
         f"ssll workflow: subject {_s}: input missing: {_m}; left out", file=sys.stderr
