@@ -6,10 +6,13 @@ for a short-axis stack is close to the LV long axis):
 * LV slices are those holding LV cavity or LV wall; the *basal* end is the half of them with the
   larger total LV (cavity + wall) area, the other end is apical.
 * Mitral valve centre (6): the LV cavity centroid on the most basal slice whose cavity area is at
-  least half the largest (slices through the valve plane hold only a sliver).
-* Apex (5): the LV wall centroid on the most apical LV slice, placed half a slice beyond it (the
-  apex lies between that slice and the next); when that slice still holds cavity (coverage cut
-  short), the LV radius is extrapolated to zero along the slice axis.
+  least half the largest (slices through the valve plane hold only a sliver), placed half a
+  slice basal of it: the valve plane lies between that slice and the next one out (with 10 mm
+  slices this removes a 5 mm apical bias).
+* Apex (5): the LV wall centroid on the most apical LV slice; along the slice axis, where the LV
+  (cavity + wall) area of the most apical slices, fitted by a parabola (an ellipsoid cap),
+  reaches zero: at most one slice out when the next slice is in the stack and empty, at most two
+  when the stack stops short of the apex.
 * Mid-ventricular plane: normal to the mitral valve -> apex axis, half-way between them, sampled
   from the labels at 1 mm (nearest neighbour); the acquired slice half-way is the fallback.
 * RV insert points (2, 3): on that plane, the RV cavity pixels within 1.5 mm of the LV wall (RV
@@ -105,11 +108,11 @@ def landmarks_from_labels(labels: Array, affine: Array, *, what: str = "labels")
     mid = min(ok, key=lambda k: (abs(k - mid_target), k))
     pts = np.zeros((6, 3))
     # --- apex and mitral valve
-    apex_mask = lv_wall[..., apex] if lv_wall[..., apex].any() else lv[..., apex]
-    a = _centroid2(apex_mask)
+    a = _apical_axis_point(lv, lv_slices, apex, base, apex_k)
     pts[Landmark.APEX - 1] = [a[0], a[1], apex_k]
     m = _centroid2(lv_cav[..., mv_k])
-    pts[Landmark.MITRAL_VALVE_CENTRE - 1] = [m[0], m[1], mv_k]
+    # the valve plane lies between that slice and the next one out: half a slice basal
+    pts[Landmark.MITRAL_VALVE_CENTRE - 1] = [m[0], m[1], mv_k - 0.5 * np.sign(apex - base)]
     # --- mid-ventricular landmarks on the plane normal to the mitral valve -> apex axis, half-way
     mv_w, apex_w = voxel_to_world(pts[[Landmark.MITRAL_VALVE_CENTRE - 1, Landmark.APEX - 1]], affine)
     try:
@@ -200,22 +203,52 @@ def _mitral_slice(lab: Array, cav_slices: Array, *, from_first: bool) -> int:
     return int(next(k for k in order if area[k] >= big))
 
 
+def _apical_axis_point(lv: Array, lv_slices: Array, apex: int, base: int, apex_k: float) -> Array:
+    """In-plane ``(i, j)`` of the apex: the LV (cavity + wall) centroids of the apical half of the LV
+    slices (at least two) fitted by a line in the slice index and evaluated at ``apex_k``.
+
+    The line follows the apical LV axis beyond the last slice. It is a Theil-Sen fit (median of
+    the pairwise slopes, median intercept): one slice shifted in-plane (breath-hold
+    misregistration) does not drag it.
+    """
+    n = max(2, lv_slices.size // 2)
+    ks = (lv_slices[-n:] if apex > base else lv_slices[:n]).astype(np.float64)
+    cents = np.array([_centroid2(lv[..., int(k)]) for k in ks])
+    i, j = np.triu_indices(ks.size, 1)
+    slope = np.median((cents[j] - cents[i]) / (ks[j] - ks[i])[:, None], axis=0)
+    intercept = np.median(cents - ks[:, None] * slope, axis=0)
+    return intercept + slope * apex_k
+
+
 def _apex_position(lv_area: Array, cav_area: Array, apex: int, base: int) -> float:
     """Apex position along the slice axis (fractional slice index).
 
-    The apex lies between the most apical slice holding LV and the next slice out (which holds
-    none): half a slice beyond the last LV slice is the expected position (the mid-point of
-    that interval; it matters for 10 mm slices, hardly for 2 mm ones). When the most apical LV
-    slice still holds cavity the stack stops short of the apex: the LV radius (square root of
-    the LV area) is extrapolated linearly to zero from the two most apical slices instead.
+    The LV (cavity + wall) cross-section area falls to zero at the tip: an ellipsoid cap has an
+    area quadratic in the axial position (linear close to the tip). The area of the three most
+    apical LV slices is fitted by a parabola and its zero beyond the most apical slice is the
+    apex (two slices: linear extrapolation). When the next slice out is in the stack and holds no
+    LV the tip lies before it (offset at most one slice); otherwise the stack stops short of the
+    apex and up to two slices are allowed.
     """
     step = 1 if apex > base else -1
-    if cav_area[apex] == 0:
-        return float(apex + 0.5 * step)
-    r1, r0 = np.sqrt(lv_area[apex]), np.sqrt(lv_area[apex - step])
-    if r0 <= r1:
-        return float(apex + 0.5 * step)
-    return float(apex + step * min(max(r1 / (r0 - r1), 0.5), 2.0))
+    nxt = apex + step
+    covered = 0 <= nxt < lv_area.size and lv_area[nxt] == 0 and cav_area[apex] == 0
+    ks = [apex - step * i for i in range(3) if 0 <= apex - step * i < lv_area.size and lv_area[apex - step * i] > 0]
+    a = np.array([float(lv_area[k]) for k in ks])  # a[0] the most apical slice
+    off = 0.5
+    if len(a) >= 2 and a[1] > a[0]:
+        off = a[0] / (a[1] - a[0])
+        if len(a) == 3 and a[2] >= a[1]:
+            # area(t) at t = 0, -1, -2 slices from the most apical one: c0 + c1 t + c2 t^2
+            c2 = (a[0] - 2 * a[1] + a[2]) / 2.0
+            c1 = (3 * a[0] - 4 * a[1] + a[2]) / 2.0
+            if c2 < 0:
+                disc = c1 * c1 - 4 * c2 * a[0]
+                root = (-c1 - np.sqrt(disc)) / (2 * c2)
+                if root > 0:
+                    off = float(root)
+    off = min(max(off, 0.0), 1.0 if covered else 2.0)
+    return float(apex + step * off)
 
 
 def landmark_map(points: Array, shape: tuple[int, int, int], affine: Array, *, radius_mm: float = 4.0) -> Array:

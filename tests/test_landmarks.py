@@ -33,12 +33,14 @@ def test_landmarks_of_a_known_shape() -> None:
     lab = _phantom()
     pts = landmarks_from_labels(lab, AFF)
     assert pts.shape == (6, 3)
-    # apex on the most apical LV slice, at the LV axis; mitral valve on the most basal one
+    # apex at the LV axis, at the tip of the epicardial ellipsoid (semi-axis 28 x 2.5 = 70 mm
+    # from k = 9.5 with 8 mm slices: k = 0.75), between the wall-only cap slice k=1 and k=0
     assert (lab[..., 0] == 0).all() and (lab[..., 1] == Label.LV_WALL).any() and not (lab[..., 1] == Label.LV_CAVITY).any()
-    np.testing.assert_allclose(pts[Landmark.APEX - 1], [31.5, 29.5, 0.5], atol=0.1)  # half a slice out
-    np.testing.assert_allclose(pts[Landmark.MITRAL_VALVE_CENTRE - 1], [31.5, 29.5, 9], atol=0.6)
+    np.testing.assert_allclose(pts[Landmark.APEX - 1], [31.5, 29.5, 0.75], atol=0.15)
+    # mitral valve: the cut plane k = 9.5, half a slice basal of the last (full) LV slice
+    np.testing.assert_allclose(pts[Landmark.MITRAL_VALVE_CENTRE - 1], [31.5, 29.5, 9.5], atol=0.1)
     mid = pts[0, 2]
-    assert np.all(pts[:4, 2] == mid) and 4 <= mid <= 6
+    assert np.allclose(pts[:4, 2], mid) and 4 <= mid <= 6
     # LV lateral wall: opposite the RV (+i side), half-way through the wall on the mid slice
     lat = pts[Landmark.LV_LATERAL_WALL - 1]
     dz = (mid - 9.5) * 8.0 / 2.5
@@ -50,6 +52,25 @@ def test_landmarks_of_a_known_shape() -> None:
     assert abs((a[1] - 29.5) + (b[1] - 29.5)) < 2.0
     # RV lateral turning point: farthest RV point, on the -i side
     assert pts[Landmark.RV_LATERAL_TURNING - 1][0] < a[0]
+
+
+def test_apex_beyond_a_stack_cut_short() -> None:
+    # the stack loses the two most apical slices: the last LV slice (the wall-only cap) is the
+    # stack's first; the tip (k = 0.75 before the cut, -1.25 after) is extrapolated from the
+    # LV area of the three most apical slices
+    lab = _phantom()[..., 2:]
+    pts = landmarks_from_labels(lab, AFF)
+    np.testing.assert_allclose(pts[Landmark.APEX - 1, 2], -1.25, atol=0.25)
+
+
+def test_apex_follows_the_lv_axis_not_a_shifted_slice() -> None:
+    # breath-hold misregistration: the apical cap slice is shifted 3 voxels in i; the apex follows
+    # the LV axis fitted (Theil-Sen) through the 4 apical slices and moves by less than half the
+    # shift (the cap's centroid would move the full 3 voxels)
+    lab = _phantom()
+    lab[..., 1] = np.roll(lab[..., 1], 3, axis=0)
+    pts = landmarks_from_labels(lab, AFF)
+    assert abs(pts[Landmark.APEX - 1, 0] - 31.5) < 1.5 and abs(pts[Landmark.APEX - 1, 1] - 29.5) < 0.1
 
 
 def test_landmarks_without_rv_wall() -> None:
