@@ -18,7 +18,8 @@
 #   cohort/measures.csv, .parquet                     one row per subject, QC flags included
 #   cohort/report.html, failed.tsv                    the cohort report; failed subjects with stage and reason
 #   qc/{subject}/{phase}.png                          QC montage (labels and landmarks on the image)
-# logs/{rule}/{subject}[_{phase}].log and benchmarks/{rule}/... beside results/.
+# logs/{rule}/{subject}.log and benchmarks/{rule}/{subject}.tsv beside results/ (one job per subject and
+# stage; a per-volume stage runs ED and ES in one process: `ssll CMD ... --and ED args --and ES args`).
 # resources/atlas_bank/: the default atlas bank (HR phantoms segmented by SSLLN-HR), built once.
 
 from snakemake.utils import min_version

@@ -200,8 +200,14 @@ def write_manifest(bank: PathLike, rows: list[dict[str, Any]]) -> Path:
     return path
 
 
+_LOADED: dict[tuple[Any, ...], list[Atlas]] = {}
+
+
 def load_bank(bank: PathLike) -> list[Atlas]:
     """Load an atlas bank's labels, affines and landmarks (images stay on disk until needed).
+
+    A process that refines several volumes (``ssll refine ... --and ...``) reads the bank once:
+    the result is kept per bank folder while none of its files changes (names, sizes, times).
 
     Raises:
         AtlasError: no manifest, an empty bank, a bad id, or an unreadable atlas file.
@@ -209,6 +215,15 @@ def load_bank(bank: PathLike) -> list[Atlas]:
     path = Path(bank) / MANIFEST
     if not path.is_file():
         raise AtlasError(f"{bank}: no {MANIFEST}: not an atlas bank (build one with `ssll atlas build`)")
+    key = (str(path.resolve()), *sorted((f.name, f.stat().st_mtime_ns, f.stat().st_size)
+                                        for f in Path(bank).iterdir() if f.is_file()))
+    if key not in _LOADED:
+        _LOADED.clear()
+        _LOADED[key] = _read_bank(Path(bank), path)
+    return list(_LOADED[key])
+
+
+def _read_bank(bank: Path, path: Path) -> list[Atlas]:
     with path.open(newline="") as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))
     if not rows:
@@ -220,7 +235,7 @@ def load_bank(bank: PathLike) -> list[Atlas]:
             validate_subject_id(aid)
         except Exception as exc:
             raise AtlasError(f"{path}: bad atlas id {aid!r}") from exc
-        f = Path(bank) / r["file"]
+        f = bank / r["file"]
         try:
             with np.load(f) as z:
                 lab, aff, lm = z["labels"], z["affine"], z["landmarks"]

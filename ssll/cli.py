@@ -19,7 +19,7 @@ from ssll import __version__
 from ssll.errors import SsllError
 from ssll.subjects import validate_subject_id
 
-__all__ = ["main", "build_parser", "write_provenance"]
+__all__ = ["main", "build_parser", "split_groups", "write_provenance"]
 
 log = logging.getLogger("ssll")
 
@@ -485,17 +485,56 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+AND = "--and"
+
+
+def split_groups(argv: Sequence[str]) -> list[list[str]]:
+    """``COMMAND [common args] --and [args 1] --and [args 2] ...`` -> one argument list per group,
+    each ``[COMMAND, *common, *group]``; without ``--and``, the argument list itself.
+
+    One process then runs the command once per group (for example a subject's ED and ES volumes):
+    the interpreter, torch and the inputs shared by the groups (an atlas bank) load once.
+    """
+    argv = list(argv)
+    if AND not in argv:
+        return [argv]
+    head = argv[: argv.index(AND)]
+    groups, cur = [], None
+    for tok in argv[len(head):]:
+        if tok == AND:
+            cur = []
+            groups.append(cur)
+        else:
+            cur.append(tok)
+    return [[*head, *g] for g in groups]
+
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``ssll`` console script. Returns the process exit code."""
+    """Entry point of the ``ssll`` console script. Returns the process exit code.
+
+    ``ssll COMMAND [common] --and [group 1] --and [group 2]`` runs COMMAND once per group in
+    this process (see :func:`split_groups`); it stops at the first group that fails.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    groups = split_groups(argv)
+    parsed = [parser.parse_args(g) for g in groups]
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if any(a.verbose for a in parsed) else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
     logging.captureWarnings(True)
     warnings.simplefilter("default")
+    for args, group in zip(parsed, groups):
+        code = _run_one(args, group)
+        if code:
+            return code
+    return 0
+
+
+def _run_one(args: argparse.Namespace, argv: Sequence[str]) -> int:
     prefix = f"ssll {args.command}: "
     try:
         if args.subject is not None:
@@ -503,7 +542,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             prefix += f"{args.subject}: "
         result = args._run(args)
         if not result:
-            write_provenance(args, sys.argv[1:] if argv is None else argv)
+            write_provenance(args, argv)
     except SsllError as exc:
         print(f"{prefix}error: {exc}", file=sys.stderr)
         return 2

@@ -54,7 +54,8 @@ def _img_file(path: Path) -> str:
 
 def _failure_reason(subject: str, logs: Path) -> tuple[str, str]:
     """The stage and the error line of a subject's first failing log, or ('', '') if none is found."""
-    for log in sorted(logs.glob(f"*/{subject}*.log")):
+    # logs/<stage>/<subject>.log: the exact name (a prefix glob would also take subject s10's logs for s1)
+    for log in sorted(logs.glob(f"*/{subject}.log")):
         lines = log.read_text(errors="replace").splitlines()
         hits = [ln for ln in lines if _ERROR.match(ln.strip())]
         tb = [ln for ln in lines if ln.startswith(("Traceback", "MemoryError", "Killed"))]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import biv_phantom, image_from_labels, write_nifti
-from ssll.cli import main
+from ssll.cli import main, split_groups
 
 
 def test_help_lists_every_stage(capsys: pytest.CaptureFixture[str]) -> None:
@@ -31,6 +31,36 @@ def test_preprocess_in_process(tmp_path: Path) -> None:
     assert rec["working_shape"] == [192, 192, 80]
     names = sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".prov.json"))
     assert names == ["img.nii.gz", "lab.nii.gz", "w.json", "w.nii.gz", "wl.nii.gz"]  # no temporary files left
+
+
+def test_split_groups() -> None:
+    assert split_groups(["qc", "--subject", "s"]) == [["qc", "--subject", "s"]]
+    assert split_groups(["qc", "--subject", "s", "--and", "--a", "1", "--and", "--a", "2"]) == [
+        ["qc", "--subject", "s", "--a", "1"], ["qc", "--subject", "s", "--a", "2"]]
+
+
+def test_one_process_runs_each_group_and_stops_at_the_first_failure(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lab = biv_phantom((64, 60, 12))
+    write_nifti(tmp_path / "ed.nii.gz", image_from_labels(lab))
+    write_nifti(tmp_path / "es.nii.gz", image_from_labels(np.roll(lab, 2, axis=0)))
+    rc = main(["preprocess", "--subject", "s1", "--params", "{}",
+               "--and", "--image", str(tmp_path / "ed.nii.gz"), "--out-image", str(tmp_path / "ED.nii.gz"),
+               "--out-record", str(tmp_path / "ED.json"),
+               "--and", "--image", str(tmp_path / "es.nii.gz"), "--out-image", str(tmp_path / "ES.nii.gz"),
+               "--out-record", str(tmp_path / "ES.json")])
+    assert rc == 0
+    for ph in ("ED", "ES"):
+        prov = json.loads((tmp_path / f"{ph}.nii.gz.prov.json").read_text())
+        assert prov["subject"] == "s1" and f"{ph}.nii.gz" in prov["output"] and f"{ph.lower()}.nii.gz" in " ".join(prov["argv"])
+    (tmp_path / "broken.nii.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")
+    rc = main(["preprocess", "--subject", "s2",
+               "--and", "--image", str(tmp_path / "broken.nii.gz"), "--out-image", str(tmp_path / "b1.nii.gz"),
+               "--out-record", str(tmp_path / "b1.json"),
+               "--and", "--image", str(tmp_path / "es.nii.gz"), "--out-image", str(tmp_path / "b2.nii.gz"),
+               "--out-record", str(tmp_path / "b2.json")])
+    assert rc == 2 and "broken.nii.gz" in capsys.readouterr().err
+    assert not (tmp_path / "b1.nii.gz").exists() and not (tmp_path / "b2.nii.gz").exists()
 
 
 def test_bad_input_gives_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

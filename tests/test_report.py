@@ -70,8 +70,11 @@ def _cohort(tmp_path):
 
     lab = biv_phantom((64, 60, 12))
     montage(lab / 4.0, lab, (1.5, 1.5, 8.0), res / "qc" / "s1" / "ED.png", title="s1")
-    (logs / "preprocess" / "bad_ED.log").write_text(
+    (logs / "preprocess" / "bad.log").write_text(
         "INFO start\nssll preprocess: bad: error: e: not a NIfTI file (truncated gzip)\n")
+    # another subject's log whose id starts with "bad" (not in this sheet): not bad's failure
+    (logs / "ingest").mkdir()
+    (logs / "ingest" / "bad0.log").write_text("ssll ingest: bad0: error: something else\n")
     return sheet, res, logs, bench, measures
 
 

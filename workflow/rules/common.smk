@@ -65,6 +65,19 @@ def get_ingest_args(wildcards):
     return args
 
 
+def per_phase(args):
+    """Shell arguments for one `ssll` process over the subject's phases: `args` once per phase,
+    each after `--and` (see ssll.cli.split_groups), with `#` replaced by the phase's index in the
+    rule's phase-expanded inputs and outputs."""
+    return "".join(f" --and {args.replace('#', str(i))}" for i in range(len(PHASES)))
+
+
+def by_phase(pattern):
+    """One path per phase (ED, ES) from a pattern with {subject} and {phase}: the phase expanded
+    now, {subject} left as the rule's wildcard."""
+    return [pattern.replace("{phase}", ph) for ph in PHASES]
+
+
 def section(name):
     return json.dumps(config.get(name, {}), sort_keys=True)
 
@@ -86,13 +99,13 @@ def get_bank_dir(wildcards, input):
     return os.path.dirname(input.bank)
 
 
-def get_output_dir(wildcards, output):
-    return os.path.dirname(output[0])
-
-
 def get_results_dir(wildcards, output):
     # results/cohort/report.html -> results
     return os.path.dirname(os.path.dirname(output[0]))
+
+
+def get_output_dir(wildcards, output):
+    return os.path.dirname(output[0])
 
 
 def refine_params():

@@ -1,17 +1,21 @@
 rule preprocess:
-    """Resample to 1.25x1.25x2 mm, fit to 192x192x80, clip to the 1st-99th percentile, scale to [0, 1]."""
+    """Resample to 1.25x1.25x2 mm, fit to 192x192x80, clip to the 1st-99th percentile, scale to [0, 1] (ED and ES, one process)."""
     input:
-        f"{RESULTS}/ingest/{{subject}}/{{phase}}.nii.gz",
+        image=by_phase(f"{RESULTS}/ingest/{{subject}}/{{phase}}.nii.gz"),
     output:
-        image=f"{RESULTS}/preprocess/{{subject}}/{{phase}}.nii.gz",
-        record=f"{RESULTS}/preprocess/{{subject}}/{{phase}}.json",
+        image=by_phase(f"{RESULTS}/preprocess/{{subject}}/{{phase}}.nii.gz"),
+        record=by_phase(f"{RESULTS}/preprocess/{{subject}}/{{phase}}.json"),
     log:
-        "logs/preprocess/{subject}_{phase}.log",
+        "logs/preprocess/{subject}.log",
     benchmark:
-        "benchmarks/preprocess/{subject}_{phase}.tsv"
+        "benchmarks/preprocess/{subject}.tsv"
     conda:
         "../../envs/ssll.yaml"
     params:
         cfg=section("preprocess"),
     shell:
-        "ssll preprocess --subject {wildcards.subject} --image {input} --out-image {output.image} --out-record {output.record} --params {params.cfg:q} > {log} 2>&1"
+        "ssll preprocess --subject {wildcards.subject} --params {params.cfg:q}"
+        + per_phase(
+            "--image {input.image[#]} --out-image {output.image[#]} --out-record {output.record[#]}"
+        )
+        + " > {log} 2>&1"

@@ -1,22 +1,25 @@
 rule refine:
-    """Shape refinement of one segmentation: landmark affine, NMI selection, L B-spline FFDs, patch fusion.
+    """Shape refinement of the ED and ES segmentations: landmark affine, NMI selection, L B-spline
+    FFDs, patch fusion.
 
-    One job runs the subject's L registrations in one process (see README: per-job overhead).
+    One job runs the subject's 2 x L registrations in one process (see README: per-job overhead).
     """
     input:
-        image=f"{RESULTS}/preprocess/{{subject}}/{{phase}}.nii.gz",
-        record=f"{RESULTS}/preprocess/{{subject}}/{{phase}}.json",
-        labels=f"{RESULTS}/segment/{{subject}}/{{phase}}_labels.nii.gz",
-        landmarks=f"{RESULTS}/landmarks/{{subject}}/{{phase}}.json",
+        image=by_phase(f"{RESULTS}/preprocess/{{subject}}/{{phase}}.nii.gz"),
+        record=by_phase(f"{RESULTS}/preprocess/{{subject}}/{{phase}}.json"),
+        labels=by_phase(f"{RESULTS}/segment/{{subject}}/{{phase}}_labels.nii.gz"),
+        landmarks=by_phase(f"{RESULTS}/landmarks/{{subject}}/{{phase}}.json"),
         bank=f"{BANK}/atlases.tsv",
     output:
-        labels=f"{RESULTS}/refine/{{subject}}/{{phase}}_labels.nii.gz",
-        original=f"{RESULTS}/refine/{{subject}}/{{phase}}_labels_original.nii.gz",
-        record=f"{RESULTS}/refine/{{subject}}/{{phase}}.json",
+        labels=by_phase(f"{RESULTS}/refine/{{subject}}/{{phase}}_labels.nii.gz"),
+        original=by_phase(
+            f"{RESULTS}/refine/{{subject}}/{{phase}}_labels_original.nii.gz"
+        ),
+        record=by_phase(f"{RESULTS}/refine/{{subject}}/{{phase}}.json"),
     log:
-        "logs/refine/{subject}_{phase}.log",
+        "logs/refine/{subject}.log",
     benchmark:
-        "benchmarks/refine/{subject}_{phase}.tsv"
+        "benchmarks/refine/{subject}.tsv"
     conda:
         "../../envs/ssll.yaml"
     threads: 2
@@ -26,18 +29,24 @@ rule refine:
         bank=get_bank_dir,
         cfg=refine_params(),
     shell:
-        "ssll refine --subject {wildcards.subject} --image {input.image} --labels {input.labels} --landmarks {input.landmarks} --record {input.record} --bank {params.bank:q} --out-labels {output.labels} --out-original {output.original} --out-record {output.record} --params {params.cfg:q} > {log} 2>&1"
+        "ssll refine --subject {wildcards.subject} --bank {params.bank:q} --params {params.cfg:q}"
+        + per_phase(
+            "--image {input.image[#]} --labels {input.labels[#]} --landmarks {input.landmarks[#]} --record {input.record[#]} --out-labels {output.labels[#]} --out-original {output.original[#]} --out-record {output.record[#]}"
+        )
+        + " > {log} 2>&1"
 
 
 rule surface:
-    """Surface meshes of the refined model: one VTK (label cell scalar) and a PLY per structure beside it."""
+    """Surface meshes of the refined models (ED, ES): one VTK each (label cell scalar) and a PLY per structure beside it."""
     input:
-        rules.refine.output.labels,
+        labels=by_phase(f"{RESULTS}/refine/{{subject}}/{{phase}}_labels.nii.gz"),
     output:
-        f"{RESULTS}/mesh/{{subject}}/{{phase}}.vtk",
+        vtk=by_phase(f"{RESULTS}/mesh/{{subject}}/{{phase}}.vtk"),
     log:
-        "logs/surface/{subject}_{phase}.log",
+        "logs/surface/{subject}.log",
     conda:
         "../../envs/ssll.yaml"
     shell:
-        "ssll surface --subject {wildcards.subject} --labels {input} --out-vtk {output} > {log} 2>&1"
+        "ssll surface --subject {wildcards.subject}"
+        + per_phase("--labels {input.labels[#]} --out-vtk {output.vtk[#]}")
+        + " > {log} 2>&1"
