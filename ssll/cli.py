@@ -282,13 +282,19 @@ def _add_cohort_table(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out-csv", required=True)
     p.add_argument("--out-parquet", help="the same table as Parquet")
     p.add_argument("--flags", nargs="*", default=[], help="per-subject QC flag JSON files (ssll qc-flags)")
-    p.add_argument("inputs", nargs="+", help="per-subject measures TSV files")
+    p.add_argument("--sheet", help="subject sheet: take every subject with results/measures/<subject>.tsv "
+                   "(and results/qc/<subject>/flags.json) instead of listing files")
+    p.add_argument("--results", help="the results folder (with --sheet)")
+    p.add_argument("inputs", nargs="*", help="per-subject measures TSV files")
 
 
 def _run_cohort_table(a: argparse.Namespace) -> None:
     from ssll.measures import run_cohort_table
 
-    run_cohort_table(inputs=a.inputs, out_csv=a.out_csv, out_parquet=a.out_parquet, flags=a.flags)
+    if bool(a.sheet) == bool(a.inputs) or bool(a.sheet) != bool(a.results):
+        raise SsllError("cohort-table: give --sheet with --results, or the measures files")
+    run_cohort_table(inputs=a.inputs, out_csv=a.out_csv, out_parquet=a.out_parquet, flags=a.flags,
+                     sheet=a.sheet, results=a.results)
 
 
 # ---------------------------------------------------------------- evaluate

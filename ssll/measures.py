@@ -80,17 +80,31 @@ def run_measures(*, subject: str, ed_labels: str, es_labels: str, out_tsv: str, 
     return row
 
 
-def run_cohort_table(*, inputs: list[str], out_csv: str, out_parquet: str | None = None,
-                     flags: list[str] | None = None) -> None:
+def run_cohort_table(*, inputs: list[str] | None = None, out_csv: str, out_parquet: str | None = None,
+                     flags: list[str] | None = None, sheet: str | None = None,
+                     results: str | None = None) -> None:
     """Concatenate per-subject measure rows into the cohort table: one row per subject, units in
     the column names; with ``flags`` (``ssll qc-flags`` JSON files) also ``qc_n_flags`` and
-    ``qc_flags`` (``flag@phase`` joined by ``;``). CSV, and Parquet when asked."""
+    ``qc_flags`` (``flag@phase`` joined by ``;``). CSV, and Parquet when asked.
+
+    With ``sheet`` and ``results`` instead of file lists: every subject of the sheet that has
+    ``results/measures/<subject>.tsv`` (and its ``results/qc/<subject>/flags.json``), so a cohort
+    of any size needs no file list on the command line (a shell command is limited to 128 KiB).
+    """
     import json
 
     import pandas as pd
 
     from ssll.io import atomic_path
+    from ssll.subjects import read_subject_sheet
 
+    if sheet is not None:
+        if results is None:
+            raise ValueError("cohort table: give results with sheet")
+        subjects = [r["subject"] for r in read_subject_sheet(sheet)]
+        inputs = [str(p) for s in subjects if (p := Path(results, "measures", f"{s}.tsv")).is_file()]
+        flags = [str(p) for s in subjects if (p := Path(results, "qc", s, "flags.json")).is_file()]
+    inputs = inputs or []
     frames = [pd.read_csv(p, sep="\t") for p in inputs if Path(p).stat().st_size > 0]
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["subject"])
     if flags:

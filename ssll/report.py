@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ssll.subjects import missing_input
+from ssll.subjects import missing_input, read_subject_sheet
 from ssll.types import PathLike
 
 __all__ = ["collect", "measure_agreement", "render_html", "run_report"]
@@ -66,14 +66,15 @@ def _failure_reason(subject: str, logs: Path) -> tuple[str, str]:
 
 def collect(*, sheet: PathLike, results: PathLike, logs: PathLike, benchmarks: PathLike) -> dict[str, Any]:
     """Gather a run's outputs into tables (see module docstring)."""
-    subjects = pd.read_csv(sheet, sep="\t", dtype=str, comment="#").fillna("")
+    sheet_rows = read_subject_sheet(sheet)
     res, logs_p, bench_p = Path(results), Path(logs), Path(benchmarks)
     rows, failed, flags, evals = [], [], [], []
-    for s in subjects["subject"]:
+    for row in sheet_rows:
+        s = row["subject"]
         m = res / "measures" / f"{s}.tsv"
         if m.is_file():
             rows.append(pd.read_csv(m, sep="\t").iloc[0].to_dict())
-        elif missing := missing_input(subjects.loc[subjects["subject"] == s].iloc[0]):
+        elif missing := missing_input(row):
             failed.append({"subject": s, "stage": "input", "reason": f"input missing: {missing}"})
         else:
             stage, reason = _failure_reason(s, logs_p)
@@ -88,13 +89,23 @@ def collect(*, sheet: PathLike, results: PathLike, logs: PathLike, benchmarks: P
             evals.append(json.loads(e.read_text()))
     bench = []
     for tsv in sorted(bench_p.glob("**/*.tsv")):
-        try:
-            b = pd.read_csv(tsv, sep="\t")
-        except (pd.errors.ParserError, pd.errors.EmptyDataError):
+        # Snakemake benchmark file: a header and one row per run (plain parsing: a large cohort has
+        # hundreds of thousands of them)
+        lines = tsv.read_text(errors="replace").splitlines()
+        if len(lines) < 2:
             continue
+        cells = dict(zip(lines[0].split("\t"), lines[1].split("\t")))
+        try:
+            seconds = float(cells["s"])
+        except (KeyError, ValueError):
+            continue
+        try:
+            rss = float(cells.get("max_rss", "nan"))
+        except ValueError:  # "NA" or "-" for a job too short to sample
+            rss = float("nan")
         rule = tsv.parent.name if tsv.parent != bench_p else tsv.stem
-        bench.append({"stage": rule, "seconds": float(b["s"].iloc[0]), "max_rss_mb": float(b["max_rss"].iloc[0])})
-    return {"subjects": list(subjects["subject"]), "measures": pd.DataFrame(rows), "failed": pd.DataFrame(failed),
+        bench.append({"stage": rule, "seconds": seconds, "max_rss_mb": rss})
+    return {"subjects": [r["subject"] for r in sheet_rows], "measures": pd.DataFrame(rows), "failed": pd.DataFrame(failed),
             "flags": pd.DataFrame(flags), "evaluations": evals, "benchmarks": pd.DataFrame(bench),
             "results": res}
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ssll.errors import SsllError
 
-__all__ = ["SUBJECT_ID_PATTERN", "validate_subject_id", "missing_input"]
+__all__ = ["SUBJECT_ID_PATTERN", "validate_subject_id", "missing_input", "read_subject_sheet"]
 
 #: Letters, digits, ``_``, ``-`` and ``.``; starts with a letter or digit; at most 64 characters.
 SUBJECT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -32,3 +32,24 @@ def missing_input(row: Mapping[str, str]) -> str | None:
     that does not exist, or None when all exist (empty cells are not paths)."""
     paths = [row.get("image", "")] if row.get("image", "") else [row.get("ed_image", ""), row.get("es_image", "")]
     return next((p for p in paths if p and not Path(p).exists()), None)
+
+
+def read_subject_sheet(path: str | Path) -> list[dict[str, str]]:
+    """The rows of a subject sheet (TSV with a ``subject`` column; ``#`` starts a comment), each a
+    dict of its cells (empty cells ``""``), ids validated.
+
+    Raises:
+        SsllError: no ``subject`` column, or an invalid subject id (naming the sheet).
+    """
+    import pandas as pd
+
+    df = pd.read_csv(path, sep="\t", dtype=str, comment="#").fillna("")
+    if "subject" not in df.columns:
+        raise SsllError(f"{path}: the subject sheet has no 'subject' column")
+    rows = df.to_dict("records")
+    for r in rows:
+        try:
+            validate_subject_id(r["subject"])
+        except SsllError as exc:
+            raise SsllError(f"{path}: {exc}") from None
+    return rows

@@ -86,6 +86,10 @@ def test_cohort_table_csv_and_parquet_with_flags(tmp_path) -> None:
     pq = pd.read_parquet(tmp_path / "m.parquet")
     assert list(csv["qc_n_flags"]) == [1, 0] and csv.loc[0, "qc_flags"] == "lv_wall_open@ED"
     assert list(pq.columns) == list(csv.columns) and pq["ed_lv_cavity_ml"].tolist() == [150.0, 180.0]
+    # the same table found from the sheet and the results folder (no file list on the command line);
+    # subjects of the sheet without measures (failed, missing input) have no row
+    run_cohort_table(sheet=str(sheet), results=str(res), out_csv=str(tmp_path / "s.csv"))
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "s.csv"), csv)
 
 
 def test_report_lists_failures_and_renders_in_chromium(tmp_path) -> None:

@@ -57,6 +57,18 @@ def test_bad_subject_id_is_rejected_before_the_dag(tmp_path: Path) -> None:
     assert "bad/../id" in r.stdout + r.stderr
 
 
+def test_shell_commands_do_not_grow_with_the_cohort(tmp_path: Path) -> None:
+    # bash -c takes at most 128 KiB: no command may list the cohort's subjects or files
+    demo = ROOT / "demo/acdc/patient020"
+    sheet = tmp_path / "s.tsv"
+    sheet.write_text("subject\ted_image\tes_image\n" + "".join(
+        f"s{i:04d}\t{demo}/patient020_frame01.nii.gz\t{demo}/patient020_frame11.nii.gz\n" for i in range(300)))
+    r = _run([*SNAKEMAKE, "-n", "--forceall", "-p", "--config", f"subjects={sheet}", f"results={tmp_path / 'r'}"], ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    cmds = [ln for ln in r.stdout.splitlines() if ln.startswith("Shell command: ")]
+    assert len(cmds) > 300 * 8 and max(map(len, cmds)) < 4000, max(cmds, key=len)[:300]
+
+
 FAST = ["--configfile", "config/config.yaml", "fast.yaml"]
 
 

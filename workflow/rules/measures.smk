@@ -19,7 +19,11 @@ rule measures:
 
 
 rule cohort_table:
-    """One row per subject: the cohort's measures and QC flags (CSV and Parquet)."""
+    """One row per subject: the cohort's measures and QC flags (CSV and Parquet).
+
+    Runs after this run's subjects; lists every subject of the sheet with results (all chunks so
+    far), found from the sheet rather than a file list (a shell command is limited to 128 KiB).
+    """
     input:
         measures=expand(f"{RESULTS}/measures/{{subject}}.tsv", subject=SUBJECTS),
         flags=expand(f"{RESULTS}/qc/{{subject}}/flags.json", subject=SUBJECTS),
@@ -30,8 +34,11 @@ rule cohort_table:
         "logs/cohort_table.log",
     conda:
         "../../envs/ssll.yaml"
+    params:
+        sheet=SUBJECTS_TSV,
+        results=get_results_dir,
     shell:
-        "ssll cohort-table --out-csv {output.csv} --out-parquet {output.parquet} --flags {input.flags} -- {input.measures} > {log} 2>&1"
+        "ssll cohort-table --sheet {params.sheet:q} --results {params.results:q} --out-csv {output.csv} --out-parquet {output.parquet} > {log} 2>&1"
 
 
 rule evaluate:
