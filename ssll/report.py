@@ -227,8 +227,12 @@ def _evaluation_section(data: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
-def render_html(data: dict[str, Any], *, title: str = "ssll cohort report") -> str:
-    """The report page (see module docstring)."""
+def render_html(data: dict[str, Any], *, title: str = "ssll cohort report", max_montages: int = 40) -> str:
+    """The report page (see module docstring).
+
+    QC montages are embedded for at most ``max_montages`` flagged subjects (most flags first): a
+    large cohort's page stays small; the others are named with the folder of their montages.
+    """
     m, failed, flags, bench = data["measures"], data["failed"], data["flags"], data["benchmarks"]
     n_flagged = flags["subject"].nunique() if not flags.empty else 0
     cols = {**MEASURES, **{f"refined_{k}": f"{v}, refined" for k, v in MEASURES.items()}}
@@ -240,12 +244,18 @@ def render_html(data: dict[str, Any], *, title: str = "ssll cohort report") -> s
              "<h2>Evaluation against ground truth</h2>", _evaluation_section(data),
              "<h2>Flagged subjects</h2>", _table(flags)]
     if not flags.empty:
-        for s in flags["subject"].unique():
+        ranked = flags["subject"].value_counts(sort=True).index.tolist()  # most flags first
+        shown, rest = ranked[:max_montages], ranked[max_montages:]
+        for s in shown:
             for ph in ("ED", "ES"):
                 png = data["results"] / "qc" / s / f"{ph}.png"
                 if png.is_file():
                     parts.append(f'<figure><img alt="QC {html.escape(s)} {ph}" src="{_img_file(png)}">'
                                  f"<figcaption>{html.escape(s)} {ph}</figcaption></figure>")
+        if rest:
+            parts.append(f"<p>{len(rest)} more flagged subject(s); their montages are in "
+                         f"<code>{html.escape(str(data['results']))}/qc/&lt;subject&gt;/</code>: "
+                         f"{html.escape(', '.join(rest))}</p>")
     parts += ["<h2>Failed subjects</h2>", _table(failed), "<h2>Runtimes per stage</h2>"]
     if not bench.empty:
         rt = bench.groupby("stage").agg(jobs=("seconds", "size"), mean_s=("seconds", "mean"), max_s=("seconds", "max"),

@@ -14,7 +14,7 @@ import pytest
 
 from ssll.evaluate import overlap_metrics
 from ssll.measures import run_cohort_table
-from ssll.report import measure_agreement, run_report
+from ssll.report import collect, measure_agreement, render_html, run_report
 
 
 def test_overlap_metrics_hand_computed() -> None:
@@ -121,3 +121,17 @@ def test_report_lists_failures_and_renders_in_chromium(tmp_path) -> None:
     assert img.shape[:2] == (2400, 1280)
     # not blank: text and figures make many dark pixels and colour
     assert (img.mean(-1) < 128).mean() > 0.005 and img.std() > 20
+
+
+def test_report_embeds_montages_of_the_most_flagged_subjects_only(tmp_path) -> None:
+    from ssll.qc import montage
+    from conftest import biv_phantom
+
+    sheet, res, logs, bench, _ = _cohort(tmp_path)
+    lab = biv_phantom((64, 60, 12))
+    montage(lab / 4.0, lab, (1.5, 1.5, 8.0), res / "qc" / "s2" / "ED.png", title="s2")
+    two = [{"flag": "lv_wall_open", "phase": "ED", "reason": "r"}, {"flag": "lv_missing", "phase": "ES", "reason": "r"}]
+    (res / "qc" / "s2" / "flags.json").write_text(json.dumps({"subject": "s2", "flags": two}))
+    page = render_html(collect(sheet=sheet, results=res, logs=logs, benchmarks=bench), max_montages=1)
+    assert page.count("<figure>") == 1 and 'alt="QC s2 ED"' in page  # s2 has more flags
+    assert "1 more flagged subject(s)" in page and ": s1</p>" in page
