@@ -34,7 +34,7 @@ for _s, _m in MISSING.items():
     )
 SUBJECTS = [s for s in subjects["subject"] if s not in MISSING]
 # large cohorts: plan one chunk of the sheet per run (the DAG grows with the subjects); the
-# cohort table and report of a chunk cover that chunk, `ssll cohort-table` / `ssll report` the whole
+# cohort table and report of any run cover every subject of the sheet with results so far
 if config["chunk_size"]:
     _lo = config["chunk_index"] * config["chunk_size"]
     SUBJECTS = SUBJECTS[_lo : _lo + config["chunk_size"]]
