@@ -215,15 +215,16 @@ def load_bank(bank: PathLike) -> list[Atlas]:
     path = Path(bank) / MANIFEST
     if not path.is_file():
         raise AtlasError(f"{bank}: no {MANIFEST}: not an atlas bank (build one with `ssll atlas build`)")
-    key = (str(path.resolve()), *sorted((f.name, f.stat().st_mtime_ns, f.stat().st_size)
-                                        for f in Path(bank).iterdir() if f.is_file()))
+    stats = ((f.name, f.stat()) for f in Path(bank).iterdir() if f.is_file())
+    key = (str(path.resolve()), *sorted((name, st.st_mtime_ns, st.st_size) for name, st in stats))
     if key not in _LOADED:
         _LOADED.clear()
-        _LOADED[key] = _read_bank(Path(bank), path)
+        _LOADED[key] = _read_bank(Path(bank))
     return list(_LOADED[key])
 
 
-def _read_bank(bank: Path, path: Path) -> list[Atlas]:
+def _read_bank(bank: Path) -> list[Atlas]:
+    path = bank / MANIFEST
     with path.open(newline="") as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))
     if not rows:

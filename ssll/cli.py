@@ -515,7 +515,6 @@ def split_groups(argv: Sequence[str]) -> list[list[str]]:
     return [[*head, *g] for g in groups]
 
 
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ssll`` console script. Returns the process exit code.
 

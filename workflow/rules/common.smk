@@ -99,13 +99,13 @@ def get_bank_dir(wildcards, input):
     return os.path.dirname(input.bank)
 
 
+def get_output_dir(wildcards, output):
+    return os.path.dirname(output[0])
+
+
 def get_results_dir(wildcards, output):
     # results/cohort/report.html -> results
     return os.path.dirname(os.path.dirname(output[0]))
-
-
-def get_output_dir(wildcards, output):
-    return os.path.dirname(output[0])
 
 
 def refine_params():
