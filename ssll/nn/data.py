@@ -15,19 +15,18 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import SimpleITK as sitk
 import torch
 from torch.utils.data import Dataset
 
-from ssll.io import load_image, load_labels
-from ssll.landmarks import landmark_map, landmarks_from_labels, world_to_voxel
 from ssll.labels import Label
+from ssll.landmarks import landmark_map, landmarks_from_labels, world_to_voxel
 from ssll.preprocess import WORKING_SPACING, labels_to_working, preprocess_volume
 from ssll.types import Array
 
-__all__ = ["AugmentConfig", "VolumeDataset", "acdc_cases", "cache_acdc", "cache_phantoms", "augment"]
+__all__ = ["AugmentConfig", "VolumeDataset", "acdc_cases", "augment", "cache_acdc", "cache_phantoms", "phantom_sample"]
 
 
 def acdc_cases(root: str | Path) -> list[dict[str, object]]:
@@ -53,6 +52,8 @@ def acdc_cases(root: str | Path) -> list[dict[str, object]]:
 
 def cache_acdc(root: str | Path, cache_dir: str | Path, *, radius_mm: float = 4.0) -> list[Path]:
     """Preprocess every ACDC case into ``cache_dir`` (skips cases already cached)."""
+    from ssll.io import load_image, load_labels  # NIfTI reading only where ACDC files are read
+
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -91,8 +92,6 @@ def cache_phantoms(biv_me: str | Path, cache_dir: str | Path, seeds: Sequence[in
         ValueError: ``mode`` is not ``hr`` or ``lr``.
     """
     from ssll.phantom import make_phantom, require_bank
-    from ssll.simulate import LRConfig, simulate_lr
-    from ssll.types import Volume
 
     if mode not in ("hr", "lr"):
         raise ValueError(f"cache_phantoms: mode must be 'hr' or 'lr', got {mode!r}")
@@ -106,22 +105,44 @@ def cache_phantoms(biv_me: str | Path, cache_dir: str | Path, seeds: Sequence[in
         if all(d.exists() for d in dests.values()):
             continue
         bank = bank or require_bank(biv_me)
-        sub = make_phantom(bank, seed)
+        samples = phantom_sample(make_phantom(bank, seed), seed, mode=mode, radius_mm=radius_mm)
         for phase, dest in dests.items():
-            p = sub[phase]  # type: ignore[index]
-            image, labels, affine = p["image"], p["labels"], sub["affine"]
-            if mode == "lr":
-                sim = simulate_lr(image, labels, affine, LRConfig(), np.random.default_rng([7, seed, len(phase)]))
-                image, labels, affine = sim["image"], sim["labels"], sim["affine"]
-            work, rec = preprocess_volume(Volume(image, affine))
-            seg = labels_to_working(labels, rec)
-            pts = world_to_voxel(np.asarray(p["landmarks"], float), rec.working_affine)
-            lmk = landmark_map(pts, seg.shape, rec.working_affine, radius_mm=radius_mm)
+            smp = samples[phase]
             tmp = dest.with_suffix(".tmp.npz")
-            np.savez_compressed(tmp, image=work.array.astype(np.float16), seg=seg, lmk=lmk, points=pts,
-                                affine=rec.working_affine, has_rv_wall=np.bool_(True), group=f"phantom_{mode}")
+            np.savez_compressed(tmp, image=smp["image"].astype(np.float16), seg=smp["seg"], lmk=smp["lmk"],
+                                points=smp["points"], affine=smp["affine"], has_rv_wall=np.bool_(True),
+                                group=f"phantom_{mode}")
             tmp.replace(dest)
     return paths
+
+
+def phantom_sample(subject: dict[str, object], seed: int, *, mode: str, radius_mm: float = 4.0) -> dict[str, dict[str, Any]]:
+    """One phantom subject (:func:`ssll.phantom.make_phantom`) as training samples, per phase.
+
+    Returns:
+        ``{"ED": s, "ES": s}``, each with ``image`` ``(192, 192, 80)`` float32 in [0, 1], ``seg`` and ``lmk``
+        uint8 on the working grid, ``points`` ``(6, 3)`` working voxel coordinates, ``affine`` (working grid)
+        and ``record`` (:class:`ssll.preprocess.GridRecord` as a dict).
+    """
+    from ssll.simulate import LRConfig, simulate_lr
+    from ssll.types import Volume
+
+    if mode not in ("hr", "lr"):
+        raise ValueError(f"phantom_sample: mode must be 'hr' or 'lr', got {mode!r}")
+    out: dict[str, dict[str, Any]] = {}
+    for phase in ("ED", "ES"):
+        p = subject[phase]  # type: ignore[index]
+        image, labels, affine = p["image"], p["labels"], subject["affine"]
+        if mode == "lr":
+            sim = simulate_lr(image, labels, affine, LRConfig(), np.random.default_rng([7, seed, len(phase)]))
+            image, labels, affine = sim["image"], sim["labels"], sim["affine"]
+        work, rec = preprocess_volume(Volume(image, affine))
+        seg = labels_to_working(labels, rec)
+        pts = world_to_voxel(np.asarray(p["landmarks"], float), rec.working_affine)
+        lmk = landmark_map(pts, seg.shape, rec.working_affine, radius_mm=radius_mm)
+        out[phase] = {"image": work.array, "seg": seg, "lmk": lmk, "points": pts, "affine": rec.working_affine,
+                      "record": rec.to_dict()}
+    return out
 
 
 @dataclass(frozen=True)
@@ -136,18 +157,24 @@ class AugmentConfig:
     crop: int = 128
 
 
-def _to_sitk(arr: Array) -> sitk.Image:
+def _to_sitk(arr: Array):
+    import SimpleITK as sitk
+
     im = sitk.GetImageFromArray(np.ascontiguousarray(arr.transpose(2, 1, 0)))
     im.SetSpacing(tuple(float(s) for s in WORKING_SPACING))
     return im
 
 
-def _from_sitk(im: sitk.Image) -> Array:
+def _from_sitk(im) -> Array:
+    import SimpleITK as sitk
+
     return sitk.GetArrayFromImage(im).transpose(2, 1, 0)
 
 
 def augment(image: Array, seg: Array, lmk: Array, cfg: AugmentConfig, rng: np.random.Generator) -> tuple[Array, Array, Array]:
     """Random affine (about the grid centre) and intensity change; arrays ``(I, J, K)``."""
+    import SimpleITK as sitk  # CPU augmentation only (the GPU path is ssll.nn.gpu_augment)
+
     shape = image.shape
     ref = _to_sitk(np.zeros(shape, np.float32))
     centre = [(n - 1) / 2 * s for n, s in zip(shape, WORKING_SPACING)]

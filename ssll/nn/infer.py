@@ -37,7 +37,7 @@ from ssll.postprocess import keep_largest_components
 from ssll.preprocess import GridRecord, original_header, probabilities_to_original, resample
 from ssll.types import Array, PathLike, Volume
 
-__all__ = ["LoadedModel", "load_model", "merge_untrained", "predict", "SegmentItem", "run_segment", "default_weights"]
+__all__ = ["LoadedModel", "SegmentItem", "default_weights", "load_model", "merge_untrained", "predict", "run_segment"]
 
 log = logging.getLogger("ssll.segment")
 
@@ -93,7 +93,7 @@ def load_model(weights: PathLike, *, device: torch.device | None = None) -> Load
 
 
 @torch.no_grad()
-def predict(model: LoadedModel, images: Array, *, batch_size: int = 4, return_prob: bool = False):  # noqa: ANN201
+def predict(model: LoadedModel, images: Array, *, batch_size: int = 4, return_prob: bool = False):
     """Segment working-grid volumes.
 
     Args:

@@ -31,7 +31,7 @@ from ssll.nn.network import SSLLN
 
 SOURCES = ("acdc", "phantom_hr", "phantom_lr")
 
-__all__ = ["TrainConfig", "train", "export", "dice_per_class"]
+__all__ = ["TrainConfig", "dice_per_class", "export", "train"]
 
 
 @dataclass(frozen=True)

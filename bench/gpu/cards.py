@@ -1,0 +1,81 @@
+"""Model cards for weights trained by ``bench/gpu/train_on_device.py`` (from the runs' summary.json files).
+
+SSLLN-LR was trained in two runs of that script on one H100 (the second continues from the first's
+weights with a new cosine cycle: a warm restart); SSLLN-HR was fine-tuned from the first run's LR weights.
+
+Run:  python bench/gpu/cards.py --lr-runs bench/results/gpu_session/run1 bench/results/gpu_session/run2 \
+          --hr-run bench/results/gpu_session/run1 --weights-dir ssll/weights
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from ssll.nn.modelcard import ACDC_CITATION, build_card
+
+ARCH = {"n_slices": 80, "widths": [16, 32, 64, 128, 256], "depths": [2, 2, 3, 3, 3], "side_width": 32,
+        "fuse_width": 64, "stored_dtype": "float16"}
+AUGMENT = ("GPU (ssll.nn.gpu_augment): rotation about one random axis +-15 deg (+-7.5 for in-plane axes), "
+           "isotropic scale 0.9-1.1, in-plane translation +-15 mm, gamma 0.7-1.4, intensity scale 0.9-1.1")
+
+
+def _clean(d: Any) -> Any:
+    if isinstance(d, dict):
+        return {k: _clean(v) for k, v in d.items() if k != "training_volumes"}
+    if isinstance(d, float) and math.isnan(d):
+        return None
+    return d
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--lr-runs", nargs="+", type=Path, required=True)
+    ap.add_argument("--hr-run", type=Path, required=True)
+    ap.add_argument("--weights-dir", type=Path, default=Path("ssll/weights"))
+    a = ap.parse_args()
+    runs = [json.loads((r / "summary.json").read_text()) for r in a.lr_runs]
+    lr_runs = [_clean(r["sslln_lr"]) for r in runs]
+    last = lr_runs[-1]["final"]
+    card = build_card(
+        name="sslln_lr", architecture=ARCH, data=("acdc", "phantom_lr"),
+        training={"script": "bench/gpu/train_on_device.py", "device": runs[-1]["device"],
+                  "runs": [{"epochs": r["epochs"], "seconds": r["seconds"], "log": f"{p.name}/log_lr.csv"}
+                           for r, p in zip(lr_runs, a.lr_runs)],
+                  "epochs": sum(r["epochs"] for r in lr_runs),
+                  "schedule": "Adam, batch 8, weight decay 5e-5, alpha 0.8; run 1: cosine from 1e-3 over its epochs; "
+                              "run 2: from run 1's weights, cosine from 5e-4 (warm restart)",
+                  "augmentation": AUGMENT,
+                  "n_train_volumes": lr_runs[-1]["train_volumes"],
+                  "train_data": "80 ACDC patients x ED/ES (each twice per epoch) + 60 simulated-LR phantoms x ED/ES "
+                                "(seeds 10000-10059)",
+                  "input_window": "160x160 in-plane windows around the heart (the network is fully convolutional)"},
+        validation={"dice_working_grid_mean_acdc_20_patients_ed_es": {k: v for k, v in last.items() if k.startswith("val_")},
+                    "dice_lr_phantoms_19000_19009": lr_runs[-1].get("val_dice_lr_phantoms"),
+                    "benchmark": "bench/results/sslln_validation/summary.json (original grid, per phase)",
+                    "patients": sorted({f"patient{i:03d}" for g in range(5) for i in range(20 * g + 17, 20 * g + 21)})},
+    )
+    (a.weights_dir / "sslln_lr.json").write_text(json.dumps(card, indent=2) + "\n")
+    hr = _clean(json.loads((a.hr_run / "summary.json").read_text())["sslln_hr"])
+    card = build_card(
+        name="sslln_hr", architecture=ARCH, data=("phantom_hr",),
+        training={"script": "bench/gpu/train_on_device.py", "device": runs[0]["device"], "epochs": hr["epochs"],
+                  "seconds": hr["seconds"], "log": f"{a.hr_run.name}/log_hr.csv",
+                  "schedule": "Adam, batch 8, cosine from 3e-4, weight decay 5e-5, alpha 0.8",
+                  "augmentation": AUGMENT, "n_train_volumes": hr["train_volumes"],
+                  "train_data": "60 HR phantoms x ED/ES (seeds 10000-10059)"},
+        validation={"dice_working_grid_mean_hr_phantoms_19000_19009": {k: v for k, v in hr["final"].items()
+                                                                       if k.startswith("val_")}},
+    )
+    card["initialised_from"] = {"weights": "sslln_lr after run 1 (see sslln_lr.json)", "name": "sslln_lr"}
+    card["licence"] = ("CC BY-NC-SA 4.0, inherited from the ACDC data through its initialisation (fine-tuned from "
+                       "weights trained on ACDC): non-commercial use only, with attribution, share-alike. Cite: "
+                       + ACDC_CITATION)
+    (a.weights_dir / "sslln_hr.json").write_text(json.dumps(card, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,421 @@
+"""One GPU session: train SSLLN-LR and SSLLN-HR with the data resident on the GPU, and time the GPU.
+
+Made for a lent GPU machine with a fixed time budget and no copy of the data: ACDC comes packed
+(``bench/gpu/pack_acdc.py``), phantoms are generated there from the biv-me shapes in worker
+processes. Steps, each guarded so a failure of one leaves the others' results:
+
+1. rebuild the 200 ACDC working-grid volumes (160x160 heart windows) on the GPU;
+2. generate phantoms (seeds 10000..10059 training, 19000..19009 validation; HR and simulated LR);
+   meanwhile time the network: batched inference throughput (volumes/s) and peak GPU memory;
+3. SSLLN-LR from scratch on ACDC (80 patients, ED and ES) + simulated-LR phantoms: Adam, batch 8,
+   eqs. (1)-(3) (RV wall left out of the Dice loss of ACDC samples), GPU augmentation
+   (:mod:`ssll.nn.gpu_augment`), bf16 autocast, cosine learning rate over as many epochs as fit in
+   the budget (epoch time measured on the first epochs); validation Dice on the 20 ACDC validation
+   patients' windows;
+4. SSLLN-HR fine-tuned from it on HR phantoms;
+5. shape refinement on the GPU: one subject-phase (selection over 140 HR phantom atlases,
+   5 registrations, fusion), timed after a warm-up.
+
+Outputs in ``$OUT``: ``sslln_lr.pt``, ``sslln_hr.pt`` (float16 state dicts), ``log_lr.csv``,
+``log_hr.csv``, ``summary.json``.
+
+Run (device, repository root):  PYTHONUNBUFFERED=1 PYTHONPATH=. python3 bench/gpu/train_on_device.py --budget 480
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import lzma
+import math
+import os
+import time
+import traceback
+from concurrent.futures import ProcessPoolExecutor, wait
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ssll.labels import Label
+from ssll.landmarks import landmark_map, points_from_landmark_map, voxel_to_world
+from ssll.nn.data import AugmentConfig
+from ssll.nn.gpu_augment import augment_batch
+from ssll.nn.losses import multitask_loss
+from ssll.nn.network import SSLLN
+from ssll.nn.train import dice_per_class
+
+T0 = time.time()
+WINDOW = 160
+VALIDATION = {f"patient{i:03d}" for g in range(5) for i in range(20 * g + 17, 20 * g + 21)}
+TRAIN_SEEDS = list(range(10000, 10060))
+VAL_SEEDS = list(range(19000, 19010))
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def log(*a: object) -> None:
+    print(f"[{time.time() - T0:6.1f}s]", *a, flush=True)
+
+
+def window_of(seg: np.ndarray) -> tuple[int, int]:
+    """Top-left corner of the 160x160 window centred on the heart's bounding box."""
+    ii, jj = np.nonzero((seg > 0).any(2))
+    ci, cj = (ii.min() + ii.max()) / 2, (jj.min() + jj.max()) / 2
+    return (int(np.clip(round(ci) - WINDOW // 2, 0, seg.shape[0] - WINDOW)),
+            int(np.clip(round(cj) - WINDOW // 2, 0, seg.shape[1] - WINDOW)))
+
+
+def to_sample(image: np.ndarray, seg: np.ndarray, points: np.ndarray, affine: np.ndarray, origin: tuple[int, int],
+              name: str, has_rv_wall: bool) -> dict:
+    """A window ``[i, j, k]`` as tensors ``(S, H, W)``: float16 image, uint8 seg and landmark map."""
+    i0, j0 = origin
+    win = (slice(i0, i0 + WINDOW), slice(j0, j0 + WINDOW))
+    pts = np.asarray(points, float) - [i0, j0, 0]
+    lmk = landmark_map(pts, (WINDOW, WINDOW, seg.shape[2]), affine)
+    return {"name": name, "image": torch.from_numpy(np.ascontiguousarray(image[win].transpose(2, 0, 1))).half(),
+            "seg": torch.from_numpy(np.ascontiguousarray(seg[win].transpose(2, 0, 1))),
+            "lmk": torch.from_numpy(np.ascontiguousarray(lmk.transpose(2, 0, 1))), "rv_wall": has_rv_wall}
+
+
+def rebuild(g: np.ndarray, glab: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Working-grid window ``(H, W, K)`` image and labels from acquired slices ``(H, W, N)`` and the slice map ``u`` (K,).
+
+    As :func:`ssll.preprocess.resample` along the slice axis: linear (edge value within half a slice of
+    the stack, 0 beyond) for the image, then clipped to [0, 1]; nearest neighbour for the labels.
+    """
+    n = g.shape[2]
+    inside = (u >= -0.5) & (u < n - 0.5)
+    uc = np.clip(u, 0, n - 1)
+    n0 = np.floor(uc).astype(int)
+    n1 = np.minimum(n0 + 1, n - 1)
+    a = (uc - n0).astype(np.float32)
+    img = np.where(inside, np.clip((1 - a) * g[:, :, n0] + a * g[:, :, n1], 0, 1), 0).astype(np.float32)
+    lab = np.where(inside, glab[:, :, np.clip(np.floor(u + 0.5).astype(int), 0, n - 1)], 0).astype(np.uint8)
+    return img, lab
+
+
+def load_acdc(pack: Path) -> list[dict]:
+    meta = np.load(pack.with_suffix(".meta.npz"))
+    n, nmax = len(meta["ids"]), int(meta["n_slices"].max())
+    raw = np.frombuffer(lzma.decompress(pack.with_suffix(".xz").read_bytes()), np.uint8)
+    q = raw[: n * WINDOW * WINDOW * nmax].reshape(n, WINDOW, WINDOW, nmax)
+    glab = raw[n * WINDOW * WINDOW * nmax:].reshape(n, WINDOW, WINDOW, nmax)
+    lo, hi = meta["q_range"]
+    out = []
+    for v in range(n):
+        ns = int(meta["n_slices"][v])
+        g = q[v, :, :, :ns].astype(np.float32) / 255 * (hi - lo) + lo
+        img, seg = rebuild(g, glab[v, :, :, :ns], meta["u"][v])
+        s = to_sample(img, seg, meta["points"][v] - [*meta["origin"][v], 0], meta["affine"][v], (0, 0),
+                      str(meta["ids"][v]), bool(meta["has_rv_wall"][v]))
+        out.append(s)
+    return out
+
+
+def make_phantom_samples(args: tuple[str, int]) -> dict:
+    """Worker: one phantom subject as HR and LR samples (windows), plus full grids for refinement."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    from ssll.nn.data import phantom_sample
+    from ssll.phantom import load_shape_bank, make_phantom
+
+    biv_me, seed = args
+    subj = make_phantom(load_shape_bank(biv_me), seed)
+    res: dict = {"seed": seed}
+    for mode in ("hr", "lr"):
+        smp = phantom_sample(subj, seed, mode=mode)
+        for phase, s in smp.items():
+            res[f"{mode}_{phase}"] = s
+    return res
+
+
+def time_network(device: torch.device) -> dict:
+    """Batched inference throughput of SSLLN on full 192x192x80 volumes (random weights: speed only)."""
+    net = SSLLN().to(device).eval()
+    out: dict = {}
+    for dtype in ("bf16", "fp32"):
+        for b in (1, 8, 32, 64):
+            x = torch.rand(b, 80, 192, 192, device=device)
+            torch.cuda.reset_peak_memory_stats()
+            with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype == "bf16"):
+                for _ in range(3):
+                    seg, _l = net(x)
+                    seg.argmax(1)
+                torch.cuda.synchronize()
+                n_it = max(3, 64 // b)
+                t = time.perf_counter()
+                for _ in range(n_it):
+                    seg, _l = net(x)
+                    lab = seg.argmax(1)
+                torch.cuda.synchronize()
+                dt = (time.perf_counter() - t) / n_it
+            out[f"{dtype}_batch{b}"] = {"volumes_per_s": b / dt, "ms_per_batch": dt * 1e3,
+                                        "peak_gpu_mem_gib": torch.cuda.max_memory_allocated() / 2**30}
+            del x, seg, _l, lab
+    # the code path of `ssll segment`: numpy volumes in, labels, landmark maps and confidences out
+    try:
+        from ssll.nn.infer import LoadedModel, predict
+    except ImportError as exc:  # ssll.nn.infer reads NIfTI: nibabel may be missing on a bare GPU machine
+        out["predict_numpy"] = f"not measured: {exc}"
+        return out
+    vols = np.random.default_rng(0).random((32, 192, 192, 80), dtype=np.float32)
+    for b in (8, 16):
+        predict(LoadedModel(net, {}, device), vols[:b], batch_size=b)
+        t = time.perf_counter()
+        predict(LoadedModel(net, {}, device), vols, batch_size=b)
+        out[f"predict_numpy_batch{b}"] = {"volumes_per_s": len(vols) / (time.perf_counter() - t)}
+    return out
+
+
+def stack(samples: list[dict], device: torch.device) -> dict:
+    return {"image": torch.stack([s["image"] for s in samples]).to(device),
+            "labels": torch.stack([torch.stack([s["seg"], s["lmk"]]) for s in samples]).to(device),
+            "rv_wall": torch.tensor([s["rv_wall"] for s in samples], device=device),
+            "names": [s["name"] for s in samples]}
+
+
+@torch.no_grad()
+def validate(net: SSLLN, data: dict, device: torch.device) -> list[float]:
+    net.eval()
+    scores = []
+    for v in range(0, data["image"].shape[0], 8):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            seg, _ = net(data["image"][v: v + 8].float())
+        seg = seg.float()
+        for b in range(seg.shape[0]):
+            s = seg[b: b + 1]
+            if not bool(data["rv_wall"][v + b]):
+                s = s.clone()
+                s[:, int(Label.RV_WALL)] = -1e4
+            scores.append(dice_per_class(s.argmax(1)[0].cpu(), data["labels"][v + b, 0].cpu()))
+    net.train()
+    return [float(x) for x in np.nanmean(np.array(scores, float), axis=0)]
+
+
+def train_resident(net: SSLLN, train: dict, val: dict, *, seconds: float, lr: float, device: torch.device,
+                   log_path: Path, seed: int, batch: int = 8, weight_decay: float = 5e-5, alpha: float = 0.8,
+                   cfg: AugmentConfig | None = None) -> dict:
+    """Train for about ``seconds``: the epoch count is fixed after timing two epochs (cosine schedule)."""
+    cfg = cfg or AugmentConfig()
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
+    n = train["image"].shape[0]
+    steps = n // batch
+    t_start = time.time()
+    epochs = None
+    rows = []
+    epoch = 0
+    net.train()
+    while epochs is None or epoch < epochs:
+        epoch += 1
+        cur = lr if epochs is None else lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / epochs)))
+        for g in opt.param_groups:
+            g["lr"] = cur
+        perm = torch.randperm(n, generator=gen)
+        t = time.time()
+        sums = np.zeros(3)
+        for s in range(steps):
+            idx = perm[s * batch:(s + 1) * batch].to(device)
+            img, lab = augment_batch(train["image"][idx].float(), train["labels"][idx], cfg, gen)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                seg, lmk = net(img)
+            loss, ld, ll = multitask_loss(seg, lmk, lab[:, 0], lab[:, 1], alpha=alpha, has_rv_wall=train["rv_wall"][idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sums += [loss.item(), ld.item(), ll.item()]
+        row = {"epoch": epoch, "lr": cur, "loss": sums[0] / steps, "dice_loss": sums[1] / steps,
+               "landmark_loss": sums[2] / steps, "seconds": time.time() - t}
+        if epoch == 1:
+            t_first = time.time()  # the first epoch pays cuDNN's autotuning: time the next two
+        if epochs is None and epoch == 3:
+            per = (time.time() - t_first) / 2
+            epochs = max(3, 3 + int((seconds - (time.time() - t_start)) / (per * 1.03)))
+            log(f"epoch time {per:.2f} s -> {epochs} epochs")
+        if epochs is not None and (epoch % max(1, epochs // 8) == 0 or epoch == epochs):
+            d = validate(net, val, device)
+            row.update({f"val_dice_{Label(c).name.lower()}": d[c - 1] for c in range(1, 5)})
+            log(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}))
+        rows.append(row)
+    with log_path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[-1].keys()) + [k for k in rows[0] if k not in rows[-1]], restval="")
+        w.writeheader()
+        w.writerows(rows)
+    return {"epochs": epochs, "final": rows[-1], "seconds": time.time() - t_start, "steps_per_epoch": steps,
+            "train_volumes": n, "validation_volumes": int(val["image"].shape[0])}
+
+
+def save_weights(net: SSLLN, path: Path) -> None:
+    torch.save({k: v.detach().cpu().half() if v.is_floating_point() else v.cpu() for k, v in net.state_dict().items()}, path)
+
+
+def refine_timing(net_lr: SSLLN, phantoms: list[dict], device: torch.device, n_targets: int, deadline: float) -> dict:
+    """Shape refinement of validation LR phantoms on the GPU, bank = every training HR phantom (ED, ES)."""
+    from ssll.atlases import Atlas
+    from ssll.preprocess import GridRecord
+    from ssll.refine import acquired_slices, refine
+
+    bank = []
+    for p in phantoms:
+        if p["seed"] in VAL_SEEDS:
+            continue
+        for ph in ("ED", "ES"):
+            s = p[f"hr_{ph}"]
+            bank.append(Atlas(f"phantom{p['seed']}_{ph}", Path("-"), s["seg"], s["affine"],
+                              voxel_to_world(s["points"], s["affine"]), image=s["image"].astype(np.float32)))
+    targets = [p["lr_ED"] for p in phantoms if p["seed"] in VAL_SEEDS][: n_targets + 1]
+    net_lr.eval()
+    times, records = [], []
+    for t_i, s in enumerate(targets):
+        if time.time() > deadline:
+            break
+        x = torch.from_numpy(np.ascontiguousarray(s["image"].transpose(2, 0, 1)))[None].float().to(device)
+        sync(device)
+        t = time.perf_counter()
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            seg, lmk = net_lr(x)
+        labels = seg.float().argmax(1)[0].permute(1, 2, 0).to(torch.uint8).cpu().numpy()
+        lmap = lmk.float().argmax(1)[0].permute(1, 2, 0).to(torch.uint8).cpu().numpy()
+        pts = points_from_landmark_map(lmap)
+        if np.isnan(pts).any():
+            pts = np.where(np.isnan(pts), s["points"], pts)
+        t_net = time.perf_counter() - t
+        rec = GridRecord.from_dict(s["record"])
+        t = time.perf_counter()
+        _, r = refine(s["image"], labels, s["affine"], voxel_to_world(pts, s["affine"]), bank,
+                      slices=acquired_slices(rec), device=device, what=f"phantom lr {t_i}")
+        sync(device)
+        wall = time.perf_counter() - t
+        if t_i > 0:  # the first is the warm-up
+            times.append({"network_s": t_net, "refine_wall_s": wall, **{f"refine_{k}_s": v for k, v in r["seconds"].items()},
+                          "fused_fraction": r["fusion"]["computed_fraction"]})
+            records.append([a["atlas_id"] for a in r["selected"]])
+    return {"atlases": len(bank), "targets": len(times), "per_target": times, "selected": records,
+            "mean_refine_wall_s": float(np.mean([x["refine_wall_s"] for x in times])) if times else None}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--budget", type=float, default=480.0, help="seconds for the whole run")
+    ap.add_argument("--pack", default=".device/acdc_pack.npz")
+    ap.add_argument("--biv-me", default=".device/biv-me")
+    ap.add_argument("--out", default=os.environ.get("OUT", "/tmp/ssll_device_out"))
+    ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
+    ap.add_argument("--hr-seconds", type=float, default=70.0)
+    ap.add_argument("--tail-seconds", type=float, default=45.0, help="kept for refinement timing and writing")
+    ap.add_argument("--init", default="", help="SSLLN-LR weights to continue from (a warm restart)")
+    ap.add_argument("--lr-peak", type=float, default=1e-3, help="SSLLN-LR peak learning rate")
+    ap.add_argument("--skip-hr", action="store_true")
+    ap.add_argument("--skip-refine", action="store_true")
+    ap.add_argument("--n-acdc", type=int, default=0, help="use only the first N ACDC volumes (testing)")
+    ap.add_argument("--n-phantoms", type=int, default=0, help="use only N training phantom seeds (testing)")
+    a = ap.parse_args()
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.backends.cudnn.benchmark = True
+    summary: dict = {"device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
+                     "torch": torch.__version__, "cpu_count": os.cpu_count()}
+    log(summary)
+
+    def save_summary() -> None:
+        (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+
+    seeds = (TRAIN_SEEDS[: a.n_phantoms] if a.n_phantoms else TRAIN_SEEDS) + VAL_SEEDS[: 3 if a.n_phantoms else None]
+    pool = ProcessPoolExecutor(a.workers)
+    futures = [pool.submit(make_phantom_samples, (a.biv_me, s)) for s in seeds]
+    acdc = load_acdc(Path(a.pack))
+    if a.n_acdc:
+        acdc = acdc[: a.n_acdc // 2] + acdc[-(a.n_acdc - a.n_acdc // 2):]
+    log(f"ACDC: {len(acdc)} volumes rebuilt")
+    if device.type == "cuda":
+        try:
+            summary["network_throughput"] = time_network(device)
+            log(json.dumps(summary["network_throughput"]))
+        except Exception:  # noqa: BLE001
+            summary["network_throughput_error"] = traceback.format_exc()
+            log(summary["network_throughput_error"])
+        save_summary()
+    phantoms, failed = [], []
+    wait_until = T0 + 0.35 * a.budget
+    done, _ = wait(futures, timeout=max(1.0, wait_until - time.time()))
+    for f in done:
+        try:
+            phantoms.append(f.result())
+        except Exception as exc:  # noqa: BLE001
+            failed.append(repr(exc)[:300])
+    pool.shutdown(wait=False, cancel_futures=True)
+    phantoms.sort(key=lambda p: p["seed"])
+    summary["phantoms"] = {"made": len(phantoms), "failed": failed}
+    log(f"phantoms: {len(phantoms)} made, {len(failed)} failed")
+
+    def ph_samples(mode: str, val: bool) -> list[dict]:
+        res = []
+        for p in phantoms:
+            if (p["seed"] in VAL_SEEDS) != val:
+                continue
+            for ph in ("ED", "ES"):
+                s = p[f"{mode}_{ph}"]
+                res.append(to_sample(s["image"], s["seg"], s["points"], s["affine"], window_of(s["seg"]),
+                                     f"phantom{mode}{p['seed']}_{ph}", True))
+        return res
+
+    acdc_train = [s for s in acdc if s["name"].split("_")[0] not in VALIDATION]
+    acdc_val = [s for s in acdc if s["name"].split("_")[0] in VALIDATION]
+    net = SSLLN().to(device)
+    if a.init:
+        init = torch.load(a.init, map_location="cpu", weights_only=True)
+        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in init.items()})
+        summary["sslln_lr_init"] = a.init
+    lr_seconds = T0 + a.budget - time.time() - (0 if a.skip_hr else a.hr_seconds) - a.tail_seconds
+    try:
+        # ACDC twice per epoch: it is the data the validation measures; phantoms add the RV wall
+        tr = stack(acdc_train * 2 + ph_samples("lr", False), device)
+        va = stack(acdc_val, device)
+        log(f"SSLLN-LR: {tr['image'].shape[0]} training volumes, {va['image'].shape[0]} validation, {lr_seconds:.0f} s")
+        summary["sslln_lr"] = train_resident(net, tr, va, seconds=lr_seconds, lr=a.lr_peak, device=device,
+                                             log_path=out / "log_lr.csv", seed=0)
+        summary["sslln_lr"]["training_volumes"] = tr["names"]
+        lrp = ph_samples("lr", True)
+        if lrp:
+            summary["sslln_lr"]["val_dice_lr_phantoms"] = validate(net, stack(lrp, device), device)
+        save_weights(net, out / "sslln_lr.pt")
+        del tr
+    except Exception:  # noqa: BLE001
+        summary["sslln_lr_error"] = traceback.format_exc()
+        log(summary["sslln_lr_error"])
+    save_summary()
+    net_lr = net
+    try:
+        hr_train, hr_val = ph_samples("hr", False), ph_samples("hr", True)
+        if hr_train and hr_val and (out / "sslln_lr.pt").exists() and not a.skip_hr:
+            net_hr = SSLLN().to(device)
+            net_hr.load_state_dict(net_lr.state_dict())
+            seconds = T0 + a.budget - time.time() - a.tail_seconds
+            log(f"SSLLN-HR: {len(hr_train)} training volumes, {seconds:.0f} s")
+            summary["sslln_hr"] = train_resident(net_hr, stack(hr_train, device), stack(hr_val, device), seconds=seconds,
+                                                 lr=3e-4, device=device, log_path=out / "log_hr.csv", seed=2)
+            save_weights(net_hr, out / "sslln_hr.pt")
+    except Exception:  # noqa: BLE001
+        summary["sslln_hr_error"] = traceback.format_exc()
+        log(summary["sslln_hr_error"])
+    save_summary()
+    if phantoms and not a.skip_refine:
+        try:
+            summary["refine_gpu"] = refine_timing(net_lr, phantoms, device, n_targets=3, deadline=T0 + a.budget + 20)
+            log(json.dumps(summary["refine_gpu"])[:2000])
+        except Exception:  # noqa: BLE001
+            summary["refine_gpu_error"] = traceback.format_exc()
+            log(summary["refine_gpu_error"])
+    summary["total_s"] = time.time() - T0
+    save_summary()
+    log("done")
+
+
+if __name__ == "__main__":
+    main()
