@@ -115,3 +115,23 @@ def test_dataset_crops(trained: tuple[TrainConfig, Path]) -> None:
     item = VolumeDataset(files, AugmentConfig(crop=64))[0]
     assert item["image"].shape == (80, 64, 64) and item["seg"].shape == (80, 64, 64)
     assert VolumeDataset(files, None)[0]["image"].shape == (80, 192, 192)
+
+
+def test_resident_training_runs_and_repeats_an_epoch(trained: tuple[TrainConfig, Path]) -> None:
+    """`resident: true` (data on the device, batch augmentation there) trains, logs and resumes; an
+    epoch's batches are a function of (seed, epoch), so a resumed run sees the same batches."""
+    from dataclasses import replace
+
+    from ssll.nn.train import _load_resident, _ResidentBatches
+
+    cfg, tmp = trained
+    rcfg = replace(cfg, resident=True, out_dir=str(tmp / "resident"), epochs=2)
+    train(rcfg)
+    rows = list(csv.DictReader(open(Path(rcfg.out_dir) / "log.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2"] and all(np.isfinite(float(r["loss"])) for r in rows)
+    data = _load_resident(sorted(Path(cfg.cache_dir).glob("patient001_*.npz")), torch.device("cpu"))
+    assert data["image"].shape == (2, 80, 192, 192) and data["labels"].shape == (2, 2, 80, 192, 192)
+    a, b = (next(iter(_ResidentBatches(data, rcfg, 3))) for _ in range(2))
+    assert a["image"].shape == (2, 80, 64, 64) and torch.equal(a["image"], b["image"]) and torch.equal(a["seg"], b["seg"])
+    c = next(iter(_ResidentBatches(data, rcfg, 4)))
+    assert not torch.equal(a["image"], c["image"])

@@ -60,6 +60,10 @@ class TrainConfig:
         lr_drops: epochs after which the learning rate is divided by 10. Defaults to none.
         val_every: validate every N epochs (and after the last). Defaults to 5.
         num_workers: data-loading worker processes. Defaults to 1.
+        resident: keep every training volume on the compute device and augment whole batches there
+            (:mod:`ssll.nn.gpu_augment`) instead of SimpleITK in CPU workers: the choice for a GPU
+            (an epoch of 440 volumes in ~2 s on an H100), needs ~6 MB of device memory per volume.
+            Defaults to False.
         seed: random seed. Defaults to 0.
         augment: augmentation ranges.
     """
@@ -83,6 +87,7 @@ class TrainConfig:
     lr_drops: tuple[int, ...] = ()
     val_every: int = 5
     num_workers: int = 1
+    resident: bool = False
     seed: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -189,11 +194,15 @@ def train(cfg: TrainConfig) -> Path:
     new_log = not log_path.exists() or start == 0
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     last_val: dict[str, float] = {}
+    resident = _load_resident(train_files, device) if cfg.resident else None
     for epoch in range(start + 1, cfg.epochs + 1):
         ds.epoch = epoch
-        loader = DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers,
-                            drop_last=True, generator=torch.Generator().manual_seed(cfg.seed + epoch),
-                            persistent_workers=False)
+        if resident is not None:
+            loader: Any = _ResidentBatches(resident, cfg, epoch)
+        else:
+            loader = DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers,
+                                drop_last=True, generator=torch.Generator().manual_seed(cfg.seed + epoch),
+                                persistent_workers=False)
         lr = cfg.lr * 0.1 ** sum(1 for e in cfg.lr_drops if epoch > e)
         for group in opt.param_groups:
             group["lr"] = lr
@@ -226,6 +235,49 @@ def train(cfg: TrainConfig) -> Path:
                     "torch_rng": torch.get_rng_state()}, tmp)
         tmp.replace(ckpt)
     return export(cfg, validation=last_val)
+
+
+def _load_resident(files: list[Path], device: torch.device) -> dict[str, torch.Tensor]:
+    """Every cached sample on ``device``: ``image`` ``(N, S, H, W)`` float16, ``labels`` ``(N, 2, S, H, W)``
+    uint8 (segmentation, landmark map), ``has_rv_wall`` ``(N,)`` bool."""
+    images, labels, rv = [], [], []
+    for f in files:
+        with np.load(f) as z:
+            images.append(torch.from_numpy(np.ascontiguousarray(z["image"].transpose(2, 0, 1))).half())
+            labels.append(torch.from_numpy(np.ascontiguousarray(np.stack([z["seg"], z["lmk"]]).transpose(0, 3, 1, 2))))
+            rv.append(bool(z["has_rv_wall"]))
+    return {"image": torch.stack(images).to(device), "labels": torch.stack(labels).to(device),
+            "has_rv_wall": torch.tensor(rv, device=device)}
+
+
+class _ResidentBatches:
+    """One epoch of augmented batches from device-resident samples (the DataLoader's dict keys).
+
+    The draws come from a generator seeded by (seed, epoch), so a resumed run repeats the epoch.
+    """
+
+    def __init__(self, data: dict[str, torch.Tensor], cfg: TrainConfig, epoch: int) -> None:
+        self.data, self.cfg = data, cfg
+        self.gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
+        self.n = int(data["image"].shape[0])
+
+    def __len__(self) -> int:
+        return self.n // self.cfg.batch_size
+
+    def __iter__(self):  # noqa: ANN204
+        from ssll.nn.gpu_augment import augment_batch
+
+        perm = torch.randperm(self.n, generator=self.gen)
+        bs, crop = self.cfg.batch_size, self.cfg.augment.crop
+        for s in range(len(self)):
+            idx = perm[s * bs:(s + 1) * bs].to(self.data["image"].device)
+            img, lab = augment_batch(self.data["image"][idx].float(), self.data["labels"][idx], self.cfg.augment, self.gen)
+            h, w = img.shape[-2:]
+            if crop < min(h, w):
+                o = torch.randint(0, min(h, w) - crop + 1, (2,), generator=self.gen).tolist()
+                img = img[..., o[0]:o[0] + crop, o[1]:o[1] + crop]
+                lab = lab[..., o[0]:o[0] + crop, o[1]:o[1] + crop]
+            yield {"image": img, "seg": lab[:, 0], "lmk": lab[:, 1], "has_rv_wall": self.data["has_rv_wall"][idx]}
 
 
 def export(cfg: TrainConfig, *, validation: dict[str, Any] | None = None) -> Path:
