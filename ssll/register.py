@@ -41,6 +41,7 @@ __all__ = [
     "warp_volume",
     "warp_atlas",
     "one_hot_smooth",
+    "one_hot_smooth_torch",
     "bspline_basis",
 ]
 
@@ -150,6 +151,36 @@ def one_hot_smooth(labels: Array, sigma_vox: float, n_labels: int = N_LABELS) ->
     return out
 
 
+def one_hot_smooth_torch(labels: Array, sigma_vox: float, device: torch.device, n_labels: int = N_LABELS) -> torch.Tensor:
+    """:func:`one_hot_smooth` computed on ``device`` (separable Gaussian, radius ``int(4 sigma + 0.5)``,
+    edge values repeated: scipy's ``gaussian_filter(..., mode="nearest")``). Returns ``(n_labels, I, J, K)``
+    float32 on ``device``."""
+    lab = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64)).to(device)
+    out = F.one_hot(lab, n_labels).permute(3, 0, 1, 2).float()
+    if sigma_vox <= 0:
+        return out.contiguous()
+    r = int(4.0 * sigma_vox + 0.5)
+    x = torch.arange(-r, r + 1, dtype=torch.float32, device=device)
+    k = torch.exp(-0.5 * (x / sigma_vox) ** 2)
+    k = k / k.sum()
+    y = out[:, None]  # (C, 1, I, J, K)
+    for axis in range(3):
+        shape = [1, 1, 1, 1, 1]
+        shape[2 + axis] = 2 * r + 1
+        pad = [0] * 6
+        pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = r
+        y = F.conv3d(F.pad(y, pad, mode="replicate"), k.view(shape))
+    return y[:, 0].contiguous()
+
+
+def _atlas_maps(labels: Array, sigma_vox: float, device: torch.device) -> torch.Tensor:
+    """Smoothed one-hot atlas maps on ``device``: scipy on a CPU (faster there), torch on a GPU (no
+    CPU work in the registration's set-up)."""
+    if device.type == "cpu":
+        return torch.from_numpy(one_hot_smooth(np.asarray(labels), sigma_vox))
+    return one_hot_smooth_torch(np.asarray(labels), sigma_vox, device)
+
+
 def _to_grid(points_vox: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     """Atlas voxel coordinates ``(..., 3)`` (i, j, k) -> grid_sample coordinates (x=k, y=j, z=i), align_corners."""
     size = torch.tensor([shape[0] - 1, shape[1] - 1, shape[2] - 1], dtype=points_vox.dtype, device=points_vox.device)
@@ -175,22 +206,31 @@ def _trilinear(vol: torch.Tensor, points_vox: torch.Tensor) -> torch.Tensor:
 
     Differentiable in the points only: unlike ``grid_sample``, whose backward allocates a
     gradient the size of the input volume on every call, the cost here grows with the points.
+    Makes no host-to-device copy, so on a GPU the optimiser loop queues its kernels without waiting.
     """
     c = vol.shape[0]
-    dims = torch.tensor(vol.shape[1:], device=vol.device)
+    ni, nj, nk = (int(n) for n in vol.shape[1:])
     p0 = torch.floor(points_vox.detach())
     f = points_vox - p0  # (P, 3), carries the gradient
-    q = p0.long()[:, None, :] + _CORNERS.to(vol.device)[None]  # (P, 8, 3)
-    inside = ((q >= 0) & (q < dims)).all(-1)
-    q = torch.minimum(q.clamp_min(0), dims - 1)
-    idx = (q[..., 0] * dims[1] + q[..., 1]) * dims[2] + q[..., 2]
+    q = p0.long()[:, None, :] + _corners(vol.device)[None]  # (P, 8, 3)
+    qi, qj, qk = q.unbind(-1)
+    inside = (q >= 0).all(-1) & (qi < ni) & (qj < nj) & (qk < nk)
+    idx = (qi.clamp(0, ni - 1) * nj + qj.clamp(0, nj - 1)) * nk + qk.clamp(0, nk - 1)
     vals = vol.reshape(c, -1).index_select(1, idx.reshape(-1)).view(c, *idx.shape)  # (C, P, 8)
-    cf = _CORNERS.to(vol.device, f.dtype)[None]  # (1, 8, 3)
+    cf = _corners(vol.device).to(f.dtype)[None]  # (1, 8, 3)
     w = torch.where(cf > 0, f[:, None, :], 1 - f[:, None, :]).prod(-1) * inside  # (P, 8)
     return (vals * w[None]).sum(-1)
 
 
 _CORNERS = torch.tensor([[a, b, c] for a in (0, 1) for b in (0, 1) for c in (0, 1)])
+_CORNERS_ON: dict[torch.device, torch.Tensor] = {}
+
+
+def _corners(device: torch.device) -> torch.Tensor:
+    """The 8 cube corners ``(8, 3)`` int64 on ``device`` (copied there once per process)."""
+    if device not in _CORNERS_ON:
+        _CORNERS_ON[device] = _CORNERS.to(device)
+    return _CORNERS_ON[device]
 
 
 def _sample_indices(shape: tuple[int, ...], step: int, slices: Array | None) -> list[Array]:
@@ -277,7 +317,7 @@ def register_labels(
         cs = (float(cs_in), float(cs_in), float(max(cs_in, cs_z)))
         idx = _sample_indices(target.shape, ds, slices)
         tgt = target[np.ix_(*idx)]
-        atl = torch.from_numpy(one_hot_smooth(atlas, sig)).to(device)
+        atl = _atlas_maps(atlas, sig, device)
         pos = [ix * sp for ix, sp in zip(idx, spacing)]
         frozen = _displacement(levels, pos, device)  # the coarser levels, on this level's voxels
         nc = [_n_ctrl(e, c) for e, c in zip(extent, cs)]
@@ -303,16 +343,18 @@ def register_labels(
             w = _trilinear(atl, pts)  # (5, P)
             return w.gather(0, lab[None]).mean()
 
-        first = last = float("nan")
+        c_first = c_last = torch.full((), float("nan"))
         for it in range(iters):
             opt.zero_grad(set_to_none=True)
             c = consistency(ctrl)
             loss = (1.0 - c) + cfg.bending * _bending(ctrl, cs)
             loss.backward()
             opt.step()
+            # kept as tensors: reading a value each step would make a GPU wait for every step
             if it == 0:
-                first = float(c.detach())
-            last = float(c.detach())
+                c_first = c.detach()
+            c_last = c.detach()
+        first, last = float(c_first), float(c_last)
         if not np.isfinite(last) or not torch.isfinite(ctrl).all():
             raise RegistrationError(f"{what}: the FFD optimisation diverged at level {lev + 1}")
         levels.append((ctrl.detach(), cs))
@@ -432,7 +474,7 @@ def register_affine_labels(
     to_vox = np.linalg.inv(atlas_affine) @ np.asarray(init, float)
     m = torch.from_numpy(to_vox.astype(np.float32)).to(device)
     c_t = torch.from_numpy(c.astype(np.float32)).to(device)
-    atl = torch.from_numpy(one_hot_smooth(np.asarray(atlas), smooth_vox)).to(device)
+    atl = _atlas_maps(atlas, smooth_vox, device)
     lin = torch.zeros((3, 3), device=device, requires_grad=True)
     trans = torch.zeros(3, device=device, requires_grad=True)
     opt = torch.optim.Adam([lin, trans], lr=step)
