@@ -36,13 +36,13 @@ from ssll.types import Array, config_kwargs
 __all__ = [
     "FFDConfig",
     "FFDResult",
-    "register_labels",
-    "register_affine_labels",
-    "warp_volume",
-    "warp_atlas",
+    "bspline_basis",
     "one_hot_smooth",
     "one_hot_smooth_torch",
-    "bspline_basis",
+    "register_affine_labels",
+    "register_labels",
+    "warp_atlas",
+    "warp_volume",
 ]
 
 N_LABELS = 5

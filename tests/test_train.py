@@ -127,7 +127,7 @@ def test_resident_training_runs_and_repeats_an_epoch(trained: tuple[TrainConfig,
     cfg, tmp = trained
     rcfg = replace(cfg, resident=True, out_dir=str(tmp / "resident"), epochs=2)
     train(rcfg)
-    rows = list(csv.DictReader(open(Path(rcfg.out_dir) / "log.csv")))
+    rows = list(csv.DictReader((Path(rcfg.out_dir) / "log.csv").read_text().splitlines()))
     assert [r["epoch"] for r in rows] == ["1", "2"] and all(np.isfinite(float(r["loss"])) for r in rows)
     data = _load_resident(sorted(Path(cfg.cache_dir).glob("patient001_*.npz")), torch.device("cpu"))
     assert data["image"].shape == (2, 80, 192, 192) and data["labels"].shape == (2, 2, 80, 192, 192)

@@ -14,6 +14,7 @@ import random
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -264,7 +265,7 @@ class _ResidentBatches:
     def __len__(self) -> int:
         return self.n // self.cfg.batch_size
 
-    def __iter__(self):  # noqa: ANN204
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         from ssll.nn.gpu_augment import augment_batch
 
         perm = torch.randperm(self.n, generator=self.gen)
