@@ -96,14 +96,14 @@ def run_cohort_table(*, inputs: list[str] | None = None, out_csv: str, out_parqu
     import pandas as pd
 
     from ssll.io import atomic_path
-    from ssll.subjects import read_subject_sheet
+    from ssll.subjects import read_subject_sheet, result_paths
 
     if sheet is not None:
         if results is None:
             raise ValueError("cohort table: give results with sheet")
-        subjects = [r["subject"] for r in read_subject_sheet(sheet)]
-        inputs = [str(p) for s in subjects if (p := Path(results, "measures", f"{s}.tsv")).is_file()]
-        flags = [str(p) for s in subjects if (p := Path(results, "qc", s, "flags.json")).is_file()]
+        paths = [result_paths(results, r["subject"]) for r in read_subject_sheet(sheet)]
+        inputs = [str(p["measures"]) for p in paths if p["measures"].is_file()]
+        flags = [str(p["flags"]) for p in paths if p["flags"].is_file()]
     inputs = inputs or []
     frames = [pd.read_csv(p, sep="\t") for p in inputs if Path(p).stat().st_size > 0]
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["subject"])

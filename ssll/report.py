@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ssll.subjects import missing_input, read_subject_sheet
+from ssll.subjects import missing_input, read_subject_sheet, result_paths
 from ssll.types import PathLike
 
 __all__ = ["collect", "measure_agreement", "render_html", "run_report"]
@@ -71,7 +71,8 @@ def collect(*, sheet: PathLike, results: PathLike, logs: PathLike, benchmarks: P
     rows, failed, flags, evals = [], [], [], []
     for row in sheet_rows:
         s = row["subject"]
-        m = res / "measures" / f"{s}.tsv"
+        paths = result_paths(res, s)
+        m = paths["measures"]
         if m.is_file():
             rows.append(pd.read_csv(m, sep="\t").iloc[0].to_dict())
         elif missing := missing_input(row):
@@ -80,11 +81,11 @@ def collect(*, sheet: PathLike, results: PathLike, logs: PathLike, benchmarks: P
             stage, reason = _failure_reason(s, logs_p)
             failed.append({"subject": s, "stage": stage or "not run", "reason": reason or "no measures: not run yet "
                            "or stopped before the measures stage"})
-        f = res / "qc" / s / "flags.json"
+        f = paths["flags"]
         if f.is_file():
             for fl in json.loads(f.read_text())["flags"]:
                 flags.append({"subject": s, **fl})
-        e = res / "evaluate" / f"{s}.json"
+        e = paths["evaluate"]
         if e.is_file():
             evals.append(json.loads(e.read_text()))
     bench = []
@@ -248,7 +249,7 @@ def render_html(data: dict[str, Any], *, title: str = "ssll cohort report", max_
         shown, rest = ranked[:max_montages], ranked[max_montages:]
         for s in shown:
             for ph in ("ED", "ES"):
-                png = data["results"] / "qc" / s / f"{ph}.png"
+                png = result_paths(data["results"], s)["qc"] / f"{ph}.png"
                 if png.is_file():
                     parts.append(f'<figure><img alt="QC {html.escape(s)} {ph}" src="{_img_file(png)}">'
                                  f"<figcaption>{html.escape(s)} {ph}</figcaption></figure>")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ssll.errors import SsllError
 
-__all__ = ["SUBJECT_ID_PATTERN", "validate_subject_id", "missing_input", "read_subject_sheet"]
+__all__ = ["SUBJECT_ID_PATTERN", "missing_input", "read_subject_sheet", "result_paths", "validate_subject_id"]
 
 #: Letters, digits, ``_``, ``-`` and ``.``; starts with a letter or digit; at most 64 characters.
 SUBJECT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -53,3 +53,13 @@ def read_subject_sheet(path: str | Path) -> list[dict[str, str]]:
         except SsllError as exc:
             raise SsllError(f"{path}: {exc}") from None
     return rows
+
+
+def result_paths(results: str | Path, subject: str) -> dict[str, Path]:
+    """Where a workflow run leaves a subject's cohort-level results under ``results``: ``measures``
+    (``measures/<subject>.tsv``), ``flags`` (``qc/<subject>/flags.json``), ``evaluate``
+    (``evaluate/<subject>.json``) and ``qc`` (``qc/<subject>/``, the montages). The workflow's rules
+    write these paths; the cohort table and the report read them from here."""
+    r = Path(results)
+    return {"measures": r / "measures" / f"{subject}.tsv", "flags": r / "qc" / subject / "flags.json",
+            "evaluate": r / "evaluate" / f"{subject}.json", "qc": r / "qc" / subject}
