@@ -20,6 +20,8 @@ Outputs in ``$OUT``: ``sslln_lr.pt``, ``sslln_hr.pt`` (float16 state dicts), ``l
 ``log_hr.csv``, ``summary.json``.
 
 Run (device, repository root):  PYTHONUNBUFFERED=1 PYTHONPATH=. python3 bench/gpu/train_on_device.py --budget 480
+Refinement and network timing only, with the shipped weights (about 2 minutes):
+    PYTHONUNBUFFERED=1 PYTHONPATH=. python3 bench/gpu/train_on_device.py --only-refine --budget 150 --init ssll/weights/sslln_lr.pt
 """
 
 from __future__ import annotations
@@ -298,6 +300,10 @@ def refine_timing(net_lr: SSLLN, phantoms: list[dict], device: torch.device, n_t
             "mean_refine_wall_s": float(np.mean([x["refine_wall_s"] for x in times])) if times else None}
 
 
+class _Skip(Exception):
+    """A step left out on purpose."""
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--budget", type=float, default=480.0, help="seconds for the whole run")
@@ -310,6 +316,8 @@ def main() -> None:
     ap.add_argument("--init", default="", help="SSLLN-LR weights to continue from (a warm restart)")
     ap.add_argument("--lr-peak", type=float, default=1e-3, help="SSLLN-LR peak learning rate")
     ap.add_argument("--skip-hr", action="store_true")
+    ap.add_argument("--only-refine", action="store_true",
+                    help="no training: time the network and the refinement on the GPU with the --init weights")
     ap.add_argument("--skip-refine", action="store_true")
     ap.add_argument("--n-acdc", type=int, default=0, help="use only the first N ACDC volumes (testing)")
     ap.add_argument("--n-phantoms", type=int, default=0, help="use only N training phantom seeds (testing)")
@@ -329,7 +337,7 @@ def main() -> None:
     seeds = (TRAIN_SEEDS[: a.n_phantoms] if a.n_phantoms else TRAIN_SEEDS) + VAL_SEEDS[: 3 if a.n_phantoms else None]
     pool = ProcessPoolExecutor(a.workers)
     futures = [pool.submit(make_phantom_samples, (a.biv_me, s)) for s in seeds]
-    acdc = load_acdc(Path(a.pack))
+    acdc = [] if a.only_refine else load_acdc(Path(a.pack))
     if a.n_acdc:
         acdc = acdc[: a.n_acdc // 2] + acdc[-(a.n_acdc - a.n_acdc // 2):]
     log(f"ACDC: {len(acdc)} volumes rebuilt")
@@ -342,7 +350,7 @@ def main() -> None:
             log(summary["network_throughput_error"])
         save_summary()
     phantoms, failed = [], []
-    wait_until = T0 + 0.35 * a.budget
+    wait_until = T0 + (0.8 if a.only_refine else 0.35) * a.budget
     done, _ = wait(futures, timeout=max(1.0, wait_until - time.time()))
     for f in done:
         try:
@@ -374,6 +382,8 @@ def main() -> None:
         summary["sslln_lr_init"] = a.init
     lr_seconds = T0 + a.budget - time.time() - (0 if a.skip_hr else a.hr_seconds) - a.tail_seconds
     try:
+        if a.only_refine:
+            raise _Skip
         # ACDC twice per epoch: it is the data the validation measures; phantoms add the RV wall
         tr = stack(acdc_train * 2 + ph_samples("lr", False), device)
         va = stack(acdc_val, device)
@@ -386,6 +396,8 @@ def main() -> None:
             summary["sslln_lr"]["val_dice_lr_phantoms"] = validate(net, stack(lrp, device), device)
         save_weights(net, out / "sslln_lr.pt")
         del tr
+    except _Skip:
+        pass
     except Exception:  # noqa: BLE001
         summary["sslln_lr_error"] = traceback.format_exc()
         log(summary["sslln_lr_error"])
@@ -393,7 +405,7 @@ def main() -> None:
     net_lr = net
     try:
         hr_train, hr_val = ph_samples("hr", False), ph_samples("hr", True)
-        if hr_train and hr_val and (out / "sslln_lr.pt").exists() and not a.skip_hr:
+        if hr_train and hr_val and (out / "sslln_lr.pt").exists() and not (a.skip_hr or a.only_refine):
             net_hr = SSLLN().to(device)
             net_hr.load_state_dict(net_lr.state_dict())
             seconds = T0 + a.budget - time.time() - a.tail_seconds
