@@ -29,7 +29,6 @@ import numpy as np
 import torch
 
 from ssll.errors import ModelError, SsllError
-from ssll.io import load_image, read_json, save_nifti, write_json
 from ssll.labels import LANDMARK_NAMES
 from ssll.nn.device import select_device
 from ssll.nn.network import SSLLN
@@ -171,6 +170,8 @@ def input_fov_mask(record: GridRecord) -> Array:
 
 
 def _write_outputs(item: SegmentItem, record: GridRecord, labels: Array, lmap: Array, conf: Array, prob: Array) -> None:
+    from ssll.io import save_nifti, write_json  # NIfTI only where files are written (predict() needs no nibabel)
+
     out = item.out_dir
     w_aff = record.working_affine
     # no tissue outside the acquired field of view (the zero padding of the working grid)
@@ -192,6 +193,8 @@ def run_segment(items: list[SegmentItem], weights: PathLike, *, batch_size: int 
     Returns:
         ``{"<subject>/<phase>": error message}`` for the items that failed (empty when all passed).
     """
+    from ssll.io import load_image, read_json
+
     model = load_model(weights)
     expected = tuple(model.card["preprocessing"]["shape"])
     failures: dict[str, str] = {}
