@@ -46,7 +46,7 @@ from ssll.nn.data import AugmentConfig
 from ssll.nn.gpu_augment import augment_batch
 from ssll.nn.losses import multitask_loss
 from ssll.nn.network import SSLLN
-from ssll.nn.train import dice_per_class
+from ssll.nn.train import sample_dice
 
 T0 = time.time()
 WINDOW = 160
@@ -187,13 +187,7 @@ def validate(net: SSLLN, data: dict, device: torch.device) -> list[float]:
     for v in range(0, data["image"].shape[0], 8):
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             seg, _ = net(data["image"][v: v + 8].float())
-        seg = seg.float()
-        for b in range(seg.shape[0]):
-            s = seg[b: b + 1]
-            if not bool(data["rv_wall"][v + b]):
-                s = s.clone()
-                s[:, int(Label.RV_WALL)] = -1e4
-            scores.append(dice_per_class(s.argmax(1)[0].cpu(), data["labels"][v + b, 0].cpu()))
+        scores += [sample_dice(seg[b], data["labels"][v + b, 0], bool(data["rv_wall"][v + b])) for b in range(seg.shape[0])]
     net.train()
     return [float(x) for x in np.nanmean(np.array(scores, float), axis=0)]
 

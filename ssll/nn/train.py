@@ -32,7 +32,7 @@ from ssll.nn.network import SSLLN
 
 SOURCES = ("acdc", "phantom_hr", "phantom_lr")
 
-__all__ = ["TrainConfig", "dice_per_class", "export", "train"]
+__all__ = ["TrainConfig", "dice_per_class", "export", "sample_dice", "train"]
 
 
 @dataclass(frozen=True)
@@ -149,6 +149,19 @@ def dice_per_class(pred: torch.Tensor, target: torch.Tensor, n_classes: int = 5)
         s = int(a.sum() + b.sum())
         out.append(float("nan") if s == 0 else 2.0 * float((a & b).sum()) / s)
     return out
+
+
+def sample_dice(seg_logits: torch.Tensor, target: torch.Tensor, has_rv_wall: bool) -> list[float]:
+    """Dice of classes 1..4 for one volume: logits ``(C, S, H, W)``, integer target ``(S, H, W)``.
+
+    Where the sample's labels have no RV wall (ACDC) the RV wall is not scored as a prediction: that
+    class is never predicted for it (not learned from such data), as at validation.
+    """
+    seg = seg_logits.float()
+    if not has_rv_wall:
+        seg = seg.clone()
+        seg[int(Label.RV_WALL)] = -1e4
+    return dice_per_class(seg.argmax(0).cpu(), target.cpu())
 
 
 def _split(files: list[Path], validation_patients: tuple[str, ...]) -> tuple[list[Path], list[Path]]:
@@ -350,10 +363,7 @@ def validate(model: SSLLN, ds: VolumeDataset, device: torch.device) -> dict[str,
     for i in range(len(ds)):
         b = ds[i]
         seg, _ = model(b["image"][None].to(device))
-        if not bool(b["has_rv_wall"]):
-            seg = seg.clone()
-            seg[:, int(Label.RV_WALL)] = -1e4  # not learned from this data: never predicted
-        scores.append(dice_per_class(seg.argmax(1)[0].cpu(), b["seg"]))
+        scores.append(sample_dice(seg[0], b["seg"], bool(b["has_rv_wall"])))
     with warnings.catch_warnings():  # a structure absent from every volume gives NaN, not a warning
         warnings.simplefilter("ignore", RuntimeWarning)
         m = np.nanmean(np.array(scores, dtype=float), axis=0)
