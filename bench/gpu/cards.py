@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from ssll.nn.modelcard import ACDC_CITATION, build_card
+from ssll.nn.network import SSLLN
 
-ARCH = {"n_slices": 80, "widths": [16, 32, 64, 128, 256], "depths": [2, 2, 3, 3, 3], "side_width": 32,
-        "fuse_width": 64, "stored_dtype": "float16"}
+ARCH = {**SSLLN().architecture(), "stored_dtype": "float16"}  # the network bench/gpu trains: the defaults
 AUGMENT = ("GPU (ssll.nn.gpu_augment): rotation about one random axis +-15 deg (+-7.5 for in-plane axes), "
            "isotropic scale 0.9-1.1, in-plane translation +-15 mm, gamma 0.7-1.4, intensity scale 0.9-1.1")
 

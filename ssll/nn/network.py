@@ -63,6 +63,8 @@ class SSLLN(nn.Module):
         self.n_slices = n_slices
         self.n_classes = n_classes
         self.n_landmarks = n_landmarks
+        self._arch = {"n_slices": n_slices, "widths": list(widths), "depths": list(depths), "side_width": side_width,
+                      "fuse_width": fuse_width}
         stages = []
         cin = n_slices
         for s, (w, d) in enumerate(zip(widths, depths)):
@@ -75,6 +77,11 @@ class SSLLN(nn.Module):
         self.fuse = nn.Sequential(_conv(side_width * len(widths), fuse_width), _conv(fuse_width, fuse_width))
         self.seg_head = nn.Conv2d(fuse_width, n_slices * n_classes, 1)
         self.lmk_head = nn.Conv2d(fuse_width, n_slices * n_landmarks, 1)
+
+    def architecture(self) -> dict[str, object]:
+        """The settings that rebuild this network (the model card's ``architecture``; see
+        :func:`ssll.nn.infer.load_model`)."""
+        return dict(self._arch)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Map ``(B, S, H, W)`` images to ``(B, 5, S, H, W)`` and ``(B, 7, S, H, W)`` logits.

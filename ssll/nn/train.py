@@ -305,8 +305,7 @@ def export(cfg: TrainConfig, *, validation: dict[str, Any] | None = None) -> Pat
     weights = out / f"{cfg.name}.pt"
     # stored as float16 (half the size; load_state_dict casts back to the float32 parameters)
     torch.save({k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}, weights)
-    arch = {"n_slices": model.n_slices, "widths": list(cfg.widths), "depths": [2, 2, 3, 3, 3],
-            "side_width": 32, "fuse_width": 64, "stored_dtype": "float16"}
+    arch = {**model.architecture(), "stored_dtype": "float16"}
     card = build_card(
         name=cfg.name,
         architecture=arch,
