@@ -74,3 +74,42 @@ def test_intensities_stay_in_unit_range() -> None:
     x = torch.rand(3, 4, 16, 16)
     img, _ = ga.augment_batch(x, torch.zeros(3, 1, 4, 16, 16, dtype=torch.long), AugmentConfig(), torch.Generator().manual_seed(2))
     assert float(img.min()) >= 0.0 and float(img.max()) <= 1.0
+
+
+def test_slice_translation_moves_content_along_the_slice_axis(monkeypatch: pytest.MonkeyPatch) -> None:
+    # +4 mm along k = 2 slices of 2 mm: output slice n shows input slice n + 2
+    def draw(n: int, cfg: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
+        a = torch.zeros(n, 3, 4, dtype=torch.float64)
+        a[:, :, :3] = torch.eye(3, dtype=torch.float64)
+        a[:, 2, 3] = 4.0
+        return a
+
+    monkeypatch.setattr(ga, "random_affines", draw)
+    x = torch.rand(1, 10, 8, 8)
+    lab = torch.randint(0, 5, (1, 1, 10, 8, 8))
+    img, out = ga.augment_batch(x, lab, STILL, torch.Generator().manual_seed(0))
+    assert torch.allclose(img[:, :-2], x[:, 2:], atol=1e-5) and torch.equal(out[:, :, :-2], lab[:, :, 2:])
+    assert float(img[:, -2:].abs().max()) == 0.0
+
+
+def test_slice_translation_draws_stay_in_range() -> None:
+    a = ga.random_affines(200, AugmentConfig(translate_slice_mm=6.0), torch.Generator().manual_seed(3))
+    tz = a[:, 2, 3].abs()
+    assert float(tz.max()) <= 6.0 and float(tz.max()) > 3.0
+
+
+def test_dropped_slab_is_zero_in_the_image_and_kept_in_the_targets() -> None:
+    from dataclasses import replace
+
+    cfg = replace(STILL, drop_prob=1.0, drop_slices=(3, 5))
+    x = torch.rand(4, 20, 8, 8) * 0.5 + 0.25
+    lab = torch.zeros(4, 2, 20, 8, 8, dtype=torch.long)
+    lab[:, 0, 6:14, 2:6, 2:6] = 1  # the heart on slices 6-13
+    img, out = ga.augment_batch(x, lab, cfg, torch.Generator().manual_seed(4))
+    assert torch.equal(out, lab)
+    for n in range(4):
+        dropped = torch.nonzero(img[n].amax(dim=(1, 2)) == 0).flatten().tolist()
+        assert 3 <= len(dropped) <= 5 and dropped == list(range(dropped[0], dropped[-1] + 1))
+        assert set(dropped) & set(range(6, 14))  # through the heart
+        kept = [k for k in range(20) if k not in dropped]
+        assert torch.allclose(img[n, kept], x[n, kept], atol=1e-5)

@@ -12,7 +12,7 @@ import torch
 
 from conftest import biv_phantom, image_from_labels, write_nifti
 from ssll.labels import from_canonical
-from ssll.nn.data import AugmentConfig, VolumeDataset, augment, cache_acdc
+from ssll.nn.data import AugmentConfig, VolumeDataset, augment, cache_acdc, drop_slab
 from ssll.nn.infer import SegmentItem, load_model, predict, run_segment
 from ssll.nn.train import TrainConfig, train
 
@@ -107,6 +107,37 @@ def test_augment_is_consistent() -> None:
     assert a_img[a_lab == 1].mean() > 0.7 and a_img[a_lab == 0].mean() < 0.3
     assert a_lab.sum() == pytest.approx(lab.sum(), rel=0.25)
     assert (a_lmk == 5).sum() <= 1
+
+
+def test_drop_slab_known_answers() -> None:
+    cfg = AugmentConfig(drop_prob=0.5, drop_slices=(4, 6))
+    fg = np.arange(10, 30)
+    assert drop_slab(80, fg, (0.6, 0.0, 0.0), cfg) == (0, 0)  # draw above the probability: nothing
+    assert drop_slab(80, np.array([], int), (0.0, 0.0, 0.0), cfg) == (0, 0)  # no heart: nothing
+    assert drop_slab(80, fg, (0.1, 0.0, 0.5), cfg) == (18, 22)  # 4 slices centred on slice 20
+    assert drop_slab(80, fg, (0.1, 0.999, 0.5), cfg) == (17, 23)  # 6 slices
+    assert drop_slab(25, np.array([0, 24]), (0.1, 0.999, 0.0), cfg) == (0, 6)  # clipped at the first slice
+    assert drop_slab(25, np.array([0, 24]), (0.1, 0.999, 0.99), cfg) == (21, 25)  # and at the last
+    assert drop_slab(80, fg, (0.0, 0.0, 0.0), AugmentConfig()) == (0, 0)  # off by default
+
+
+def test_augment_slice_shift_and_dropped_slab() -> None:
+    lab = np.zeros((32, 32, 40), np.uint8)
+    lab[10:22, 10:22, 10:30] = 1
+    img = np.where(lab > 0, 0.8, 0.2).astype(np.float32)
+    still = dict(rotate_deg=0, translate_mm=0, scale=(1, 1), gamma=(1, 1), intensity_scale=(1, 1))
+    # a slice shift alone moves image and labels together along k by whole or partial slices
+    a_img, a_lab, _ = augment(img, lab, np.zeros_like(lab), AugmentConfig(**still, translate_slice_mm=8.0),
+                              np.random.default_rng(5))
+    ks = np.flatnonzero(a_lab.any(axis=(0, 1)))
+    assert ks[0] != 10 and abs(int(ks[0]) - 10) <= 4 and len(ks) in (19, 20, 21)
+    assert a_img[a_lab == 1].min() > 0.7
+    # a dropped slab: image zero on 5-8 consecutive slices through the heart, labels untouched
+    d_img, d_lab, _ = augment(img, lab, np.zeros_like(lab), AugmentConfig(**still, drop_prob=1.0, drop_slices=(5, 8)),
+                              np.random.default_rng(6))
+    np.testing.assert_array_equal(d_lab, lab)
+    dropped = np.flatnonzero(d_img.max(axis=(0, 1)) == 0)
+    assert 5 <= len(dropped) <= 8 and np.all(np.diff(dropped) == 1) and 10 <= dropped.mean() < 30
 
 
 def test_dataset_crops(trained: tuple[TrainConfig, Path]) -> None:

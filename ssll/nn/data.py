@@ -147,7 +147,14 @@ def phantom_sample(subject: dict[str, object], seed: int, *, mode: str, radius_m
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Augmentation ranges. Angles in degrees, translation in mm, scale as a factor."""
+    """Augmentation ranges. Angles in degrees, translation in mm, scale as a factor.
+
+    ``translate_mm`` is the in-plane shift (the paper's); ``translate_slice_mm`` a shift along the
+    slice axis (the first layer sees slices as channels, so without it each channel is tied to one
+    position along the long axis). ``drop_prob`` is the chance that a slab of ``drop_slices``
+    (min, max) consecutive working-grid slices (2 mm each) through the heart is zero-filled in the
+    image while the targets keep it, as the paper's Fig 8 test does: missing and lost slices.
+    """
 
     rotate_deg: float = 15.0
     translate_mm: float = 15.0
@@ -155,6 +162,27 @@ class AugmentConfig:
     gamma: tuple[float, float] = (0.7, 1.4)
     intensity_scale: tuple[float, float] = (0.9, 1.1)
     crop: int = 128
+    translate_slice_mm: float = 0.0
+    drop_prob: float = 0.0
+    drop_slices: tuple[int, int] = (5, 20)
+
+
+def drop_slab(n_slices: int, foreground: Array, u: Sequence[float], cfg: AugmentConfig) -> tuple[int, int]:
+    """The slab of slices to zero-fill, ``[start, stop)`` along the slice axis (empty: none).
+
+    Args:
+        n_slices: slices in the volume.
+        foreground: indices of the slices that hold any label (the slab is centred on one of them).
+        u: three uniform draws in [0, 1): whether to drop, the slab length, its centre.
+        cfg: ``drop_prob`` and ``drop_slices`` (min, max) in slices.
+    """
+    if cfg.drop_prob <= 0 or u[0] >= cfg.drop_prob or len(foreground) == 0:
+        return 0, 0
+    lo, hi = cfg.drop_slices
+    k = min(lo + int(u[1] * (hi - lo + 1)), hi)
+    centre = int(foreground[min(int(u[2] * len(foreground)), len(foreground) - 1)])
+    start = max(centre - k // 2, 0)
+    return start, min(start + k, n_slices)
 
 
 def _to_sitk(arr: Array):
@@ -172,7 +200,7 @@ def _from_sitk(im) -> Array:
 
 
 def augment(image: Array, seg: Array, lmk: Array, cfg: AugmentConfig, rng: np.random.Generator) -> tuple[Array, Array, Array]:
-    """Random affine (about the grid centre) and intensity change; arrays ``(I, J, K)``."""
+    """Random affine (about the grid centre), intensity change and dropped slab; arrays ``(I, J, K)``."""
     import SimpleITK as sitk  # CPU augmentation only (the GPU path is ssll.nn.gpu_augment)
 
     shape = image.shape
@@ -189,11 +217,14 @@ def augment(image: Array, seg: Array, lmk: Array, cfg: AugmentConfig, rng: np.ra
     tx.SetCenter(centre)
     tx.SetMatrix((rot / scale).ravel().tolist())
     t = rng.uniform(-cfg.translate_mm, cfg.translate_mm, size=2)
-    tx.SetTranslation((float(t[0]), float(t[1]), 0.0))
+    tz = rng.uniform(-cfg.translate_slice_mm, cfg.translate_slice_mm)
+    tx.SetTranslation((float(t[0]), float(t[1]), float(tz)))
     img = _from_sitk(sitk.Resample(_to_sitk(image.astype(np.float32)), ref, tx, sitk.sitkLinear, 0.0))
     sg = _from_sitk(sitk.Resample(_to_sitk(seg), ref, tx, sitk.sitkNearestNeighbor, 0))
     lm = _from_sitk(sitk.Resample(_to_sitk(lmk), ref, tx, sitk.sitkNearestNeighbor, 0))
     img = np.clip(img, 0, 1) ** rng.uniform(*cfg.gamma) * rng.uniform(*cfg.intensity_scale)
+    start, stop = drop_slab(shape[2], np.flatnonzero(sg.any(axis=(0, 1))), rng.random(3), cfg)
+    img[:, :, start:stop] = 0
     return np.clip(img, 0, 1).astype(np.float32), sg, lm
 
 

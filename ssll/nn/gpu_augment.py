@@ -2,9 +2,9 @@
 
 The same transform family as :func:`ssll.nn.data.augment` (Duan et al. 2019, Section III-B):
 a 3D random affine about the volume centre (rotation about one random axis, half the angle
-range for the two in-plane axes, isotropic scaling, in-plane translation in mm) applied
+range for the two in-plane axes, isotropic scaling, in-plane and through-plane translation in mm) applied
 consistently to image (linear) and to labels and landmark maps (nearest neighbour), then a gamma
-and a scale change of the intensities. Done with ``affine_grid``/``grid_sample`` on whole batches,
+and a scale change of the intensities, and optionally a zero-filled slab of slices. Done with ``affine_grid``/``grid_sample`` on whole batches,
 so a GPU step never waits on CPU workers (SimpleITK augmentation of one volume takes ~0.3 s on a
 CPU core; a batch here takes milliseconds on the GPU).
 
@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ssll.nn.data import AugmentConfig
+from ssll.nn.data import AugmentConfig, drop_slab
 from ssll.preprocess import WORKING_SPACING
 
 __all__ = ["augment_batch", "random_affines"]
@@ -46,6 +47,7 @@ def random_affines(n: int, cfg: AugmentConfig, generator: torch.Generator) -> to
         out[b, :, :3] = rot / scale
         out[b, 0, 3] = (2 * float(u[b, 2]) - 1) * cfg.translate_mm
         out[b, 1, 3] = (2 * float(u[b, 3]) - 1) * cfg.translate_mm
+        out[b, 2, 3] = (2 * float(u[b, 4]) - 1) * cfg.translate_slice_mm
     return out
 
 
@@ -81,4 +83,10 @@ def augment_batch(image: torch.Tensor, labels: torch.Tensor, cfg: AugmentConfig,
     gamma = cfg.gamma[0] + u[:, 0] * (cfg.gamma[1] - cfg.gamma[0])
     gain = cfg.intensity_scale[0] + u[:, 1] * (cfg.intensity_scale[1] - cfg.intensity_scale[0])
     img = img.clamp(0, 1) ** gamma[:, None, None, None] * gain[:, None, None, None]
+    if cfg.drop_prob > 0:
+        draws = torch.rand(b, 3, generator=generator, dtype=torch.float64).tolist()
+        fg = (lab[:, 0] > 0).any(dim=3).any(dim=2).cpu().numpy()  # (B, S): slices holding any label
+        for n in range(b):
+            start, stop = drop_slab(s, np.flatnonzero(fg[n]), draws[n], cfg)
+            img[n, start:stop] = 0
     return img.clamp(0, 1), lab

@@ -102,7 +102,7 @@ class TrainConfig:
         kw = dict(m)
         if "augment" in kw:
             aug = dict(kw["augment"])
-            for k in ("scale", "gamma", "intensity_scale"):
+            for k in ("scale", "gamma", "intensity_scale", "drop_slices"):
                 if k in aug:
                     aug[k] = tuple(aug[k])
             kw["augment"] = AugmentConfig(**aug)
