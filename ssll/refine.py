@@ -24,7 +24,7 @@ import torch
 from ssll.atlases import Atlas, AtlasConfig, crop, crop_box, select_atlases
 from ssll.errors import AtlasError
 from ssll.fusion import FusionConfig, fuse_labels
-from ssll.register import FFDConfig, register_affine_labels, register_labels, warp_atlas
+from ssll.register import FFDConfig, register_affine_labels, register_labels_batch, warp_atlas
 from ssll.preprocess import GridRecord
 from ssll.types import Array, PathLike
 
@@ -106,13 +106,18 @@ def refine(
     t_sel = time.perf_counter() - t0
     w_img, w_lab, regs = [], [], []
     t1 = time.perf_counter()
+    inits = []
     for c in chosen:
-        a: Atlas = c["atlas"]
         init = c["affine"]
         if cfg.atlases.init == "labels":
-            init = register_affine_labels(tl, taff, a.labels, a.affine, init, slices=ks, device=device)
-        res = register_labels(tl, taff, a.labels, a.affine, init, cfg.ffd, slices=ks, device=device,
-                              what=f"{what}: atlas {a.atlas_id}")
+            init = register_affine_labels(tl, taff, c["atlas"].labels, c["atlas"].affine, init, slices=ks, device=device)
+        inits.append(init)
+    # the selected atlases' FFDs optimised together (each as it would be alone)
+    results = register_labels_batch(tl, taff, [(c["atlas"].labels, c["atlas"].affine, init) for c, init in zip(chosen, inits)],
+                                    cfg.ffd, slices=ks, device=device, what=what,
+                                    names=[f"atlas {c['atlas'].atlas_id}" for c in chosen])
+    for c, init, res in zip(chosen, inits, results):
+        a: Atlas = c["atlas"]
         lab_w, img_w = warp_atlas(res, a.labels, a.load_image(), a.affine, tl.shape, taff, device=device)
         w_lab.append(lab_w)
         w_img.append(img_w)

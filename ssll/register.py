@@ -41,6 +41,7 @@ __all__ = [
     "one_hot_smooth_torch",
     "register_affine_labels",
     "register_labels",
+    "register_labels_batch",
     "warp_atlas",
     "warp_volume",
 ]
@@ -122,23 +123,23 @@ def _n_ctrl(extent_mm: float, spacing_mm: float) -> int:
 
 
 def _dense(ctrl: torch.Tensor, bases: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """Displacement ``(I, J, K, 3)`` from control points ``(A, B, C, 3)`` and per-axis bases ``(n, A|B|C)``."""
+    """Displacement ``([L,] I, J, K, 3)`` from control points ``([L,] A, B, C, 3)`` and per-axis bases ``(n, A|B|C)``."""
     bi, bj, bk = bases
-    t = torch.einsum("kc,abcd->abkd", bk, ctrl)
-    t = torch.einsum("jb,abkd->ajkd", bj, t)
-    return torch.einsum("ia,ajkd->ijkd", bi, t)
+    t = torch.einsum("kc,...abcd->...abkd", bk, ctrl)
+    t = torch.einsum("jb,...abkd->...ajkd", bj, t)
+    return torch.einsum("ia,...ajkd->...ijkd", bi, t)
 
 
 def _bending(ctrl: torch.Tensor, spacing: tuple[float, float, float]) -> torch.Tensor:
-    """Bending energy of a control grid ``(A, B, C, 3)`` mm with per-axis spacing (mm): the mean
-    squared second derivatives by finite differences (mm^-1 squared)."""
-    e = ctrl.new_zeros(())
+    """Bending energy of each control grid of ``(L, A, B, C, 3)`` mm with per-axis spacing (mm): the
+    mean squared second derivatives by finite differences (mm^-1 squared). Returns ``(L,)``."""
+    e = ctrl.new_zeros(ctrl.shape[0])
     for a in range(3):
-        d2 = torch.diff(ctrl, n=2, dim=a) / spacing[a] ** 2
-        e = e + (d2**2).mean()
+        d2 = torch.diff(ctrl, n=2, dim=a + 1) / spacing[a] ** 2
+        e = e + (d2**2).flatten(1).mean(1)
         for b in range(a + 1, 3):
-            dab = torch.diff(torch.diff(ctrl, dim=a), dim=b) / (spacing[a] * spacing[b])
-            e = e + 2 * (dab**2).mean()
+            dab = torch.diff(torch.diff(ctrl, dim=a + 1), dim=b + 1) / (spacing[a] * spacing[b])
+            e = e + 2 * (dab**2).flatten(1).mean(1)
     return e
 
 
@@ -201,24 +202,35 @@ def _sample(vol: torch.Tensor, points_vox: torch.Tensor, *, mode: str = "bilinea
     return out.reshape(halves, vol.shape[0], -1).permute(1, 0, 2).reshape(vol.shape[0], -1)[:, :p]
 
 
-def _trilinear(vol: torch.Tensor, points_vox: torch.Tensor) -> torch.Tensor:
-    """Trilinear samples ``(C, P)`` of ``vol`` ``(C, I, J, K)`` at voxel points ``(P, 3)`` (0 outside).
+def _pack(volumes: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Volumes ``(C, I_l, J_l, K_l)`` (shapes may differ) as one buffer for :func:`_trilinear`:
+    ``(C, sum of voxels)``, their shapes ``(L, 3)`` int64 and start offsets ``(L,)`` int64."""
+    dev = volumes[0].device
+    sizes = [int(v[0].numel()) for v in volumes]
+    dims = torch.tensor([list(v.shape[1:]) for v in volumes], dtype=torch.int64, device=dev)
+    offsets = torch.tensor(np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64), device=dev)
+    return torch.cat([v.reshape(v.shape[0], -1) for v in volumes], 1), dims, offsets
+
+
+def _trilinear(flat: torch.Tensor, dims: torch.Tensor, offsets: torch.Tensor, points_vox: torch.Tensor) -> torch.Tensor:
+    """Trilinear samples ``(C, L, P)`` of L packed volumes (:func:`_pack`) at voxel points ``(L, P, 3)``,
+    volume ``l`` at points ``l`` (0 outside).
 
     Differentiable in the points only: unlike ``grid_sample``, whose backward allocates a
     gradient the size of the input volume on every call, the cost here grows with the points.
     Makes no host-to-device copy, so on a GPU the optimiser loop queues its kernels without waiting.
     """
-    c = vol.shape[0]
-    ni, nj, nk = (int(n) for n in vol.shape[1:])
+    c = flat.shape[0]
     p0 = torch.floor(points_vox.detach())
-    f = points_vox - p0  # (P, 3), carries the gradient
-    q = p0.long()[:, None, :] + _corners(vol.device)[None]  # (P, 8, 3)
-    qi, qj, qk = q.unbind(-1)
-    inside = (q >= 0).all(-1) & (qi < ni) & (qj < nj) & (qk < nk)
-    idx = (qi.clamp(0, ni - 1) * nj + qj.clamp(0, nj - 1)) * nk + qk.clamp(0, nk - 1)
-    vals = vol.reshape(c, -1).index_select(1, idx.reshape(-1)).view(c, *idx.shape)  # (C, P, 8)
-    cf = _corners(vol.device).to(f.dtype)[None]  # (1, 8, 3)
-    w = torch.where(cf > 0, f[:, None, :], 1 - f[:, None, :]).prod(-1) * inside  # (P, 8)
+    f = points_vox - p0  # (L, P, 3), carries the gradient
+    q = p0.long()[:, :, None, :] + _corners(flat.device)[None, None]  # (L, P, 8, 3)
+    n = dims[:, None, None, :]  # (L, 1, 1, 3)
+    inside = ((q >= 0) & (q < n)).all(-1)
+    q = torch.minimum(q.clamp_min(0), n - 1)
+    idx = offsets[:, None, None] + (q[..., 0] * n[..., 1] + q[..., 1]) * n[..., 2] + q[..., 2]
+    vals = flat.index_select(1, idx.reshape(-1)).view(c, *idx.shape)  # (C, L, P, 8)
+    cf = _corners(flat.device).to(f.dtype)  # (8, 3)
+    w = torch.where(cf > 0, f[:, :, None, :], 1 - f[:, :, None, :]).prod(-1) * inside  # (L, P, 8)
     return (vals * w[None]).sum(-1)
 
 
@@ -244,11 +256,12 @@ def _sample_indices(shape: tuple[int, ...], step: int, slices: Array | None) -> 
 
 def _displacement(levels: list[tuple[torch.Tensor, tuple[float, float, float]]], pos_mm: list[Array],
                   device: torch.device) -> torch.Tensor:
-    """Sum of the fitted B-spline levels at the grid with per-axis positions ``pos_mm``: ``(I, J, K, 3)`` mm."""
+    """Sum of the fitted B-spline levels (control points ``([L,] A, B, C, 3)``) at the grid with per-axis
+    positions ``pos_mm``: ``([L,] I, J, K, 3)`` mm (``(I, J, K, 3)`` zeros when there are none)."""
     u = torch.zeros((*(len(p) for p in pos_mm), 3), device=device)
     for ctrl, cs in levels:
         u = u + _dense(ctrl.to(device), tuple(bspline_basis(p, c, n).to(device)
-                                              for p, c, n in zip(pos_mm, cs, ctrl.shape[:3])))
+                                              for p, c, n in zip(pos_mm, cs, ctrl.shape[-4:-1])))
     return u
 
 
@@ -301,28 +314,66 @@ def register_labels(
     Raises:
         RegistrationError: the target has no foreground, or the optimisation produced NaNs.
     """
+    return register_labels_batch(target, target_affine, [(atlas, atlas_affine, init)], cfg, slices=slices,
+                                 device=device, what=what)[0]
+
+
+def register_labels_batch(
+    target: Array,
+    target_affine: Array,
+    atlases: list[tuple[Array, Array, Array]],
+    cfg: FFDConfig | None = None,
+    *,
+    slices: Array | None = None,
+    device: torch.device | None = None,
+    what: str = "target",
+    names: list[str] | None = None,
+) -> list[FFDResult]:
+    """:func:`register_labels` for several atlases onto one target, optimised together.
+
+    The objective is the sum of the atlases' own objectives and Adam updates each control point
+    on its own, so every atlas gets the transformation it would get alone (to float rounding);
+    the steps run as one set of tensor operations for all atlases (a GPU launches 1/L of the
+    kernels, a CPU works on larger arrays).
+
+    Args:
+        target, target_affine, cfg, slices, device: as :func:`register_labels`.
+        atlases: per atlas ``(labels (I', J', K'), 4x4 voxel -> world mm, 4x4 init world(target) -> world(atlas))``;
+            the atlas grids may differ in shape.
+        what: the target's name for error messages; names: the atlases' (default: their positions).
+
+    Returns:
+        One :class:`FFDResult` per atlas, in order; each level's ``seconds`` is the wall time of the
+        whole batch at that level, ``atlases_in_batch`` says how many shared it.
+
+    Raises:
+        RegistrationError: the target has no foreground, or an atlas's optimisation produced NaNs.
+    """
     cfg = cfg or FFDConfig()
     device = device or torch.device("cpu")
     target = np.asarray(target)
+    n_at = len(atlases)
+    names = names or [f"atlas {n + 1}" for n in range(n_at)]
     if not (target > 0).any():
         raise RegistrationError(f"{what}: the target segmentation is empty")
     spacing = np.linalg.norm(np.asarray(target_affine)[:3, :3], axis=0)
-    vox2atlas = torch.from_numpy((np.linalg.inv(atlas_affine) @ init @ target_affine).astype(np.float32)).to(device)
+    vox2atlas = torch.from_numpy(np.stack([np.linalg.inv(a_aff) @ np.asarray(init, float) @ target_affine
+                                           for _, a_aff, init in atlases]).astype(np.float32)).to(device)  # (L, 4, 4)
     extent = (np.asarray(target.shape) - 1) * spacing
     levels: list[tuple[torch.Tensor, tuple[float, float, float]]] = []
-    history: list[dict[str, float]] = []
+    histories: list[list[dict[str, float]]] = [[] for _ in range(n_at)]
     for lev, (ds, cs_in, cs_z, iters, sig) in enumerate(zip(cfg.downsample, cfg.control_spacing_mm, cfg.through_plane_mm,
                                                             cfg.iterations, cfg.smooth_vox)):
         t0 = time.perf_counter()
         cs = (float(cs_in), float(cs_in), float(max(cs_in, cs_z)))
         idx = _sample_indices(target.shape, ds, slices)
         tgt = target[np.ix_(*idx)]
-        atl = _atlas_maps(atlas, sig, device)
+        flat, dims, offsets = _pack([_atlas_maps(a, sig, device) for a, _, _ in atlases])
         pos = [ix * sp for ix, sp in zip(idx, spacing)]
         frozen = _displacement(levels, pos, device)  # the coarser levels, on this level's voxels
         nc = [_n_ctrl(e, c) for e, c in zip(extent, cs)]
         bases = tuple(bspline_basis(p, c, n).to(device) for p, c, n in zip(pos, cs, nc))
-        ctrl = torch.zeros((*nc, 3), device=device, requires_grad=True)
+        ctrl = torch.zeros((n_at, *nc, 3), device=device, requires_grad=True)
         if lev == len(cfg.downsample) - 1 and cfg.band_mm > 0:
             step_k = float(np.median(np.diff(idx[2]))) if idx[2].size > 1 else float(ds)
             mask = _boundary_band(tgt, spacing * np.array([ds, ds, step_k]), cfg.band_mm)
@@ -332,36 +383,42 @@ def register_labels(
         grid_vox = torch.stack(torch.meshgrid(*[torch.from_numpy(ix.astype(np.float32)) for ix in idx], indexing="ij"), -1)
         grid_vox = grid_vox.reshape(-1, 3).to(device)[sel]
         lab = torch.from_numpy(tgt.reshape(-1).astype(np.int64)).to(device)[sel]
+        lab = lab[None, None].expand(1, n_at, -1)
         sp_t = torch.from_numpy(spacing.astype(np.float32)).to(device)
-        frozen_sel = frozen.reshape(-1, 3)[sel]
+        frozen_sel = frozen.reshape(-1, tgt.size, 3)[:, sel]  # (1 before any level, else L, P, 3)
         opt = torch.optim.Adam([ctrl], lr=cfg.step_mm)
 
         def consistency(c: torch.Tensor) -> torch.Tensor:
-            u = _dense(c, bases).reshape(-1, 3)[sel] + frozen_sel
-            v = grid_vox + u / sp_t
-            pts = v @ vox2atlas[:3, :3].T + vox2atlas[:3, 3]
-            w = _trilinear(atl, pts)  # (5, P)
-            return w.gather(0, lab[None]).mean()
+            u = _dense(c, bases).reshape(n_at, -1, 3)[:, sel] + frozen_sel  # (L, P, 3) mm
+            v = grid_vox[None] + u / sp_t
+            pts = v @ vox2atlas[:, :3, :3].transpose(1, 2) + vox2atlas[:, None, :3, 3]
+            w = _trilinear(flat, dims, offsets, pts)  # (5, L, P)
+            return w.gather(0, lab)[0].mean(1)  # (L,)
 
-        c_first = c_last = torch.full((), float("nan"))
+        c_first = c_last = torch.full((n_at,), float("nan"))
         for it in range(iters):
             opt.zero_grad(set_to_none=True)
             c = consistency(ctrl)
-            loss = (1.0 - c) + cfg.bending * _bending(ctrl, cs)
+            loss = (1.0 - c).sum() + cfg.bending * _bending(ctrl, cs).sum()
             loss.backward()
             opt.step()
             # kept as tensors: reading a value each step would make a GPU wait for every step
             if it == 0:
                 c_first = c.detach()
             c_last = c.detach()
-        first, last = float(c_first), float(c_last)
-        if not np.isfinite(last) or not torch.isfinite(ctrl).all():
-            raise RegistrationError(f"{what}: the FFD optimisation diverged at level {lev + 1}")
+        first, last = c_first.cpu().numpy(), c_last.cpu().numpy()
+        finite = torch.isfinite(ctrl.detach()).flatten(1).all(1).cpu().numpy() & np.isfinite(last)
+        if not finite.all():
+            bad = ", ".join(names[n] for n in np.flatnonzero(~finite))
+            raise RegistrationError(f"{what}: the FFD optimisation diverged at level {lev + 1} for {bad}")
         levels.append((ctrl.detach(), cs))
-        history.append({"level": lev + 1, "control_spacing_mm": list(cs), "downsample": ds, "iterations": iters,
-                        "points": int(sel.numel()), "consistency_start": first, "consistency_end": last,
-                        "seconds": time.perf_counter() - t0})
-    return FFDResult(levels=levels, init=np.asarray(init, float), history=history)
+        seconds = time.perf_counter() - t0
+        for n in range(n_at):
+            histories[n].append({"level": lev + 1, "control_spacing_mm": list(cs), "downsample": ds, "iterations": iters,
+                                 "points": int(sel.numel()), "consistency_start": float(first[n]),
+                                 "consistency_end": float(last[n]), "seconds": seconds, "atlases_in_batch": n_at})
+    return [FFDResult(levels=[(ctrl[n], cs) for ctrl, cs in levels], init=np.asarray(init, float), history=histories[n])
+            for n, (_, _, init) in enumerate(atlases)]
 
 
 def _atlas_points(result: FFDResult | None, volume_affine: Array, target_shape: tuple[int, int, int],
@@ -474,7 +531,7 @@ def register_affine_labels(
     to_vox = np.linalg.inv(atlas_affine) @ np.asarray(init, float)
     m = torch.from_numpy(to_vox.astype(np.float32)).to(device)
     c_t = torch.from_numpy(c.astype(np.float32)).to(device)
-    atl = _atlas_maps(atlas, smooth_vox, device)
+    flat, dims, offsets = _pack([_atlas_maps(atlas, smooth_vox, device)])
     lin = torch.zeros((3, 3), device=device, requires_grad=True)
     trans = torch.zeros(3, device=device, requires_grad=True)
     opt = torch.optim.Adam([lin, trans], lr=step)
@@ -484,7 +541,7 @@ def register_affine_labels(
         opt.zero_grad(set_to_none=True)
         p = c_t + xw @ (eye + lin).T + 100.0 * trans
         v = p @ m[:3, :3].T + m[:3, 3]
-        loss = 1.0 - _trilinear(atl, v).gather(0, lab[None]).mean()
+        loss = 1.0 - _trilinear(flat, dims, offsets, v[None])[:, 0].gather(0, lab[None]).mean()
         loss.backward()
         opt.step()
         sched.step()

@@ -12,10 +12,12 @@ from ssll.evaluate import dice
 from ssll.register import (
     FFDConfig,
     _sample,
+    _pack,
     _trilinear,
     bspline_basis,
     register_affine_labels,
     register_labels,
+    register_labels_batch,
     warp_volume,
 )
 from ssll.atlases import centroid_affine
@@ -36,9 +38,36 @@ def test_bspline_basis_is_a_partition_of_unity() -> None:
 
 
 def test_trilinear_matches_grid_sample() -> None:
-    vol = torch.rand(3, 9, 8, 7)
-    pts = torch.rand(500, 3) * torch.tensor([10.0, 9.0, 8.0]) - 0.5
-    np.testing.assert_allclose(_trilinear(vol, pts).numpy(), _sample(vol, pts).numpy(), atol=1e-5)
+    # two packed volumes of different shapes, each sampled at its own points (some outside)
+    vols = [torch.rand(3, 9, 8, 7), torch.rand(3, 5, 11, 6)]
+    pts = [torch.rand(500, 3) * torch.tensor([10.0, 9.0, 8.0]) - 0.5, torch.rand(500, 3) * torch.tensor([6.0, 12.0, 7.0]) - 0.5]
+    got = _trilinear(*_pack(vols), torch.stack(pts))
+    for n in range(2):
+        np.testing.assert_allclose(got[:, n].numpy(), _sample(vols[n], pts[n]).numpy(), atol=1e-5)
+
+
+def test_batch_gives_each_atlas_its_own_registration() -> None:
+    # three atlases of different grids and starts, registered together = one by one
+    target = biv_phantom(shape=(48, 48, 24), spacing=SP)
+    atlases = []
+    for n, (shape, shift) in enumerate((((48, 48, 24), 0.0), ((52, 44, 26), 2.5), ((46, 50, 24), -3.0))):
+        lab = biv_phantom(shape=shape, spacing=SP)
+        init = np.eye(4)
+        init[:3, 3] = (shift, -shift / 2, 0.0)
+        atlases.append((lab, _aff(), init))
+    cfg = FFDConfig(iterations=(15, 10))
+    batch = register_labels_batch(target, _aff(), atlases, cfg, slices=np.arange(1, 24, 4))
+    for (lab, aff, init), res in zip(atlases, batch):
+        one = register_labels(target, _aff(), lab, aff, init, cfg, slices=np.arange(1, 24, 4))
+        np.testing.assert_array_equal(res.init, init)
+        for (c_b, s_b), (c_1, s_1) in zip(res.levels, one.levels):
+            assert s_b == s_1
+            np.testing.assert_allclose(c_b.numpy(), c_1.numpy(), atol=2e-3)  # mm
+        assert res.history[-1]["consistency_end"] == pytest.approx(one.history[-1]["consistency_end"], abs=1e-4)
+        assert res.history[-1]["atlases_in_batch"] == 3 and one.history[-1]["atlases_in_batch"] == 1
+    bad = [(atlases[0][0], atlases[0][1], np.full((4, 4), np.nan))]
+    with pytest.raises(RegistrationError, match="diverged .* for a7"):
+        register_labels_batch(target, _aff(), bad, cfg, names=["a7"])
 
 
 def test_ffd_recovers_a_smooth_warp() -> None:
