@@ -166,3 +166,24 @@ def test_resident_training_runs_and_repeats_an_epoch(trained: tuple[TrainConfig,
     assert a["image"].shape == (2, 80, 64, 64) and torch.equal(a["image"], b["image"]) and torch.equal(a["seg"], b["seg"])
     c = next(iter(_ResidentBatches(data, rcfg, 4)))
     assert not torch.equal(a["image"], c["image"])
+
+
+def test_freeze_batchnorm_keeps_statistics_and_trains_the_rest() -> None:
+    from ssll.nn.network import SSLLN
+    from ssll.nn.train import freeze_batchnorm
+
+    torch.manual_seed(0)
+    net = SSLLN(n_slices=4, widths=(4, 8), depths=(1, 1), side_width=4, fuse_width=8)
+    bn = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    before = [(m.running_mean.clone(), m.weight.detach().clone()) for m in bn]
+    conv = next(m for m in net.modules() if isinstance(m, torch.nn.Conv2d))
+    w0 = conv.weight.detach().clone()
+    net.train()
+    freeze_batchnorm(net)
+    opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=1e-2)
+    seg, lmk = net(torch.rand(2, 4, 32, 32) * 5 + 3)  # inputs far from the initial statistics
+    (seg.mean() + lmk.mean()).backward()
+    opt.step()
+    for m, (rm, w) in zip(bn, before):
+        assert not m.training and torch.equal(m.running_mean, rm) and torch.equal(m.weight, w)
+    assert not torch.equal(conv.weight, w0) and net.training

@@ -32,7 +32,7 @@ from ssll.nn.network import SSLLN
 
 SOURCES = ("acdc", "phantom_hr", "phantom_lr")
 
-__all__ = ["TrainConfig", "dice_per_class", "export", "sample_dice", "train"]
+__all__ = ["TrainConfig", "dice_per_class", "export", "freeze_batchnorm", "sample_dice", "train"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,9 @@ class TrainConfig:
         phantom_seeds: ``(first, count)`` phantom seeds for training.
         phantom_validation_seeds: ``(first, count)`` phantom seeds kept for validation.
         init_weights: weights to start from (fine-tuning), or empty for a random start.
+        freeze_batchnorm: keep every batch-norm layer's statistics and affine parameters as they are
+            (fine-tuning with small CPU batches, whose statistics would drift from those the
+            initial weights were trained with). Defaults to False.
         cache_dir: where preprocessed samples are cached.
         out_dir: checkpoint, log and final weights.
         validation_patients: patient ids kept out of training.
@@ -76,6 +79,7 @@ class TrainConfig:
     phantom_seeds: tuple[int, int] = (10000, 60)
     phantom_validation_seeds: tuple[int, int] = (19000, 10)
     init_weights: str = ""
+    freeze_batchnorm: bool = False
     cache_dir: str = "resources/cache/train"
     out_dir: str = "resources/train/sslln_lr"
     validation_patients: tuple[str, ...] = ()
@@ -221,6 +225,8 @@ def train(cfg: TrainConfig) -> Path:
         for group in opt.param_groups:
             group["lr"] = lr
         model.train()
+        if cfg.freeze_batchnorm:
+            freeze_batchnorm(model)
         t0 = time.time()
         sums = np.zeros(3)
         for step, b in enumerate(loader, start=1):
@@ -249,6 +255,16 @@ def train(cfg: TrainConfig) -> Path:
                     "torch_rng": torch.get_rng_state()}, tmp)
         tmp.replace(ckpt)
     return export(cfg, validation=last_val)
+
+
+def freeze_batchnorm(model: torch.nn.Module) -> None:
+    """Batch-norm layers to evaluation mode (running statistics used, not updated) with their scale
+    and shift excluded from the gradient; the rest of ``model`` is untouched."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.eval()
+            for p in m.parameters():
+                p.requires_grad_(False)
 
 
 def _load_resident(files: list[Path], device: torch.device) -> dict[str, torch.Tensor]:
