@@ -2,7 +2,9 @@
 
 * Dice and Hausdorff distance (mm) per structure on the original image grid (network class
   probabilities taken back by linear interpolation, largest component per structure kept, as
-  ``ssll segment`` writes them), against the expert labels.
+  ``ssll segment`` writes them), against the expert labels. Hausdorff distance both in 3D and
+  slice-wise (2D per short-axis slice where both hold the structure, averaged: the paper's
+  group's convention, ``ssll.evaluate.hausdorff_slicewise``).
 * Landmark error (mm, world space) per landmark, against landmarks derived from the expert
   labels by the same geometric rules used to make the training targets.
 * The paper's Fig 8 test: k consecutive working-grid slices (2 mm each) centred on the
@@ -33,7 +35,7 @@ import pandas as pd
 import torch
 import yaml
 
-from ssll.evaluate import dice, hausdorff, landmark_distances
+from ssll.evaluate import dice, hausdorff, hausdorff_slicewise, landmark_distances
 from ssll.io import load_image, load_labels
 from ssll.labels import LANDMARK_NAMES, Label
 from ssll.landmarks import landmarks_from_labels, points_from_landmark_map, voxel_to_world
@@ -89,6 +91,7 @@ def main() -> None:
             n = s.name.lower()
             row[f"dice_{n}"] = dice(orig == s, gt.array == s)
             row[f"hd_mm_{n}"] = hausdorff(orig == s, gt.array == s, gt.spacing)
+            row[f"hd2d_mm_{n}"] = hausdorff_slicewise(orig == s, gt.array == s, gt.spacing)
         rows.append(row)
         # landmarks (world mm) against label-derived ones
         gt_w = labels_to_working(gt.array, rec)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ssll.evaluate import dice, hausdorff, landmark_distances
+from ssll.evaluate import dice, hausdorff, hausdorff_slicewise, landmark_distances
 
 
 def test_dice_hand_computed() -> None:
@@ -25,6 +25,21 @@ def test_hausdorff_of_two_boxes_in_mm() -> None:
     b2 = np.zeros_like(a)
     b2[5:10, 5:10, 2:6] = True  # one more slice of 10 mm
     assert hausdorff(a, b2, (1.0, 2.0, 10.0)) == pytest.approx(10.0)
+
+
+def test_slicewise_hausdorff_averages_the_slices_both_hold() -> None:
+    a = np.zeros((20, 20, 6), bool)
+    b = np.zeros((20, 20, 6), bool)
+    a[5:10, 5:10, 1:5] = True
+    b[5:10, 5:12, 1:3] = True  # slices 1-2: 2 voxels longer along j (4 mm)
+    b[5:10, 5:11, 3] = True  # slice 3: 1 voxel (2 mm); slice 4: a only; slice 5: b only
+    b[0:3, 0:3, 5] = True
+    # slices 1, 2, 3 count: (4 + 4 + 2) / 3 mm; the 3D distance sees the extra slice (10 mm)
+    assert hausdorff_slicewise(a, b, (1.0, 2.0, 10.0)) == pytest.approx(10.0 / 3)
+    assert hausdorff(a, b, (1.0, 2.0, 10.0)) > 10.0
+    # the slice axis can be another one
+    assert hausdorff_slicewise(np.moveaxis(a, 2, 0), np.moveaxis(b, 2, 0), (10.0, 1.0, 2.0), axis=0) == pytest.approx(10.0 / 3)
+    assert np.isnan(hausdorff_slicewise(a[..., :1], b[..., :1], (1.0, 2.0, 10.0)))  # no slice holds both
 
 
 def test_hd95_below_max() -> None:
