@@ -273,10 +273,13 @@ def _grid_points(shape: tuple[int, ...], stride: int) -> Array:
 def warp_labels_nearest(atlas: Atlas, world_to_atlas: Array, points_world: Array) -> Array:
     """Atlas labels at world points ``(P, 3)`` after ``world_to_atlas`` (nearest neighbour; 0 outside)."""
     v = (np.linalg.inv(atlas.affine) @ world_to_atlas).astype(np.float32)
-    r = np.rint(points_world @ v[:3, :3].T + v[:3, 3]).astype(np.int32)
-    n = np.asarray(atlas.labels.shape, np.int32)
-    inside = ((r >= 0) & (r < n)).all(1)
-    flat = (np.clip(r[:, 0], 0, n[0] - 1) * n[1] + np.clip(r[:, 1], 0, n[1] - 1)) * n[2] + np.clip(r[:, 2], 0, n[2] - 1)
+    # axis-major (3, P): each coordinate contiguous, so the bounds checks below are plain vector ops
+    r = np.rint(v[:3, :3] @ np.asarray(points_world, np.float32).T + v[:3, 3:]).astype(np.int32)
+    n = atlas.labels.shape
+    inside = (r[0] >= 0) & (r[0] < n[0]) & (r[1] >= 0) & (r[1] < n[1]) & (r[2] >= 0) & (r[2] < n[2])
+    for a in range(3):
+        np.clip(r[a], 0, n[a] - 1, out=r[a])
+    flat = (r[0] * n[1] + r[1]) * n[2] + r[2]
     return np.where(inside, atlas.labels.reshape(-1)[flat], 0).astype(np.uint8)
 
 
