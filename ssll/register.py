@@ -439,7 +439,7 @@ def _atlas_points(result: FFDResult | None, volume_affine: Array, target_shape: 
 def _warp_at(volume: Array, pts: torch.Tensor, target_shape: tuple[int, int, int], *, labels: bool,
              device: torch.device) -> Array:
     if labels:
-        oh = torch.from_numpy(one_hot_smooth(np.asarray(volume), 0.0)).to(device)
+        oh = _atlas_maps(volume, 0.0, device)  # one-hot made on the device when it is a GPU
         return _sample(oh, pts).argmax(0).reshape(target_shape).to(torch.uint8).cpu().numpy()
     img = torch.from_numpy(np.asarray(volume, np.float32))[None].to(device)
     return _sample(img, pts)[0].reshape(target_shape).cpu().numpy()
