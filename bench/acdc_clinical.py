@@ -25,10 +25,9 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from ssll.io import load_image, load_labels  # noqa: E402
-from ssll.landmarks import points_from_landmark_map, voxel_to_world  # noqa: E402
 from ssll.measures import cardiac_measures, phase_measures  # noqa: E402
 from ssll.nn.data import acdc_cases  # noqa: E402
-from ssll.nn.infer import input_fov_mask, load_model, predict  # noqa: E402
+from ssll.nn.infer import input_fov_mask, landmark_points, load_model, predict  # noqa: E402
 from ssll.postprocess import keep_largest_components  # noqa: E402
 from ssll.preprocess import preprocess_volume, probabilities_to_original  # noqa: E402
 from ssll.qc import qc_flags  # noqa: E402
@@ -66,7 +65,7 @@ def main() -> None:
             auto_ph[ph] = phase_measures(orig, gt.spacing)
             gt_ph[ph] = phase_measures(gt.array, gt.spacing)
             segs[ph] = keep_largest_components(np.where(input_fov_mask(rec), lab[0], 0).astype(np.uint8))
-            lms[ph] = voxel_to_world(points_from_landmark_map(lmap[0]), rec.working_affine)
+            lms[ph] = landmark_points(lmap[0], rec)
         auto = {"patient": patient, "group": phases["ED"]["group"], **cardiac_measures(auto_ph["ED"], auto_ph["ES"])}
         truth = {"patient": patient, **cardiac_measures(gt_ph["ED"], gt_ph["ES"])}
         auto_rows.append(auto)

@@ -46,8 +46,7 @@ from ssll.atlases import AtlasConfig, crop, crop_box, load_bank, run_atlas_build
 from ssll.evaluate import dice, overlap_metrics  # noqa: E402
 from ssll.interpolate import nearest_upsample, shape_based_upsample  # noqa: E402
 from ssll.labels import LANDMARK_NAMES, Label  # noqa: E402
-from ssll.landmarks import points_from_landmark_map, voxel_to_world  # noqa: E402
-from ssll.nn.infer import default_weights, load_model, predict  # noqa: E402
+from ssll.nn.infer import default_weights, landmark_points, load_model, predict  # noqa: E402
 from ssll.phantom import make_phantom, require_bank, run_phantom  # noqa: E402
 from ssll.preprocess import preprocess_volume, probabilities_to_original, resample  # noqa: E402
 from ssll.qc import overlay_rgb  # noqa: E402
@@ -194,7 +193,7 @@ def main() -> None:
         labels, lmap, _conf, prob = predict(model, work_img.array[None], return_prob=True)
         seg_w, lmap = labels[0], lmap[0]
         seg_lr = probabilities_to_original(prob[0].astype(np.float32), rec)
-        pts = voxel_to_world(points_from_landmark_map(lmap), rec.working_affine)
+        pts = landmark_points(lmap, rec)
         shape, waff = rec.working_shape, rec.working_affine
         truth = truth_on_grid(p["labels"], ph["affine"], shape, waff)
         sp = tuple(float(v) for v in np.linalg.norm(waff[:3, :3], axis=0))

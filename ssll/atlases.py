@@ -378,8 +378,7 @@ def run_atlas_build(*, sources: list[tuple[str, Path]], out_dir: PathLike, weigh
 
     from ssll.errors import SsllError
     from ssll.io import load_image
-    from ssll.landmarks import points_from_landmark_map, voxel_to_world
-    from ssll.nn.infer import load_model, predict
+    from ssll.nn.infer import landmark_points, load_model, predict
     from ssll.postprocess import keep_largest_components
     from ssll.preprocess import preprocess_volume
 
@@ -400,12 +399,12 @@ def run_atlas_build(*, sources: list[tuple[str, Path]], out_dir: PathLike, weigh
         labels, lmap, _conf = predict(model, np.stack([c[2].array for c in chunk]))
         for n, (aid, img_path, work, rec) in enumerate(chunk):
             lab = keep_largest_components(labels[n])
-            pts = points_from_landmark_map(lmap[n])
+            pts = landmark_points(lmap[n], rec)  # world mm
             if not np.isfinite(pts).all() or not (lab == Label.LV_CAVITY).any():
                 log.error("atlas %s: %s: the network found no heart or not all six landmarks; left out", aid, img_path)
                 continue
             vols = write_atlas(out / f"{aid}.npz", image=work.array, labels=lab, affine=rec.working_affine,
-                               landmarks=voxel_to_world(pts, rec.working_affine), margin_mm=margin_mm)
+                               landmarks=pts, margin_mm=margin_mm)
             rows.append({"atlas_id": aid, "file": f"{aid}.npz", "source_image": str(img_path),
                          "weights": str(weights), **vols})
     if not rows:

@@ -284,6 +284,19 @@ def landmark_map(points: Array, shape: tuple[int, int, int], affine: Array, *, r
     return out
 
 
+def restrict_landmark_map(lmap: Array, keep: Array) -> Array:
+    """A landmark map ``(I, J, K)`` with each landmark's voxels outside ``keep`` (bool, same shape;
+    e.g. the acquired field of view) removed — unless none of that landmark's voxels is inside, in
+    which case it is left as it is (a landmark is never lost)."""
+    out = np.asarray(lmap).copy()
+    outside = ~np.asarray(keep, bool)
+    for n in range(1, 7):
+        mask = out == n
+        if (mask & ~outside).any():
+            out[mask & outside] = 0
+    return out
+
+
 def points_from_landmark_map(lmap: Array, *, probabilities: Array | None = None) -> Array:
     """Landmark points from a landmark label map.
 

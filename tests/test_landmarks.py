@@ -12,6 +12,7 @@ from ssll.landmarks import (
     landmark_map,
     landmarks_from_labels,
     points_from_landmark_map,
+    restrict_landmark_map,
     run_landmarks,
     voxel_to_world,
     world_to_voxel,
@@ -134,3 +135,33 @@ def test_run_landmarks_from_labels_writes_the_derived_points(tmp_path: Path) -> 
                                       out_map=str(tmp_path / "m.nii.gz"))
     np.testing.assert_allclose(world, voxel_to_world(landmarks_from_labels(lab, AFF), AFF), atol=1e-4)
     assert "mitral_valve_centre" in (tmp_path / "l.csv").read_text()
+
+
+def test_landmark_outside_the_field_of_view_is_dropped_unless_it_is_all_there_is() -> None:
+    lmap = np.zeros((20, 20, 10), np.uint8)
+    lmap[4:6, 4:6, 2:4] = 1  # landmark 1 inside the field of view ...
+    lmap[10:16, 10:16, 7:10] = 1  # ... and a larger spurious blob in the zero padding beyond it
+    lmap[12:14, 12:14, 8] = 2  # landmark 2 only outside
+    fov = np.zeros(lmap.shape, bool)
+    fov[:, :, :6] = True
+    out = restrict_landmark_map(lmap, fov)
+    assert not (out[:, :, 6:] == 1).any() and (out == 1).sum() == 8
+    assert (out == 2).sum() == 4  # never lost
+    np.testing.assert_allclose(points_from_landmark_map(out)[0], [4.5, 4.5, 2.5])
+    np.testing.assert_allclose(points_from_landmark_map(lmap)[0], [12.5, 12.5, 8.0])  # the blob would win
+
+
+def test_landmark_points_use_the_field_of_view_of_the_record() -> None:
+    from ssll.nn.infer import landmark_points
+    from ssll.preprocess import preprocess_volume
+    from ssll.types import Volume
+
+    aff = np.diag([1.25, 1.25, 8.0, 1.0])
+    _, rec = preprocess_volume(Volume(np.random.default_rng(0).random((160, 160, 8)).astype(np.float32), aff))
+    lmap = np.zeros(rec.working_shape, np.uint8)
+    k_in, k_out = rec.working_shape[2] // 2, 1  # the 64 mm stack is centred in a 160 mm grid: slice 1 is padding
+    lmap[90:93, 90:93, k_in] = 3
+    lmap[20:30, 20:30, k_out:k_out + 3] = 3
+    pts = landmark_points(lmap, rec)
+    np.testing.assert_allclose(pts[2], voxel_to_world(np.array([[91.0, 91.0, k_in]]), rec.working_affine)[0], atol=1e-6)
+    assert np.isnan(pts[0]).all()

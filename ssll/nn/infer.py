@@ -30,6 +30,7 @@ import torch
 
 from ssll.errors import ModelError, SsllError
 from ssll.labels import LANDMARK_NAMES
+from ssll.landmarks import restrict_landmark_map
 from ssll.nn.device import select_device
 from ssll.nn.network import SSLLN
 from ssll.postprocess import keep_largest_components
@@ -169,6 +170,16 @@ def input_fov_mask(record: GridRecord) -> Array:
     return resample(ones, record.input_affine, record.working_affine, record.working_shape, order=0).astype(bool)
 
 
+def landmark_points(lmap: Array, record: GridRecord) -> Array:
+    """The six landmarks ``(6, 3)`` in world mm from a working-grid landmark map ``(I, J, K)``, as
+    ``ssll segment`` then ``ssll landmarks`` give them: voxels outside the input's field of view
+    dropped (:func:`ssll.landmarks.restrict_landmark_map`), centroid of each largest component."""
+    from ssll.landmarks import points_from_landmark_map, voxel_to_world
+
+    return voxel_to_world(points_from_landmark_map(restrict_landmark_map(lmap, input_fov_mask(record))),
+                          record.working_affine)
+
+
 def _write_outputs(item: SegmentItem, record: GridRecord, labels: Array, lmap: Array, conf: Array, prob: Array) -> None:
     from ssll.io import save_nifti, write_json  # NIfTI only where files are written (predict() needs no nibabel)
 
@@ -177,6 +188,7 @@ def _write_outputs(item: SegmentItem, record: GridRecord, labels: Array, lmap: A
     # no tissue outside the acquired field of view (the zero padding of the working grid)
     fov = input_fov_mask(record)
     labels = keep_largest_components(np.where(fov, labels, 0).astype(np.uint8))
+    lmap = restrict_landmark_map(lmap, fov)
     orig = keep_largest_components(probabilities_to_original(prob.astype(np.float32), record))
     header = original_header(record)
     save_nifti(out / f"{item.phase}_labels.nii.gz", Volume(labels, w_aff), dtype=np.uint8)
