@@ -38,7 +38,7 @@ import yaml
 from ssll.evaluate import dice, hausdorff, hausdorff_slicewise, landmark_distances
 from ssll.io import load_image, load_labels
 from ssll.labels import LANDMARK_NAMES, Label
-from ssll.landmarks import landmarks_from_labels, points_from_landmark_map, restrict_landmark_map, voxel_to_world
+from ssll.landmarks import landmarks_from_labels, voxel_to_world, world_to_voxel
 from ssll.nn.data import acdc_cases
 from ssll.nn.infer import input_fov_mask, landmark_points, load_model, predict
 from ssll.preprocess import labels_to_working, preprocess_volume, probabilities_to_original
@@ -118,7 +118,7 @@ def main() -> None:
             if example is None and k == 13 and c["phase"] == "ED":
                 example = (work.array.copy(), filled, lab[0].copy(), lab_f[0].copy(), gt_w.copy(), lo, hi)
         if c["patient"] in ("patient020", "patient080") and c["phase"] == "ED":
-            pts_vox = points_from_landmark_map(restrict_landmark_map(lmap[0], fov))
+            pts_vox = world_to_voxel(landmark_points(lmap[0], rec), rec.working_affine)
             montage(work.array, lab[0], (1.25, 1.25, 2.0), out / f"overlay_{c['patient']}_ED_network.png",
                     landmarks_vox=pts_vox, title=f"{c['patient']} ED: SSLLN-LR labels and landmarks")
             montage(work.array, gt_w, (1.25, 1.25, 2.0), out / f"overlay_{c['patient']}_ED_expert.png",

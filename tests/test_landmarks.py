@@ -165,3 +165,18 @@ def test_landmark_points_use_the_field_of_view_of_the_record() -> None:
     pts = landmark_points(lmap, rec)
     np.testing.assert_allclose(pts[2], voxel_to_world(np.array([[91.0, 91.0, k_in]]), rec.working_affine)[0], atol=1e-6)
     assert np.isnan(pts[0]).all()
+
+
+def test_landmarks_just_beyond_the_acquired_slices_are_kept() -> None:
+    # an apex half a slice beyond the last acquired slice is a real landmark, not padding
+    from ssll.nn.infer import LANDMARK_FOV_MARGIN_MM, input_fov_mask
+    from ssll.preprocess import preprocess_volume
+    from ssll.types import Volume
+
+    _, rec = preprocess_volume(Volume(np.random.default_rng(1).random((160, 160, 8)).astype(np.float32),
+                                      np.diag([1.25, 1.25, 8.0, 1.0])))
+    fov = input_fov_mask(rec)
+    grown = input_fov_mask(rec, margin_mm=LANDMARK_FOV_MARGIN_MM)
+    ks, kg = np.flatnonzero(fov.any(axis=(0, 1))), np.flatnonzero(grown.any(axis=(0, 1)))
+    assert kg[0] == ks[0] - 10 and kg[-1] == ks[-1] + 10  # 20 mm of 2 mm slices each side
+    assert np.array_equal(grown[:, :, ks[0]:ks[-1] + 1], fov[:, :, ks[0]:ks[-1] + 1])

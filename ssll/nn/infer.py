@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from ssll.errors import ModelError, SsllError
 from ssll.labels import LANDMARK_NAMES
@@ -164,19 +165,31 @@ class SegmentItem:
     out_dir: Path
 
 
-def input_fov_mask(record: GridRecord) -> Array:
-    """Working-grid voxels inside the input image's field of view, ``(I, J, K)`` bool."""
+#: how far beyond the acquired slices (mm, along the slice axis) a landmark may lie: the apex and the
+#: mitral valve centre sit up to about a slice beyond the last LV slice of a thick-slice stack
+LANDMARK_FOV_MARGIN_MM = 20.0
+
+
+def input_fov_mask(record: GridRecord, *, margin_mm: float = 0.0) -> Array:
+    """Working-grid voxels inside the input image's field of view, ``(I, J, K)`` bool, grown by
+    ``margin_mm`` along the slice axis (axis 2)."""
     ones = np.ones(record.input_shape, np.uint8)
-    return resample(ones, record.input_affine, record.working_affine, record.working_shape, order=0).astype(bool)
+    fov = resample(ones, record.input_affine, record.working_affine, record.working_shape, order=0).astype(bool)
+    n = int(np.ceil(margin_mm / float(np.linalg.norm(np.asarray(record.working_affine)[:3, 2])))) if margin_mm > 0 else 0
+    if n:
+        fov = ndimage.binary_dilation(fov, structure=np.ones((1, 1, 3), bool), iterations=n)
+    return fov
 
 
 def landmark_points(lmap: Array, record: GridRecord) -> Array:
     """The six landmarks ``(6, 3)`` in world mm from a working-grid landmark map ``(I, J, K)``, as
-    ``ssll segment`` then ``ssll landmarks`` give them: voxels outside the input's field of view
-    dropped (:func:`ssll.landmarks.restrict_landmark_map`), centroid of each largest component."""
+    ``ssll segment`` then ``ssll landmarks`` give them: voxels more than ``LANDMARK_FOV_MARGIN_MM``
+    beyond the input's field of view dropped (:func:`ssll.landmarks.restrict_landmark_map`),
+    centroid of each largest component."""
     from ssll.landmarks import points_from_landmark_map, voxel_to_world
 
-    return voxel_to_world(points_from_landmark_map(restrict_landmark_map(lmap, input_fov_mask(record))),
+    keep = input_fov_mask(record, margin_mm=LANDMARK_FOV_MARGIN_MM)
+    return voxel_to_world(points_from_landmark_map(restrict_landmark_map(lmap, keep)),
                           record.working_affine)
 
 
@@ -188,7 +201,7 @@ def _write_outputs(item: SegmentItem, record: GridRecord, labels: Array, lmap: A
     # no tissue outside the acquired field of view (the zero padding of the working grid)
     fov = input_fov_mask(record)
     labels = keep_largest_components(np.where(fov, labels, 0).astype(np.uint8))
-    lmap = restrict_landmark_map(lmap, fov)
+    lmap = restrict_landmark_map(lmap, input_fov_mask(record, margin_mm=LANDMARK_FOV_MARGIN_MM))
     orig = keep_largest_components(probabilities_to_original(prob.astype(np.float32), record))
     header = original_header(record)
     save_nifti(out / f"{item.phase}_labels.nii.gz", Volume(labels, w_aff), dtype=np.uint8)
