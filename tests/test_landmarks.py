@@ -159,7 +159,7 @@ def test_landmark_points_use_the_field_of_view_of_the_record() -> None:
     aff = np.diag([1.25, 1.25, 8.0, 1.0])
     _, rec = preprocess_volume(Volume(np.random.default_rng(0).random((160, 160, 8)).astype(np.float32), aff))
     lmap = np.zeros(rec.working_shape, np.uint8)
-    k_in, k_out = rec.working_shape[2] // 2, 1  # the 64 mm stack is centred in a 160 mm grid: slice 1 is padding
+    k_in, k_out = rec.working_shape[2] // 2, 1  # the 64 mm stack is centred in a 160 mm grid: slice 1 is 44 mm out
     lmap[90:93, 90:93, k_in] = 3
     lmap[20:30, 20:30, k_out:k_out + 3] = 3
     pts = landmark_points(lmap, rec)
@@ -178,5 +178,6 @@ def test_landmarks_just_beyond_the_acquired_slices_are_kept() -> None:
     fov = input_fov_mask(rec)
     grown = input_fov_mask(rec, margin_mm=LANDMARK_FOV_MARGIN_MM)
     ks, kg = np.flatnonzero(fov.any(axis=(0, 1))), np.flatnonzero(grown.any(axis=(0, 1)))
-    assert kg[0] == ks[0] - 10 and kg[-1] == ks[-1] + 10  # 20 mm of 2 mm slices each side
+    n = int(LANDMARK_FOV_MARGIN_MM / 2.0)  # 2 mm slices
+    assert kg[0] == ks[0] - n and kg[-1] == ks[-1] + n
     assert np.array_equal(grown[:, :, ks[0]:ks[-1] + 1], fov[:, :, ks[0]:ks[-1] + 1])
