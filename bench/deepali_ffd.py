@@ -101,7 +101,7 @@ def compare_level(pb: dict, lev: int, cfg: FFDConfig, reps: int) -> dict:
     pos = [ix * sp for ix, sp in zip(idx, spacing)]
     # deepali needs a whole number of grid points between control points: its grid is in-plane every
     # ds-th voxel and every working-grid slice (2 mm); the control spacing is the same in mm
-    stride = [int(round(cs[a] / (spacing[a] * (ds if a < 2 else 1)))) for a in range(3)]
+    stride = [round(cs[a] / (spacing[a] * (ds if a < 2 else 1))) for a in range(3)]
     dense_shape = [len(np.arange(0, tl.shape[0], ds)), len(np.arange(0, tl.shape[1], ds)), tl.shape[2]]
     n_dl = [int(np.ceil(dense_shape[a] / stride[a])) + 3 for a in range(3)]  # a whole control grid over the box
     n_ours = [_n_ctrl(e, c) for e, c in zip(extent, cs)]

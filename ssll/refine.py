@@ -24,8 +24,8 @@ import torch
 from ssll.atlases import Atlas, AtlasConfig, crop, crop_box, select_atlases
 from ssll.errors import AtlasError
 from ssll.fusion import FusionConfig, fuse_labels
-from ssll.register import FFDConfig, register_affine_labels, register_labels_batch, warp_atlas
 from ssll.preprocess import GridRecord
+from ssll.register import FFDConfig, register_affine_labels, register_labels_batch, warp_atlas
 from ssll.types import Array, PathLike
 
 __all__ = ["RefineConfig", "acquired_slices", "refine", "run_refine"]

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import biv_phantom, write_nifti
+
 from ssll.errors import LandmarkError
 from ssll.labels import Label, Landmark
 from ssll.landmarks import (

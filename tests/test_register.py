@@ -5,14 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import biv_phantom
+
+from ssll.atlases import centroid_affine
 from ssll.errors import RegistrationError
 from ssll.evaluate import dice
 from ssll.register import (
     FFDConfig,
-    _sample,
     _pack,
+    _sample,
     _trilinear,
     bspline_basis,
     register_affine_labels,
@@ -20,7 +21,6 @@ from ssll.register import (
     register_labels_batch,
     warp_volume,
 )
-from ssll.atlases import centroid_affine
 
 SP = (1.25, 1.25, 2.0)
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import biv_phantom, image_from_labels, write_nifti
+
 from ssll.labels import from_canonical
 from ssll.nn.data import AugmentConfig, VolumeDataset, augment, cache_acdc, drop_slab
 from ssll.nn.infer import SegmentItem, load_model, predict, run_segment
@@ -125,7 +125,7 @@ def test_augment_slice_shift_and_dropped_slab() -> None:
     lab = np.zeros((32, 32, 40), np.uint8)
     lab[10:22, 10:22, 10:30] = 1
     img = np.where(lab > 0, 0.8, 0.2).astype(np.float32)
-    still = dict(rotate_deg=0, translate_mm=0, scale=(1, 1), gamma=(1, 1), intensity_scale=(1, 1))
+    still = {"rotate_deg": 0, "translate_mm": 0, "scale": (1, 1), "gamma": (1, 1), "intensity_scale": (1, 1)}
     # a slice shift alone moves image and labels together along k by whole or partial slices
     a_img, a_lab, _ = augment(img, lab, np.zeros_like(lab), AugmentConfig(**still, translate_slice_mm=8.0),
                               np.random.default_rng(5))
