@@ -64,8 +64,9 @@ def main() -> None:
             orig = keep_largest_components(probabilities_to_original(prob[0].astype(np.float32), rec))
             auto_ph[ph] = phase_measures(orig, gt.spacing)
             gt_ph[ph] = phase_measures(gt.array, gt.spacing)
-            segs[ph] = keep_largest_components(np.where(input_fov_mask(rec), lab[0], 0).astype(np.uint8))
-            lms[ph] = landmark_points(lmap[0], rec)
+            fov = input_fov_mask(rec)
+            segs[ph] = keep_largest_components(np.where(fov, lab[0], 0).astype(np.uint8))
+            lms[ph] = landmark_points(lmap[0], rec, fov=fov)
         auto = {"patient": patient, "group": phases["ED"]["group"], **cardiac_measures(auto_ph["ED"], auto_ph["ES"])}
         truth = {"patient": patient, **cardiac_measures(gt_ph["ED"], gt_ph["ES"])}
         auto_rows.append(auto)

@@ -96,7 +96,7 @@ def main() -> None:
         # landmarks (world mm) against label-derived ones
         gt_w = labels_to_working(gt.array, rec)
         true_pts = voxel_to_world(landmarks_from_labels(gt_w, rec.working_affine), rec.working_affine)
-        pred_pts = landmark_points(lmap[0], rec)
+        pred_pts = landmark_points(lmap[0], rec, fov=fov)
         d = landmark_distances(pred_pts, true_pts)
         lrows.append({"patient": c["patient"], "phase": c["phase"],
                       **dict(zip(LANDMARK_NAMES, d.astype(float)))})
@@ -118,7 +118,7 @@ def main() -> None:
             if example is None and k == 13 and c["phase"] == "ED":
                 example = (work.array.copy(), filled, lab[0].copy(), lab_f[0].copy(), gt_w.copy(), lo, hi)
         if c["patient"] in ("patient020", "patient080") and c["phase"] == "ED":
-            pts_vox = world_to_voxel(landmark_points(lmap[0], rec), rec.working_affine)
+            pts_vox = world_to_voxel(pred_pts, rec.working_affine)
             montage(work.array, lab[0], (1.25, 1.25, 2.0), out / f"overlay_{c['patient']}_ED_network.png",
                     landmarks_vox=pts_vox, title=f"{c['patient']} ED: SSLLN-LR labels and landmarks")
             montage(work.array, gt_w, (1.25, 1.25, 2.0), out / f"overlay_{c['patient']}_ED_expert.png",

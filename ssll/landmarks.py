@@ -289,11 +289,11 @@ def restrict_landmark_map(lmap: Array, keep: Array) -> Array:
     e.g. the acquired field of view) removed — unless none of that landmark's voxels is inside, in
     which case it is left as it is (a landmark is never lost)."""
     out = np.asarray(lmap).copy()
-    outside = ~np.asarray(keep, bool)
+    inside = np.asarray(keep, bool)
     for n in range(1, 7):
         mask = out == n
-        if (mask & ~outside).any():
-            out[mask & outside] = 0
+        if (mask & inside).any():
+            out[mask & ~inside] = 0
     return out
 
 

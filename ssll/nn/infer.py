@@ -31,14 +31,15 @@ from scipy import ndimage
 
 from ssll.errors import ModelError, SsllError
 from ssll.labels import LANDMARK_NAMES
-from ssll.landmarks import restrict_landmark_map
+from ssll.landmarks import points_from_landmark_map, restrict_landmark_map, voxel_to_world
 from ssll.nn.device import select_device
 from ssll.nn.network import SSLLN
 from ssll.postprocess import keep_largest_components
 from ssll.preprocess import GridRecord, original_header, probabilities_to_original, resample
 from ssll.types import Array, PathLike, Volume
 
-__all__ = ["LoadedModel", "SegmentItem", "default_weights", "load_model", "merge_untrained", "predict", "run_segment"]
+__all__ = ["LoadedModel", "SegmentItem", "default_weights", "input_fov_mask", "landmark_points", "load_model", "merge_untrained",
+           "predict", "run_segment"]
 
 log = logging.getLogger("ssll.segment")
 
@@ -176,22 +177,24 @@ def input_fov_mask(record: GridRecord, *, margin_mm: float = 0.0) -> Array:
     ``margin_mm`` along the slice axis (axis 2)."""
     ones = np.ones(record.input_shape, np.uint8)
     fov = resample(ones, record.input_affine, record.working_affine, record.working_shape, order=0).astype(bool)
+    return grow_along_slices(fov, record, margin_mm)
+
+
+def grow_along_slices(mask: Array, record: GridRecord, margin_mm: float) -> Array:
+    """A working-grid mask ``(I, J, K)`` grown by ``margin_mm`` along the slice axis (axis 2)."""
     n = int(np.ceil(margin_mm / float(np.linalg.norm(np.asarray(record.working_affine)[:3, 2])))) if margin_mm > 0 else 0
-    if n:
-        fov = ndimage.binary_dilation(fov, structure=np.ones((1, 1, 3), bool), iterations=n)
-    return fov
+    return ndimage.binary_dilation(mask, structure=np.ones((1, 1, 3), bool), iterations=n) if n else mask
 
 
-def landmark_points(lmap: Array, record: GridRecord) -> Array:
+def landmark_points(lmap: Array, record: GridRecord, *, fov: Array | None = None) -> Array:
     """The six landmarks ``(6, 3)`` in world mm from a working-grid landmark map ``(I, J, K)``, as
     ``ssll segment`` then ``ssll landmarks`` give them: voxels more than ``LANDMARK_FOV_MARGIN_MM``
     beyond the input's field of view dropped (:func:`ssll.landmarks.restrict_landmark_map`),
-    centroid of each largest component."""
-    from ssll.landmarks import points_from_landmark_map, voxel_to_world
-
-    keep = input_fov_mask(record, margin_mm=LANDMARK_FOV_MARGIN_MM)
-    return voxel_to_world(points_from_landmark_map(restrict_landmark_map(lmap, keep)),
-                          record.working_affine)
+    centroid of each largest component. ``fov``: :func:`input_fov_mask` of ``record`` when the
+    caller has it already."""
+    fov = input_fov_mask(record) if fov is None else fov
+    keep = grow_along_slices(fov, record, LANDMARK_FOV_MARGIN_MM)
+    return voxel_to_world(points_from_landmark_map(restrict_landmark_map(lmap, keep)), record.working_affine)
 
 
 def _write_outputs(item: SegmentItem, record: GridRecord, labels: Array, lmap: Array, conf: Array, prob: Array) -> None:
@@ -202,7 +205,7 @@ def _write_outputs(item: SegmentItem, record: GridRecord, labels: Array, lmap: A
     # no tissue outside the acquired field of view (the zero padding of the working grid)
     fov = input_fov_mask(record)
     labels = keep_largest_components(np.where(fov, labels, 0).astype(np.uint8))
-    lmap = restrict_landmark_map(lmap, input_fov_mask(record, margin_mm=LANDMARK_FOV_MARGIN_MM))
+    lmap = restrict_landmark_map(lmap, grow_along_slices(fov, record, LANDMARK_FOV_MARGIN_MM))
     orig = keep_largest_components(probabilities_to_original(prob.astype(np.float32), record))
     header = original_header(record)
     save_nifti(out / f"{item.phase}_labels.nii.gz", Volume(labels, w_aff), dtype=np.uint8)
