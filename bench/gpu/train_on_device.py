@@ -20,6 +20,9 @@ Outputs in ``$OUT``: ``sslln_lr.pt``, ``sslln_hr.pt`` (float16 state dicts), ``l
 ``log_hr.csv``, ``summary.json``.
 
 Run (device, repository root):  PYTHONUNBUFFERED=1 PYTHONPATH=. python3 bench/gpu/train_on_device.py --budget 480
+Width and augmentation are options (``--widths``, ``--side-width``, ``--fuse-width``;
+``--translate-slice-mm``, ``--drop-prob``); ``summary.json`` records both and ``bench/gpu/cards.py``
+writes them into the model cards, so ``ssll.nn.infer.load_model`` rebuilds the trained width.
 Refinement and network timing only, with the shipped weights (about 2 minutes):
     PYTHONUNBUFFERED=1 PYTHONPATH=. python3 bench/gpu/train_on_device.py --only-refine --budget 150 --init ssll/weights/sslln_lr.pt
 """
@@ -135,9 +138,10 @@ def make_phantom_samples(args: tuple[str, int]) -> dict:
     return res
 
 
-def time_network(device: torch.device) -> dict:
-    """Batched inference throughput of SSLLN on full 192x192x80 volumes (random weights: speed only)."""
-    net = SSLLN().to(device).eval()
+def time_network(device: torch.device, arch: dict) -> dict:
+    """Batched inference throughput of SSLLN (``arch``: its keyword arguments) on full 192x192x80
+    volumes (random weights: speed only)."""
+    net = SSLLN(**arch).to(device).eval()
     out: dict = {}
     for dtype in ("bf16", "fp32"):
         for b in (1, 8, 32, 64):
@@ -200,6 +204,7 @@ def train_resident(net: SSLLN, train: dict, val: dict, *, seconds: float, lr: fl
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
     n = train["image"].shape[0]
+    batch = min(batch, n)
     steps = n // batch
     t_start = time.time()
     epochs = None
@@ -315,14 +320,22 @@ def main() -> None:
     ap.add_argument("--skip-refine", action="store_true")
     ap.add_argument("--n-acdc", type=int, default=0, help="use only the first N ACDC volumes (testing)")
     ap.add_argument("--n-phantoms", type=int, default=0, help="use only N training phantom seeds (testing)")
+    ap.add_argument("--widths", type=int, nargs=5, default=[16, 32, 64, 128, 256], help="encoder widths per stage")
+    ap.add_argument("--side-width", type=int, default=32)
+    ap.add_argument("--fuse-width", type=int, default=64)
+    ap.add_argument("--translate-slice-mm", type=float, default=0.0, help="through-plane shift augmentation (mm)")
+    ap.add_argument("--drop-prob", type=float, default=0.0, help="chance of a zero-filled slab (the Fig 8 test as training)")
     a = ap.parse_args()
+    arch = {"widths": tuple(a.widths), "side_width": a.side_width, "fuse_width": a.fuse_width}
+    aug = AugmentConfig(translate_slice_mm=a.translate_slice_mm, drop_prob=a.drop_prob)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.backends.cudnn.benchmark = True
     summary: dict = {"device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
-                     "torch": torch.__version__, "cpu_count": os.cpu_count()}
+                     "torch": torch.__version__, "cpu_count": os.cpu_count(),
+                     "architecture": SSLLN(**arch).architecture(), "augment": vars(aug)}
     log(summary)
 
     def save_summary() -> None:
@@ -337,7 +350,7 @@ def main() -> None:
     log(f"ACDC: {len(acdc)} volumes rebuilt")
     if device.type == "cuda":
         try:
-            summary["network_throughput"] = time_network(device)
+            summary["network_throughput"] = time_network(device, arch)
             log(json.dumps(summary["network_throughput"]))
         except Exception:  # noqa: BLE001
             summary["network_throughput_error"] = traceback.format_exc()
@@ -369,7 +382,7 @@ def main() -> None:
 
     acdc_train = [s for s in acdc if s["name"].split("_")[0] not in VALIDATION]
     acdc_val = [s for s in acdc if s["name"].split("_")[0] in VALIDATION]
-    net = SSLLN().to(device)
+    net = SSLLN(**arch).to(device)
     if a.init:
         init = torch.load(a.init, map_location="cpu", weights_only=True)
         net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in init.items()})
@@ -383,7 +396,7 @@ def main() -> None:
         va = stack(acdc_val, device)
         log(f"SSLLN-LR: {tr['image'].shape[0]} training volumes, {va['image'].shape[0]} validation, {lr_seconds:.0f} s")
         summary["sslln_lr"] = train_resident(net, tr, va, seconds=lr_seconds, lr=a.lr_peak, device=device,
-                                             log_path=out / "log_lr.csv", seed=0)
+                                             log_path=out / "log_lr.csv", seed=0, cfg=aug)
         summary["sslln_lr"]["training_volumes"] = tr["names"]
         lrp = ph_samples("lr", True)
         if lrp:
@@ -400,12 +413,12 @@ def main() -> None:
     try:
         hr_train, hr_val = ph_samples("hr", False), ph_samples("hr", True)
         if hr_train and hr_val and (out / "sslln_lr.pt").exists() and not (a.skip_hr or a.only_refine):
-            net_hr = SSLLN().to(device)
+            net_hr = SSLLN(**arch).to(device)
             net_hr.load_state_dict(net_lr.state_dict())
             seconds = T0 + a.budget - time.time() - a.tail_seconds
             log(f"SSLLN-HR: {len(hr_train)} training volumes, {seconds:.0f} s")
             summary["sslln_hr"] = train_resident(net_hr, stack(hr_train, device), stack(hr_val, device), seconds=seconds,
-                                                 lr=3e-4, device=device, log_path=out / "log_hr.csv", seed=2)
+                                                 lr=3e-4, device=device, log_path=out / "log_hr.csv", seed=2, cfg=aug)
             save_weights(net_hr, out / "sslln_hr.pt")
     except Exception:  # noqa: BLE001
         summary["sslln_hr_error"] = traceback.format_exc()
