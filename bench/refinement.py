@@ -116,7 +116,8 @@ def sitk_image(arr: np.ndarray, aff: np.ndarray) -> sitk.Image:
     return img
 
 
-def sitk_bspline(tl: np.ndarray, taff: np.ndarray, atlas, init: np.ndarray, slices: np.ndarray) -> tuple[np.ndarray, float]:
+def sitk_bspline(tl: np.ndarray, taff: np.ndarray, atlas, init: np.ndarray, slices: np.ndarray,
+                 spacing_mm: tuple[float, float, float]) -> tuple[np.ndarray, float]:
     """SimpleITK B-spline FFD (LBFGSB, mean squares on Gaussian-smoothed label maps, the same landmark
     affine start, metric on the acquired slices); returns the warped atlas labels and seconds."""
     t0 = time.perf_counter()
@@ -131,7 +132,7 @@ def sitk_bspline(tl: np.ndarray, taff: np.ndarray, atlas, init: np.ndarray, slic
     aff_t.SetMatrix(a[:3, :3].ravel().tolist())
     aff_t.SetTranslation(a[:3, 3].tolist())
     extent = np.array(fixed.GetSize()) * np.array(fixed.GetSpacing())
-    mesh = [max(1, int(round(e / s))) for e, s in zip(extent, (15.0, 15.0, 40.0))]
+    mesh = [max(1, int(round(e / s))) for e, s in zip(extent, spacing_mm)]
     bs = sitk.BSplineTransformInitializer(fixed, mesh)
     reg = sitk.ImageRegistrationMethod()
     reg.SetMetricAsMeanSquares()
@@ -233,7 +234,8 @@ def main() -> None:
             res = register_labels(tl, taff, top["atlas"].labels, top["atlas"].affine, top["affine"], cfg.ffd, slices=kk)
             ours = warp_volume(res, top["atlas"].labels, top["atlas"].affine, tl.shape, taff, labels=True)
             t_ours = time.perf_counter() - t0
-            theirs, t_sitk = sitk_bspline(tl, taff, top["atlas"], top["affine"], kk)
+            fin = (cfg.ffd.control_spacing_mm[-1],) * 2 + (cfg.ffd.through_plane_mm[-1],)  # our finest level's grid
+            theirs, t_sitk = sitk_bspline(tl, taff, top["atlas"], top["affine"], kk, fin)
             sitk_rows.append({"seed": seed, "atlas": top["atlas"].atlas_id, "seconds_ours": t_ours, "seconds_sitk": t_sitk,
                               **{f"dice_ours_{s}": dice(ours == c, tt == c) for c, s in enumerate(STRUCTS, 1)},
                               **{f"dice_sitk_{s}": dice(theirs == c, tt == c) for c, s in enumerate(STRUCTS, 1)}})

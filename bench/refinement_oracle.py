@@ -1,0 +1,125 @@
+"""How far the shape refinement goes from a perfect thick-slice segmentation (Table III, upper bound).
+
+Table III's row (c) refines the shipped SSLLN-LR's segmentation of each simulated-LR phantom. To tell
+what limits it, the network or the refinement, this benchmark gives the refinement the true LR
+labels instead: the phantom truth as the simulated acquisition saw it (10 mm slices, the same
+in-plane slice shifts, the same lost end slices; ``ssll.simulate``), taken to the working grid by
+nearest neighbour, with the exact mesh landmarks. Everything else is Table III's: the same targets
+(seeds 30000..), the same atlas bank (``bench/refinement.py`` builds it), ``RefineConfig()``
+defaults, scores against the HR truth on the working grid.
+
+Rows per target: ``true_lr_nearest`` (the perfect LR labels upsampled, Table III's (a) for a perfect
+network), ``true_lr_refined`` (refinement of them) and ``true_hr_refined`` (refinement of the HR truth
+itself, every 2 mm slice, no shifts: the ceiling of the atlas bank, the FFD and the fusion). Also, per target, the shipped SSLLN-LR's Dice
+against the true LR labels on the acquired slices only, i.e. the error of the target the
+registration fits. Paired with ``bench/results/refinement/table3_per_target.csv`` (row (c)) by seed.
+
+Run (after ``bench/refinement.py`` has built its bank):
+    python bench/refinement_oracle.py --n 50 --out bench/results/refinement_oracle
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import stats
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from refinement import PAPER, STRUCTS, scores, truth_on_grid
+
+from ssll.atlases import load_bank
+from ssll.evaluate import dice
+from ssll.interpolate import nearest_upsample
+from ssll.nn.infer import default_weights, load_model, predict
+from ssll.phantom import make_phantom, require_bank
+from ssll.preprocess import preprocess_volume
+from ssll.refine import RefineConfig, acquired_slices, refine
+from ssll.simulate import LRConfig, simulate_lr
+from ssll.types import Volume
+
+
+def main(a: argparse.Namespace) -> None:
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(2)
+    bank_dir = Path(a.work) / "bank"
+    if not (bank_dir / "atlases.tsv").exists():
+        raise SystemExit(f"no atlas bank at {bank_dir}: run bench/refinement.py first (it builds the bank)")
+    bank = load_bank(bank_dir)
+    model = load_model(a.weights_lr or default_weights("sslln_lr"))
+    shapes = require_bank(a.biv_me)
+    cfg = RefineConfig()
+    rows, inp = [], []
+    for seed in range(30000, 30000 + a.n):
+        ph = make_phantom(shapes, seed)
+        p = ph["ED"]
+        # the same draw as bench/refinement.py
+        sim = simulate_lr(p["image"], p["labels"], ph["affine"], LRConfig(), np.random.default_rng([7, seed, 2]))
+        work_img, rec = preprocess_volume(Volume(sim["image"], sim["affine"]))
+        shape, waff = rec.working_shape, rec.working_affine
+        truth = truth_on_grid(p["labels"], ph["affine"], shape, waff)
+        sp = tuple(float(v) for v in np.linalg.norm(waff[:3, :3], axis=0))
+        true_lr = nearest_upsample(sim["labels"], rec.input_affine, shape, waff)
+        ks = acquired_slices(rec)
+        t0 = time.perf_counter()
+        refined, info = refine(work_img.array, true_lr, waff, np.asarray(p["landmarks"], float), bank, cfg, slices=ks)
+        secs = time.perf_counter() - t0
+        rows.append({"seed": seed, "method": "true_lr_nearest", **scores(true_lr, truth, sp)})
+        rows.append({"seed": seed, "method": "true_lr_refined", **scores(refined, truth, sp), "seconds": secs,
+                     "init": info["init"]})
+        if a.hr_ceiling:
+            ceiling, _ = refine(work_img.array, truth, waff, np.asarray(p["landmarks"], float), bank, cfg)
+            rows.append({"seed": seed, "method": "true_hr_refined", **scores(ceiling, truth, sp)})
+        net_lab = predict(model, work_img.array[None])[0][0]
+        inp.append({"seed": seed, **{f"dice_{s}": dice(net_lab[:, :, ks] == c, true_lr[:, :, ks] == c)
+                                     for c, s in enumerate(STRUCTS, 1)}})
+        print(seed, f"{secs:.1f}s", {r["method"]: [round(r[f"dice_{s}"], 3) for s in STRUCTS] for r in rows if r["seed"] == seed}, flush=True)
+    df = pd.DataFrame(rows)
+    df.to_csv(out / "per_target.csv", index=False, float_format="%.4f")
+    ip = pd.DataFrame(inp)
+    ip.to_csv(out / "sslln_lr_vs_true_lr_on_acquired_slices.csv", index=False, float_format="%.4f")
+    cols = [c for c in df.columns if c.startswith(("dice_", "hd_", "hd2d_"))]
+    summary: dict = {
+        "n_targets": a.n, "atlases_in_bank": len(bank), "refine_config": "RefineConfig() defaults (as Table III)",
+        "input": "true LR labels (simulated acquisition of the phantom truth, nearest to the working grid) and exact landmarks",
+        "rows": {m: {c: [round(float(g[c].mean()), 4), round(float(g[c].std()), 4)] for c in cols}
+                 for m, g in df.groupby("method", sort=False)},
+        "sslln_lr_dice_vs_true_lr_on_acquired_slices": {c: round(float(ip[c].mean()), 4) for c in ip.columns if c != "seed"},
+        "paper": PAPER,
+    }
+    t3 = Path(a.table3)
+    if t3.exists():
+        t = pd.read_csv(t3)
+        c_row = t[t.method == "refined"].set_index("seed")
+        o_row = df[df.method == "true_lr_refined"].set_index("seed")
+        common = o_row.index.intersection(c_row.index)
+        summary["table3_c_same_targets"] = {c: round(float(c_row.loc[common, c].mean()), 4) for c in cols}
+        summary["wilcoxon_true_lr_refined_vs_table3_c"] = {
+            c: float(stats.wilcoxon(o_row.loc[common, c], c_row.loc[common, c]).pvalue) for c in cols
+            if o_row.loc[common, c].notna().all() and c_row.loc[common, c].notna().all()}
+    summary["seconds_per_target_mean"] = round(float(df.seconds.dropna().mean()), 2)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps(summary["rows"], indent=1))
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=50, help="target phantoms (seeds 30000..)")
+    ap.add_argument("--biv-me", default="../shared/data/biv-me")
+    ap.add_argument("--weights-lr", default=None)
+    ap.add_argument("--work", default="resources/bench/refinement", help="bench/refinement.py's work folder (its bank)")
+    ap.add_argument("--no-hr-ceiling", dest="hr_ceiling", action="store_false",
+                    help="skip the refinement of the HR truth itself")
+    ap.add_argument("--table3", default="bench/results/refinement/table3_per_target.csv")
+    ap.add_argument("--out", default="bench/results/refinement_oracle")
+    main(ap.parse_args())
