@@ -110,3 +110,27 @@ def test_cli_refine_bad_bank_is_one_line(tmp_path, capsys) -> None:
                "--bank", str(tmp_path), "--out-labels", "e", "--out-original", "f", "--out-record", "g"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and err[0].startswith("ssll refine: s9: error:")
+
+
+def test_config_schema_and_config_yaml_carry_the_code_defaults() -> None:
+    """The workflow's schema defaults and config/config.yaml state the refinement settings the code
+    uses by default (they drifted once: the schema kept an old control grid)."""
+    import dataclasses
+    from pathlib import Path
+
+    import yaml
+
+    from ssll.fusion import FusionConfig
+    from ssll.register import FFDConfig
+
+    root = Path(__file__).resolve().parents[1]
+    schema = yaml.safe_load((root / "workflow/schemas/config.schema.yaml").read_text())["properties"]
+    config = yaml.safe_load((root / "config/config.yaml").read_text())
+    for section, cls in (("atlases", AtlasConfig), ("ffd", FFDConfig), ("fusion", FusionConfig)):
+        code = {f.name: getattr(cls(), f.name) for f in dataclasses.fields(cls)}
+        code = {k: list(v) if isinstance(v, tuple) else v for k, v in code.items()}
+        for key, props in schema[section]["properties"].items():
+            if "default" in props:
+                assert props["default"] == code[key], f"schema {section}.{key}"
+        for key, value in config[section].items():
+            assert value == code[key], f"config.yaml {section}.{key}"
