@@ -19,6 +19,9 @@ SimpleITK's B-spline registration (LBFGSB) on the same atlas-target pairs (time 
 refinement time per target and peak memory. Paired Wilcoxon tests (c) vs (a) and (c) vs (b).
 
 Run:  python bench/refinement.py --n 50 --atlas-subjects 60 --out bench/results/refinement
+A stiffer FFD grid (``bench/results/refinement_grid50_40``):
+      python bench/refinement.py --n 50 --atlas-subjects 60 --control-spacing-mm 50 40 --through-plane-mm 100 80 \
+          --out bench/results/refinement_grid50_40
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ from ssll.phantom import make_phantom, require_bank, run_phantom  # noqa: E402
 from ssll.preprocess import preprocess_volume, probabilities_to_original, resample  # noqa: E402
 from ssll.qc import overlay_rgb  # noqa: E402
 from ssll.refine import RefineConfig, acquired_slices, refine  # noqa: E402
-from ssll.register import register_labels, warp_volume  # noqa: E402
+from ssll.register import FFDConfig, register_labels, warp_volume  # noqa: E402
 from ssll.simulate import LRConfig, simulate_lr  # noqa: E402
 from ssll.types import Volume  # noqa: E402
 
@@ -183,8 +186,9 @@ def main() -> None:
     print("SSLLN-HR on the bank's HR phantoms:", hr.drop(columns="atlas").mean().round(3).to_dict(), flush=True)
     model = load_model(w_lr)
     shapes = require_bank(ARGS.biv_me)
-    cfg = RefineConfig()
-    cfg_labels = RefineConfig(atlases=AtlasConfig(init="labels"))
+    ffd = FFDConfig(control_spacing_mm=tuple(ARGS.control_spacing_mm), through_plane_mm=tuple(ARGS.through_plane_mm))
+    cfg = RefineConfig(ffd=ffd)
+    cfg_labels = RefineConfig(atlases=AtlasConfig(init="labels"), ffd=ffd)
     rows, lm_rows, abl_rows, sitk_rows = [], [], [], []
     for n, seed in enumerate(range(30000, 30000 + ARGS.n)):
         ph = make_phantom(shapes, seed)
@@ -293,6 +297,10 @@ if __name__ == "__main__":
     ap.add_argument("--biv-me", default="../shared/data/biv-me")
     ap.add_argument("--weights-lr", default=None)
     ap.add_argument("--weights-hr", default=None)
+    ap.add_argument("--control-spacing-mm", type=float, nargs=2, default=list(FFDConfig().control_spacing_mm),
+                    help="FFD in-plane control spacing per level (default: the code's)")
+    ap.add_argument("--through-plane-mm", type=float, nargs=2, default=list(FFDConfig().through_plane_mm),
+                    help="FFD through-plane control spacing per level (default: the code's)")
     ap.add_argument("--work", default="resources/bench/refinement")
     ap.add_argument("--out", default="bench/results/refinement")
     ARGS = ap.parse_args()
