@@ -19,7 +19,6 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
@@ -27,9 +26,8 @@ import yaml  # noqa: E402
 from ssll.io import load_image, load_labels  # noqa: E402
 from ssll.measures import cardiac_measures, phase_measures  # noqa: E402
 from ssll.nn.data import acdc_cases  # noqa: E402
-from ssll.nn.infer import input_fov_mask, landmark_points, load_model, predict  # noqa: E402
-from ssll.postprocess import keep_largest_components  # noqa: E402
-from ssll.preprocess import preprocess_volume, probabilities_to_original  # noqa: E402
+from ssll.nn.infer import finish_segmentation, landmark_points, load_model, predict  # noqa: E402
+from ssll.preprocess import preprocess_volume  # noqa: E402
 from ssll.qc import qc_flags  # noqa: E402
 from ssll.report import _agreement_plots, measure_agreement  # noqa: E402
 
@@ -61,12 +59,11 @@ def main() -> None:
             gt = load_labels(c["labels"], "acdc")
             work, rec = preprocess_volume(img)
             lab, lmap, _, prob = predict(model, work.array[None], return_prob=True)
-            orig = keep_largest_components(probabilities_to_original(prob[0].astype(np.float32), rec))
-            auto_ph[ph] = phase_measures(orig, gt.spacing)
+            seg = finish_segmentation(lab[0], lmap[0], prob[0], rec)
+            auto_ph[ph] = phase_measures(seg.original, gt.spacing)
             gt_ph[ph] = phase_measures(gt.array, gt.spacing)
-            fov = input_fov_mask(rec)
-            segs[ph] = keep_largest_components(np.where(fov, lab[0], 0).astype(np.uint8))
-            lms[ph] = landmark_points(lmap[0], rec, fov=fov)
+            segs[ph] = seg.labels
+            lms[ph] = landmark_points(lmap[0], rec, fov=seg.fov)
         auto = {"patient": patient, "group": phases["ED"]["group"], **cardiac_measures(auto_ph["ED"], auto_ph["ES"])}
         truth = {"patient": patient, **cardiac_measures(gt_ph["ED"], gt_ph["ES"])}
         auto_rows.append(auto)

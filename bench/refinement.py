@@ -32,6 +32,7 @@ import os
 import resource
 import time
 from pathlib import Path
+from typing import Any, NamedTuple
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -67,6 +68,31 @@ def truth_on_grid(lab: np.ndarray, aff: np.ndarray, shape: tuple[int, int, int],
     """HR truth on another grid: each class's indicator interpolated linearly, arg-max."""
     oh = np.stack([resample((lab == c).astype(np.float32), aff, grid_aff, shape, order=1) for c in range(5)])
     return oh.argmax(0).astype(np.uint8)
+
+
+class Target(NamedTuple):
+    """Table III's target of one seed: ``ed`` the HR phantom's ED phase (``image``, ``labels``,
+    ``landmarks`` in world mm), ``sim`` its simulated LR acquisition (:func:`ssll.simulate.simulate_lr`),
+    ``image``/``record`` that acquisition on the working grid, ``truth`` the HR labels on the working
+    grid and ``spacing`` the working grid's voxel size (mm)."""
+
+    ed: dict
+    sim: dict
+    image: Volume
+    record: Any
+    truth: np.ndarray
+    spacing: tuple[float, ...]
+
+
+def lr_target(shapes: Any, seed: int) -> Target:
+    """Make Table III's target ``seed`` (one draw per seed, shared by every benchmark that pairs with it)."""
+    ph = make_phantom(shapes, seed)
+    p = ph["ED"]
+    sim = simulate_lr(p["image"], p["labels"], ph["affine"], LRConfig(), np.random.default_rng([7, seed, 2]))
+    work_img, rec = preprocess_volume(Volume(sim["image"], sim["affine"]))
+    waff = rec.working_affine
+    truth = truth_on_grid(p["labels"], ph["affine"], rec.working_shape, waff)
+    return Target(p, sim, work_img, rec, truth, tuple(float(v) for v in np.linalg.norm(waff[:3, :3], axis=0)))
 
 
 def scores(pred: np.ndarray, truth: np.ndarray, spacing: tuple[float, ...]) -> dict[str, float]:
@@ -191,17 +217,13 @@ def main() -> None:
     cfg_labels = RefineConfig(atlases=AtlasConfig(init="labels"), ffd=ffd)
     rows, lm_rows, abl_rows, sitk_rows = [], [], [], []
     for n, seed in enumerate(range(30000, 30000 + ARGS.n)):
-        ph = make_phantom(shapes, seed)
-        p = ph["ED"]
-        sim = simulate_lr(p["image"], p["labels"], ph["affine"], LRConfig(), np.random.default_rng([7, seed, 2]))
-        work_img, rec = preprocess_volume(Volume(sim["image"], sim["affine"]))
+        t = lr_target(shapes, seed)
+        p, work_img, rec, truth, sp = t.ed, t.image, t.record, t.truth, t.spacing
         labels, lmap, _conf, prob = predict(model, work_img.array[None], return_prob=True)
         seg_w, lmap = labels[0], lmap[0]
         seg_lr = probabilities_to_original(prob[0].astype(np.float32), rec)
         pts = landmark_points(lmap, rec)
         shape, waff = rec.working_shape, rec.working_affine
-        truth = truth_on_grid(p["labels"], ph["affine"], shape, waff)
-        sp = tuple(float(v) for v in np.linalg.norm(waff[:3, :3], axis=0))
         methods = {
             "sslln_lr_working_grid": seg_w,
             "nearest": nearest_upsample(seg_lr, rec.input_affine, shape, waff),

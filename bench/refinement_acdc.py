@@ -31,7 +31,6 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import numpy as np
 import pandas as pd
 import torch
 import yaml
@@ -41,9 +40,8 @@ from ssll.evaluate import dice, hausdorff_slicewise
 from ssll.io import load_image, load_labels
 from ssll.labels import Label
 from ssll.nn.data import acdc_cases
-from ssll.nn.infer import default_weights, input_fov_mask, landmark_points, load_model, predict
-from ssll.postprocess import keep_largest_components
-from ssll.preprocess import preprocess_volume, probabilities_to_original, to_original
+from ssll.nn.infer import default_weights, finish_segmentation, landmark_points, load_model, predict
+from ssll.preprocess import preprocess_volume, to_original
 from ssll.refine import RefineConfig, acquired_slices, refine
 from ssll.register import FFDConfig
 
@@ -73,14 +71,13 @@ def main(a: argparse.Namespace) -> None:
         gt = load_labels(c["labels"], "acdc")
         work, rec = preprocess_volume(img)
         lab, lmap, _conf, prob = predict(model, work.array[None], return_prob=True)
-        fov = input_fov_mask(rec)
-        seg_w = keep_largest_components(np.where(fov, lab[0], 0).astype(np.uint8))
-        pts = landmark_points(lmap[0], rec, fov=fov)
-        outs = {"network": keep_largest_components(probabilities_to_original(prob[0].astype(np.float32), rec))}
+        seg = finish_segmentation(lab[0], lmap[0], prob[0], rec)
+        pts = landmark_points(lmap[0], rec, fov=seg.fov)
+        outs = {"network": seg.original}
         secs = {}
         for g, cfg in cfgs.items():
             t0 = time.perf_counter()
-            refined, _info = refine(work.array, seg_w, rec.working_affine, pts, bank, cfg, slices=acquired_slices(rec))
+            refined, _info = refine(work.array, seg.labels, rec.working_affine, pts, bank, cfg, slices=acquired_slices(rec))
             secs[g] = time.perf_counter() - t0
             outs[f"refined_{g}"] = to_original(refined, rec, order=0)
         for name, o in outs.items():

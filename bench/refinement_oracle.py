@@ -37,18 +37,15 @@ import torch
 from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from refinement import PAPER, STRUCTS, scores, truth_on_grid
+from refinement import PAPER, STRUCTS, lr_target, scores
 
 from ssll.atlases import load_bank
 from ssll.evaluate import dice
 from ssll.interpolate import nearest_upsample
 from ssll.nn.infer import default_weights, load_model, predict
-from ssll.phantom import make_phantom, require_bank
-from ssll.preprocess import preprocess_volume
+from ssll.phantom import require_bank
 from ssll.refine import RefineConfig, acquired_slices, refine
 from ssll.register import FFDConfig
-from ssll.simulate import LRConfig, simulate_lr
-from ssll.types import Volume
 
 
 def main(a: argparse.Namespace) -> None:
@@ -64,14 +61,9 @@ def main(a: argparse.Namespace) -> None:
     cfg = RefineConfig(ffd=FFDConfig(control_spacing_mm=tuple(a.control_spacing_mm), through_plane_mm=tuple(a.through_plane_mm)))
     rows, inp = [], []
     for seed in range(30000, 30000 + a.n):
-        ph = make_phantom(shapes, seed)
-        p = ph["ED"]
-        # the same draw as bench/refinement.py
-        sim = simulate_lr(p["image"], p["labels"], ph["affine"], LRConfig(), np.random.default_rng([7, seed, 2]))
-        work_img, rec = preprocess_volume(Volume(sim["image"], sim["affine"]))
+        t = lr_target(shapes, seed)  # the same targets as bench/refinement.py
+        p, sim, work_img, rec, truth, sp = t.ed, t.sim, t.image, t.record, t.truth, t.spacing
         shape, waff = rec.working_shape, rec.working_affine
-        truth = truth_on_grid(p["labels"], ph["affine"], shape, waff)
-        sp = tuple(float(v) for v in np.linalg.norm(waff[:3, :3], axis=0))
         true_lr = nearest_upsample(sim["labels"], rec.input_affine, shape, waff)
         ks = acquired_slices(rec)
         t0 = time.perf_counter()

@@ -40,8 +40,8 @@ from ssll.io import load_image, load_labels
 from ssll.labels import LANDMARK_NAMES, Label
 from ssll.landmarks import landmarks_from_labels, voxel_to_world, world_to_voxel
 from ssll.nn.data import acdc_cases
-from ssll.nn.infer import input_fov_mask, landmark_points, load_model, predict
-from ssll.preprocess import labels_to_working, preprocess_volume, probabilities_to_original
+from ssll.nn.infer import finish_segmentation, landmark_points, load_model, predict
+from ssll.preprocess import labels_to_working, preprocess_volume
 from ssll.postprocess import keep_largest_components
 from ssll.qc import montage
 
@@ -83,9 +83,8 @@ def main() -> None:
         t0 = time.perf_counter()
         lab, lmap, _, prob = predict(model, x, return_prob=True)
         times.append(time.perf_counter() - t0)
-        orig = keep_largest_components(probabilities_to_original(prob[0].astype(np.float32), rec))
-        fov = input_fov_mask(rec)
-        lab = keep_largest_components(np.where(fov, lab[0], 0).astype(np.uint8))[None]
+        seg = finish_segmentation(lab[0], lmap[0], prob[0], rec)
+        orig, fov, lab = seg.original, seg.fov, seg.labels[None]
         row = {"patient": c["patient"], "group": c["group"], "phase": c["phase"]}
         for s in STRUCTS:
             n = s.name.lower()

@@ -18,7 +18,12 @@ from typing import Any
 from ssll.nn.modelcard import ACDC_CITATION, build_card
 from ssll.nn.network import SSLLN
 
-DEFAULT_ARCH = SSLLN().architecture()  # runs older than the --widths options trained the defaults
+
+def stored_architecture(summary: dict) -> dict:
+    """The card's ``architecture`` of a run: its recorded network (runs older than the ``--widths``
+    options trained the defaults), stored in float16."""
+    return {**summary.get("architecture", SSLLN().architecture()), "stored_dtype": "float16"}
+
 AUGMENT = ("GPU (ssll.nn.gpu_augment): rotation about one random axis +-15 deg (+-7.5 for in-plane axes), "
            "isotropic scale 0.9-1.1, in-plane translation +-15 mm, gamma 0.7-1.4, intensity scale 0.9-1.1")
 
@@ -40,11 +45,10 @@ def main() -> None:
     runs = [json.loads((r / "summary.json").read_text()) for r in a.lr_runs]
     lr_runs = [_clean(r["sslln_lr"]) for r in runs]
     last = lr_runs[-1]["final"]
-    arch = {**runs[-1].get("architecture", DEFAULT_ARCH), "stored_dtype": "float16"}
     augment = AUGMENT + "".join(f", {k} {v}" for k, v in runs[-1].get("augment", {}).items()
                                 if k in ("translate_slice_mm", "drop_prob") and v)
     card = build_card(
-        name="sslln_lr", architecture=arch, data=("acdc", "phantom_lr"),
+        name="sslln_lr", architecture=stored_architecture(runs[-1]), data=("acdc", "phantom_lr"),
         training={"script": "bench/gpu/train_on_device.py", "device": runs[-1]["device"],
                   "runs": [{"epochs": r["epochs"], "seconds": r["seconds"], "log": f"{p.name}/log_lr.csv"}
                            for r, p in zip(lr_runs, a.lr_runs)],
@@ -65,7 +69,7 @@ def main() -> None:
     hr_summary = json.loads((a.hr_run / "summary.json").read_text())
     hr = _clean(hr_summary["sslln_hr"])
     card = build_card(
-        name="sslln_hr", architecture={**hr_summary.get("architecture", DEFAULT_ARCH), "stored_dtype": "float16"}, data=("phantom_hr",),
+        name="sslln_hr", architecture=stored_architecture(hr_summary), data=("phantom_hr",),
         training={"script": "bench/gpu/train_on_device.py", "device": runs[0]["device"], "epochs": hr["epochs"],
                   "seconds": hr["seconds"], "log": f"{a.hr_run.name}/log_hr.csv",
                   "schedule": "Adam, batch 8, cosine from 3e-4, weight decay 5e-5, alpha 0.8",

@@ -38,8 +38,8 @@ from ssll.postprocess import keep_largest_components
 from ssll.preprocess import GridRecord, original_header, probabilities_to_original, resample
 from ssll.types import Array, PathLike, Volume
 
-__all__ = ["LoadedModel", "SegmentItem", "default_weights", "input_fov_mask", "landmark_points", "load_model", "merge_untrained",
-           "predict", "run_segment"]
+__all__ = ["LoadedModel", "SegmentItem", "Segmentation", "default_weights", "finish_segmentation", "input_fov_mask",
+           "landmark_points", "load_model", "merge_untrained", "predict", "run_segment"]
 
 log = logging.getLogger("ssll.segment")
 
@@ -197,21 +197,49 @@ def landmark_points(lmap: Array, record: GridRecord, *, fov: Array | None = None
     return voxel_to_world(points_from_landmark_map(restrict_landmark_map(lmap, keep)), record.working_affine)
 
 
+@dataclass
+class Segmentation:
+    """One volume's network output as ``ssll segment`` writes it.
+
+    Attributes:
+        labels: ``(I, J, K)`` uint8 canonical labels on the working grid, nothing outside the input's
+            field of view (the zero padding), largest component per structure.
+        original: ``(I', J', K')`` uint8 labels on the input grid (probabilities interpolated
+            linearly, arg-max, largest component per structure).
+        landmark_map: ``(I, J, K)`` uint8 landmark map, voxels beyond ``LANDMARK_FOV_MARGIN_MM`` of
+            the field of view dropped.
+        fov: ``(I, J, K)`` bool, the input's field of view on the working grid.
+    """
+
+    labels: Array
+    original: Array
+    landmark_map: Array
+    fov: Array
+
+
+def finish_segmentation(labels: Array, lmap: Array, prob: Array, record: GridRecord) -> Segmentation:
+    """Post-process one volume of :func:`predict` output (``labels``, ``lmap`` ``(I, J, K)``,
+    ``prob`` ``(5, I, J, K)``) the way ``ssll segment`` writes it; see :class:`Segmentation`."""
+    fov = input_fov_mask(record)
+    return Segmentation(
+        labels=keep_largest_components(np.where(fov, labels, 0).astype(np.uint8)),
+        original=keep_largest_components(probabilities_to_original(np.asarray(prob, np.float32), record)),
+        landmark_map=restrict_landmark_map(lmap, grow_along_slices(fov, record, LANDMARK_FOV_MARGIN_MM)),
+        fov=fov,
+    )
+
+
 def _write_outputs(item: SegmentItem, record: GridRecord, labels: Array, lmap: Array, conf: Array, prob: Array) -> None:
     from ssll.io import save_nifti, write_json  # NIfTI only where files are written (predict() needs no nibabel)
 
     out = item.out_dir
     w_aff = record.working_affine
-    # no tissue outside the acquired field of view (the zero padding of the working grid)
-    fov = input_fov_mask(record)
-    labels = keep_largest_components(np.where(fov, labels, 0).astype(np.uint8))
-    lmap = restrict_landmark_map(lmap, grow_along_slices(fov, record, LANDMARK_FOV_MARGIN_MM))
-    orig = keep_largest_components(probabilities_to_original(prob.astype(np.float32), record))
+    seg = finish_segmentation(labels, lmap, prob, record)
     header = original_header(record)
-    save_nifti(out / f"{item.phase}_labels.nii.gz", Volume(labels, w_aff), dtype=np.uint8)
-    save_nifti(out / f"{item.phase}_labels_original.nii.gz", Volume(orig, record.input_affine, header=header),
+    save_nifti(out / f"{item.phase}_labels.nii.gz", Volume(seg.labels, w_aff), dtype=np.uint8)
+    save_nifti(out / f"{item.phase}_labels_original.nii.gz", Volume(seg.original, record.input_affine, header=header),
                dtype=np.uint8)
-    save_nifti(out / f"{item.phase}_landmarkmap.nii.gz", Volume(lmap, w_aff), dtype=np.uint8)
+    save_nifti(out / f"{item.phase}_landmarkmap.nii.gz", Volume(seg.landmark_map, w_aff), dtype=np.uint8)
     write_json(out / f"{item.phase}_landmark_confidence.json",
                {name: float(c) for name, c in zip(LANDMARK_NAMES, conf)})
 
