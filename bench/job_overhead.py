@@ -125,7 +125,7 @@ def main() -> None:
         from ssll.landmarks import points_from_landmark_map, voxel_to_world
         from ssll.nn.infer import default_weights, load_model, predict
         from ssll.preprocess import preprocess_volume
-        from ssll.refine import acquired_slices, refine
+        from ssll.refine import acquired_slices, refine, stack_slab
         from ssll.simulate import LRConfig, simulate_lr
         from ssll.types import Volume
 
@@ -142,7 +142,8 @@ def main() -> None:
             work, rec = preprocess_volume(Volume(sim["image"], sim["affine"]))
             lab, lmap, _ = predict(model, work.array[None])
             pts = voxel_to_world(points_from_landmark_map(lmap[0]), rec.working_affine)
-            _, info = refine(work.array, lab[0], rec.working_affine, pts, atlases, slices=acquired_slices(rec))
+            _, info = refine(work.array, lab[0], rec.working_affine, pts, atlases, slices=acquired_slices(rec),
+                             stack=stack_slab(rec))
             runs.append(info["seconds"])
             if seed == 30000:
                 res["ssll_refine_ED_ES"] = _two_processes_vs_one(ph, model, a.bank, bindir)

@@ -54,7 +54,7 @@ from ssll.nn.infer import default_weights, landmark_points, load_model, predict 
 from ssll.phantom import make_phantom, require_bank, run_phantom  # noqa: E402
 from ssll.preprocess import preprocess_volume, probabilities_to_original, resample  # noqa: E402
 from ssll.qc import overlay_rgb  # noqa: E402
-from ssll.refine import RefineConfig, acquired_slices, refine  # noqa: E402
+from ssll.refine import RefineConfig, acquired_slices, refine, stack_slab  # noqa: E402
 from ssll.register import FFDConfig, register_labels, warp_volume  # noqa: E402
 from ssll.simulate import LRConfig, simulate_lr  # noqa: E402
 from ssll.types import Volume  # noqa: E402
@@ -230,8 +230,9 @@ def main() -> None:
             "shape_based": shape_based_upsample(seg_lr, rec.input_affine, shape, waff),
         }
         ks = acquired_slices(rec)
+        slab = stack_slab(rec)
         t0 = time.perf_counter()
-        refined, info = refine(work_img.array, seg_w, waff, pts, bank, cfg, slices=ks)
+        refined, info = refine(work_img.array, seg_w, waff, pts, bank, cfg, slices=ks, stack=slab)
         t_ref = time.perf_counter() - t0
         methods["refined"] = refined
         for name, lab in methods.items():
@@ -245,7 +246,7 @@ def main() -> None:
         print(seed, f"refine {t_ref:.1f}s", "LV wall Dice", msg, flush=True)
         if n < ARGS.ablation:
             t0 = time.perf_counter()
-            lab_init, _ = refine(work_img.array, seg_w, waff, pts, bank, cfg_labels, slices=ks)
+            lab_init, _ = refine(work_img.array, seg_w, waff, pts, bank, cfg_labels, slices=ks, stack=slab)
             abl_rows.append({"seed": seed, "init": "labels", "seconds": time.perf_counter() - t0,
                              **scores(lab_init, truth, sp)})
             abl_rows.append({"seed": seed, "init": "landmarks", "seconds": t_ref, **scores(refined, truth, sp)})

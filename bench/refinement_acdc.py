@@ -16,6 +16,17 @@ The refinement replaces each slice's contour by a smooth 3D shape, so some loss 
 expert contours is expected; the question is how much, and whether the default grid costs more
 than a finer one on real shapes. ACDC has no RV-wall label: three structures.
 
+Two more views separate *shape* from *slice shifts* (each slice is its own breath-hold, and the
+expert's contours carry its shift, which a smooth model is meant to remove):
+
+* ``dice_sc_<structure>``: Dice after moving each slice of the output in-plane onto the expert's
+  (the best whole-voxel shift within 6 mm, ``ssll.evaluate.dice_shift_compensated``);
+* volumes (ml; LV wall in ml, x 1.05 for grams): ``ml_<structure>`` of the output on the original
+  grid (slice summation, as the expert's), and for refined outputs ``ml_hr_<structure>`` of the
+  smooth model on the working grid (what ``ssll measures`` reports as ``refined_*``), cut at the
+  base of the imaged slab as ``ssll refine`` does (``atlases: beyond_stack``), and
+  ``ml_hr_uncut_<structure>`` before that cut; ``expert_ml_<structure>`` beside them.
+
 Run (after ``bench/refinement.py`` has built its bank; the committed results: ED, two grids, ~18 min):
     python bench/refinement_acdc.py --phases ED --grids 30_15 50_40 --out bench/results/refinement_acdc
 """
@@ -31,23 +42,46 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import numpy as np
 import pandas as pd
 import torch
 import yaml
 
 from ssll.atlases import load_bank
-from ssll.evaluate import dice, hausdorff_slicewise
+from ssll.evaluate import dice, dice_shift_compensated, hausdorff_slicewise
 from ssll.io import load_image, load_labels
 from ssll.labels import Label
 from ssll.nn.data import acdc_cases
 from ssll.nn.infer import default_weights, finish_segmentation, landmark_points, load_model, predict
 from ssll.preprocess import preprocess_volume, to_original
-from ssll.refine import RefineConfig, acquired_slices, refine
+from ssll.refine import RefineConfig, acquired_slices, clip_beyond_stack, refine, stack_slab
 from ssll.register import FFDConfig
 
 STRUCTS = (Label.LV_CAVITY, Label.LV_WALL, Label.RV_CAVITY)
+# Named grids: in-plane control spacing per level, through-plane doubled (the phantom benches' pairs).
 GRIDS = {"30_15": ((30.0, 15.0), (60.0, 40.0)), "50_40": ((50.0, 40.0), (100.0, 80.0)),
          "80_60": ((80.0, 60.0), (160.0, 120.0))}
+
+
+def parse_grid(spec: str) -> tuple[tuple[float, float], tuple[float, float]]:
+    """FFD control spacing (mm) of a grid name: a name of ``GRIDS``, or ``I1_I2_T1_T2``.
+
+    ``I1_I2_T1_T2`` gives the in-plane spacing of the coarse and fine level, then the
+    through-plane spacing of each (what ``bench/refinement.py`` takes as ``--control-spacing-mm
+    I1 I2 --through-plane-mm T1 T2``).
+
+    Raises:
+        argparse.ArgumentTypeError: neither a named grid nor four positive numbers.
+    """
+    if spec in GRIDS:
+        return GRIDS[spec]
+    try:
+        v = [float(x) for x in spec.split("_")]
+    except ValueError:
+        v = []
+    if len(v) != 4 or min(v) <= 0:
+        raise argparse.ArgumentTypeError(f"grid {spec!r}: expected one of {sorted(GRIDS)} or I1_I2_T1_T2 in mm")
+    return (v[0], v[1]), (v[2], v[3])
 
 
 def main(a: argparse.Namespace) -> None:
@@ -64,7 +98,8 @@ def main(a: argparse.Namespace) -> None:
     if a.limit:
         cases = cases[: a.limit]
     model = load_model(a.weights_lr or default_weights("sslln_lr"))
-    cfgs = {g: RefineConfig(ffd=FFDConfig(control_spacing_mm=GRIDS[g][0], through_plane_mm=GRIDS[g][1])) for g in a.grids}
+    grids = {g: parse_grid(g) for g in a.grids}
+    cfgs = {g: RefineConfig(ffd=FFDConfig(control_spacing_mm=ip, through_plane_mm=tp)) for g, (ip, tp) in grids.items()}
     rows = []
     for c in cases:
         img = load_image(c["image"])
@@ -74,29 +109,49 @@ def main(a: argparse.Namespace) -> None:
         seg = finish_segmentation(lab[0], lmap[0], prob[0], rec)
         pts = landmark_points(lmap[0], rec, fov=seg.fov)
         outs = {"network": seg.original}
+        hr, hr_whole = {}, {}
         secs = {}
         for g, cfg in cfgs.items():
             t0 = time.perf_counter()
-            refined, _info = refine(work.array, seg.labels, rec.working_affine, pts, bank, cfg, slices=acquired_slices(rec))
+            # the model before and after the cut at the base of the imaged slab (refine(..., stack=) does
+            # the same cut; done here so that one registration gives both volumes)
+            whole, _info = refine(work.array, seg.labels, rec.working_affine, pts, bank, cfg, slices=acquired_slices(rec))
+            refined, _cut = clip_beyond_stack(whole, rec.working_affine, pts, stack_slab(rec), keep=cfg.atlases.beyond_stack)
             secs[g] = time.perf_counter() - t0
             outs[f"refined_{g}"] = to_original(refined, rec, order=0)
+            hr[f"refined_{g}"] = refined
+            hr_whole[f"refined_{g}"] = whole
+        ml_orig = float(np.prod(gt.spacing)) / 1000.0
+        ml_work = float(abs(np.linalg.det(np.asarray(rec.working_affine)[:3, :3]))) / 1000.0
         for name, o in outs.items():
             row = {"patient": c["patient"], "group": c["group"], "phase": c["phase"], "method": name,
                    "seconds": secs.get(name.removeprefix("refined_"))}
+            sc, _shifts = dice_shift_compensated(o, gt.array, tuple(int(s) for s in STRUCTS), gt.spacing)
             for s in STRUCTS:
                 n = s.name.lower()
                 row[f"dice_{n}"] = dice(o == s, gt.array == s)
+                row[f"dice_sc_{n}"] = sc[int(s)]
                 row[f"hd2d_mm_{n}"] = hausdorff_slicewise(o == s, gt.array == s, gt.spacing)
+                row[f"ml_{n}"] = float((o == s).sum()) * ml_orig
+                row[f"ml_hr_{n}"] = float((hr[name] == s).sum()) * ml_work if name in hr else float("nan")
+                row[f"ml_hr_uncut_{n}"] = float((hr_whole[name] == s).sum()) * ml_work if name in hr else float("nan")
+                row[f"expert_ml_{n}"] = float((gt.array == s).sum()) * ml_orig
             rows.append(row)
         print(c["patient"], c["phase"], {r["method"]: [round(r[f"dice_{s.name.lower()}"], 3) for s in STRUCTS]
                                          for r in rows[-len(outs):]}, flush=True)
     df = pd.DataFrame(rows)
     df.to_csv(out / "per_volume.csv", index=False, float_format="%.4f")
     cols = [c for c in df.columns if c.startswith(("dice_", "hd2d_"))]
+    for n in (s.name.lower() for s in STRUCTS):  # volume differences, automatic - expert (ml)
+        df[f"diff_ml_{n}"] = df[f"ml_{n}"] - df[f"expert_ml_{n}"]
+        df[f"diff_ml_hr_{n}"] = df[f"ml_hr_{n}"] - df[f"expert_ml_{n}"]
+        df[f"diff_ml_hr_uncut_{n}"] = df[f"ml_hr_uncut_{n}"] - df[f"expert_ml_{n}"]
+        cols += [f"diff_ml_{n}", f"diff_ml_hr_{n}", f"diff_ml_hr_uncut_{n}"]
     summary = {
         "n_volumes": len(cases), "atlas_bank": f"{bank_dir} ({len(bank)} HR phantom atlases, SSLLN-HR labels)",
-        "grids_mm": {g: {"control_spacing_mm": GRIDS[g][0], "through_plane_mm": GRIDS[g][1]} for g in a.grids},
-        "mean_sd": {ph: {m: {c: [round(float(g[c].mean()), 4), round(float(g[c].std()), 4)] for c in cols}
+        "grids_mm": {g: {"control_spacing_mm": ip, "through_plane_mm": tp} for g, (ip, tp) in grids.items()},
+        "mean_sd": {ph: {m: {c: [round(float(g[c].mean()), 4), round(float(g[c].std()), 4)] for c in cols
+                             if g[c].notna().any()}
                          for m, g in d.groupby("method", sort=False)} for ph, d in df.groupby("phase")},
         "refine_seconds_mean": {m: round(float(g.seconds.mean()), 2) for m, g in df.groupby("method") if g.seconds.notna().any()},
     }
@@ -110,8 +165,15 @@ if __name__ == "__main__":
     ap.add_argument("--config", default="config/train_lr.yaml", help="for the validation patient list")
     ap.add_argument("--weights-lr", default=None)
     ap.add_argument("--work", default="resources/bench/refinement", help="bench/refinement.py's work folder (its bank)")
-    ap.add_argument("--grids", nargs="+", default=list(GRIDS), choices=list(GRIDS))
+    ap.add_argument("--grids", nargs="+", default=["30_15", "50_40"],
+                    help=f"FFD grids to compare: names {sorted(GRIDS)} or I1_I2_T1_T2 (mm; in-plane then through-plane per level)")
     ap.add_argument("--phases", nargs="+", default=["ED", "ES"], choices=["ED", "ES"])
     ap.add_argument("--limit", type=int, default=0, help="only the first N volumes (a quick check)")
     ap.add_argument("--out", default="bench/results/refinement_acdc")
-    main(ap.parse_args())
+    args = ap.parse_args()
+    for spec in args.grids:
+        try:
+            parse_grid(spec)
+        except argparse.ArgumentTypeError as e:
+            ap.error(str(e))
+    main(args)

@@ -44,7 +44,7 @@ from ssll.evaluate import dice
 from ssll.interpolate import nearest_upsample
 from ssll.nn.infer import default_weights, load_model, predict
 from ssll.phantom import require_bank
-from ssll.refine import RefineConfig, acquired_slices, refine
+from ssll.refine import RefineConfig, acquired_slices, refine, stack_slab
 from ssll.register import FFDConfig
 
 
@@ -67,7 +67,8 @@ def main(a: argparse.Namespace) -> None:
         true_lr = nearest_upsample(sim["labels"], rec.input_affine, shape, waff)
         ks = acquired_slices(rec)
         t0 = time.perf_counter()
-        refined, info = refine(work_img.array, true_lr, waff, np.asarray(p["landmarks"], float), bank, cfg, slices=ks)
+        refined, info = refine(work_img.array, true_lr, waff, np.asarray(p["landmarks"], float), bank, cfg, slices=ks,
+                               stack=stack_slab(rec))
         secs = time.perf_counter() - t0
         rows.append({"seed": seed, "method": "true_lr_nearest", **scores(true_lr, truth, sp)})
         rows.append({"seed": seed, "method": "true_lr_refined", **scores(refined, truth, sp), "seconds": secs,

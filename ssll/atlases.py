@@ -60,12 +60,17 @@ class AtlasConfig:
         init: ``landmarks`` (the paper: 12-DOF affine from the six landmarks) or ``labels``
             (no landmarks: heart centroids aligned for selection, then an affine fitted to the
             labels; the paper's Fig. 12 ablation). Defaults to ``landmarks``.
+        beyond_stack: at which ends of a thick-slice input's stack the refined model may go on
+            beyond the imaged slab (along the slice axis): ``apex`` (default: a stack that stops
+            short of the apex is completed there, while at the base nothing beyond the first slice
+            says where the valve plane is), ``both`` or ``none``.
     """
 
     top_k: int = 5
     margin_mm: float = 15.0
     nmi_stride: int = 3
     init: str = "landmarks"
+    beyond_stack: str = "apex"
 
     @classmethod
     def from_mapping(cls, m: dict[str, Any] | None) -> AtlasConfig:
@@ -73,6 +78,8 @@ class AtlasConfig:
         cfg = cls(**config_kwargs(cls, m))
         if cfg.init not in ("landmarks", "labels"):
             raise ValueError(f"AtlasConfig: init must be 'landmarks' or 'labels', got {cfg.init!r}")
+        if cfg.beyond_stack not in ("apex", "both", "none"):
+            raise ValueError(f"AtlasConfig: beyond_stack must be 'apex', 'both' or 'none', got {cfg.beyond_stack!r}")
         if cfg.top_k < 1 or cfg.nmi_stride < 1 or cfg.margin_mm < 0:
             raise ValueError(f"AtlasConfig: top_k and nmi_stride must be >= 1, margin_mm >= 0, got {cfg}")
         return cfg

@@ -37,6 +37,8 @@ __all__ = [
     "labels_to_working_soft",
     "probabilities_to_original",
     "original_header",
+    "input_fov_mask",
+    "grow_along_slices",
 ]
 
 #: Working voxel size in mm (i, j, k).
@@ -346,3 +348,17 @@ def run_preprocess(
     save_nifti(out_image, work, dtype=np.float32)
     write_json(out_record, record.to_dict())
     return record
+
+
+def input_fov_mask(record: GridRecord, *, margin_mm: float = 0.0) -> Array:
+    """Working-grid voxels inside the input image's field of view, ``(I, J, K)`` bool, grown by
+    ``margin_mm`` along the slice axis (axis 2)."""
+    ones = np.ones(record.input_shape, np.uint8)
+    fov = resample(ones, record.input_affine, record.working_affine, record.working_shape, order=0).astype(bool)
+    return grow_along_slices(fov, record, margin_mm)
+
+
+def grow_along_slices(mask: Array, record: GridRecord, margin_mm: float) -> Array:
+    """A working-grid mask ``(I, J, K)`` grown by ``margin_mm`` along the slice axis (axis 2)."""
+    n = int(np.ceil(margin_mm / float(np.linalg.norm(np.asarray(record.working_affine)[:3, 2])))) if margin_mm > 0 else 0
+    return ndimage.binary_dilation(mask, structure=np.ones((1, 1, 3), bool), iterations=n) if n else mask

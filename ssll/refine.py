@@ -8,8 +8,9 @@ Steps, all in one process (the atlas bank and torch are loaded once for the L re
    initialised by the landmark affine (:mod:`ssll.register`);
 4. fusion: the warped atlas images and labels fused by non-local patch voting, eq. (5)
    (:mod:`ssll.fusion`);
-5. the fused labels pasted back on the full working grid and, with a grid record, resampled to
-   the input grid.
+5. the fused labels pasted back on the full working grid; with a thick-slice input, cut at the
+   basal end of the imaged slab (:func:`clip_beyond_stack`); with a grid record, resampled to the
+   input grid.
 """
 
 from __future__ import annotations
@@ -24,11 +25,11 @@ import torch
 from ssll.atlases import Atlas, AtlasConfig, crop, crop_box, select_atlases
 from ssll.errors import AtlasError
 from ssll.fusion import FusionConfig, fuse_labels
-from ssll.preprocess import GridRecord
+from ssll.preprocess import GridRecord, input_fov_mask
 from ssll.register import FFDConfig, register_affine_labels, register_labels_batch, warp_atlas
 from ssll.types import Array, PathLike
 
-__all__ = ["RefineConfig", "acquired_slices", "refine", "run_refine"]
+__all__ = ["RefineConfig", "acquired_slices", "clip_beyond_stack", "refine", "run_refine", "stack_slab"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ def refine(
     cfg: RefineConfig | None = None,
     *,
     slices: Array | None = None,
+    stack: tuple[int, int] | None = None,
     device: torch.device | None = None,
     what: str = "target",
 ) -> tuple[Array, dict[str, Any]]:
@@ -72,6 +74,9 @@ def refine(
         cfg: settings. Defaults to :class:`RefineConfig`.
         slices: working-grid indices (axis 2) of the acquired slices (:func:`acquired_slices`);
             registration fits the target there only. Defaults to all slices.
+        stack: first and last working slice inside the input's imaged slab (:func:`stack_slab`);
+            the model is cut beyond it at the ends ``cfg.atlases.beyond_stack`` does not free
+            (:func:`clip_beyond_stack`). Defaults to no cut.
         device: torch device for registration and fusion. Defaults to CPU.
         what: name for error messages.
 
@@ -129,10 +134,14 @@ def refine(
     t_fuse = time.perf_counter() - t2
     out = np.zeros(labels.shape, np.uint8)
     out[box] = fused
+    cut: dict[str, Any] | None = None
+    if stack is not None and cfg.atlases.beyond_stack != "both":
+        out, cut = clip_beyond_stack(out, affine, landmarks_mm, stack, keep=cfg.atlases.beyond_stack)
     record = {
         "box_voxels": [[s.start, s.stop] for s in box],
         "init": cfg.atlases.init,
         "init_fallback": fallback,
+        "beyond_stack": cut,
         "atlases_ranked": len(bank),
         "selected": regs,
         "fusion": {"computed_fraction": frac, "patch": list(cfg.fusion.patch), "search": list(cfg.fusion.search),
@@ -141,6 +150,66 @@ def refine(
                     "total": time.perf_counter() - t0},
     }
     return out, record
+
+
+def stack_slab(record: GridRecord) -> tuple[int, int] | None:
+    """First and last working-grid slice (axis 2) inside the input's field of view
+    (:func:`ssll.preprocess.input_fov_mask`, the slab the network segments), or None when the input
+    is not thicker-sliced than the working grid or its slab misses the working grid."""
+    if acquired_slices(record) is None:
+        return None
+    ks = np.nonzero(input_fov_mask(record).any(axis=(0, 1)))[0]
+    return (int(ks.min()), int(ks.max())) if ks.size else None
+
+
+def clip_beyond_stack(labels: Array, affine: Array, landmarks_mm: Array, stack: tuple[int, int], *,
+                      keep: str = "apex") -> tuple[Array, dict[str, Any]]:
+    """Cut a refined model at the ends of the imaged slab where it may not go on.
+
+    Beyond a thick-slice stack the registration sees no data: there the model is whatever the
+    atlases hold. At the apex that completes a stack that stops short; at the base it puts the
+    valve plane wherever the atlases had it (on ACDC, whose stacks start at the base, 16 mm and
+    more of full-width ventricles past the first slice, ended by the refinement box).
+
+    Args:
+        labels: ``(I, J, K)`` refined labels on the working grid, axis 2 the slice axis.
+        affine: 4x4 working voxel -> world mm.
+        landmarks_mm: ``(6, 3)`` target landmarks (world mm); the apex and the mitral valve centre
+            tell which end of the slab is basal.
+        stack: first and last working slice inside the imaged slab (:func:`stack_slab`).
+        keep: ``apex`` (cut the basal end only), ``none`` (cut both ends) or ``both`` (no cut).
+
+    Returns:
+        ``(labels, record)``: the cut labels (a copy) and what was done: the ends cut and the
+        voxels removed per label. When the landmarks do not tell the base from the apex (less than
+        one slice apart along the slice axis) both ends are cut.
+    """
+    if keep not in ("apex", "both", "none"):
+        raise ValueError(f"keep must be 'apex', 'both' or 'none', got {keep!r}")
+    from ssll.labels import Landmark
+
+    out = np.array(labels, np.uint8, copy=True)
+    lo, hi = stack
+    k_lm = (np.linalg.inv(np.asarray(affine, float)) @ np.c_[np.asarray(landmarks_mm, float), np.ones(6)].T)[2]
+    k_apex, k_mv = k_lm[Landmark.APEX - 1], k_lm[Landmark.MITRAL_VALVE_CENTRE - 1]
+    known = bool(np.isfinite(k_apex) and np.isfinite(k_mv) and abs(k_apex - k_mv) >= 1.0)
+    base_end = ("low" if k_mv < k_apex else "high") if known else None
+    if keep == "both":
+        ends: list[str] = []
+    elif keep == "apex" and base_end is not None:
+        ends = [base_end]
+    else:
+        ends = ["low", "high"]
+    removed: dict[int, int] = {}
+    for end in ends:
+        part = out[..., :lo] if end == "low" else out[..., hi + 1:]
+        for c, n in zip(*np.unique(part[part > 0], return_counts=True)):
+            removed[int(c)] = removed.get(int(c), 0) + int(n)
+        part[...] = 0
+    names = {base_end: "basal", ({"low", "high"} - {base_end}).pop(): "apical"} if base_end else {}
+    return out, {"keep": keep, "slab": [int(lo), int(hi)], "base_known": known,
+                 "cut_ends": [names.get(e, f"{e} slice index") for e in ends],
+                 "removed_voxels": {str(c): n for c, n in sorted(removed.items())}}
 
 
 def acquired_slices(record: GridRecord) -> Array | None:
@@ -196,7 +265,7 @@ def run_refine(
     atlases = load_bank(bank)
     device = select_device()
     refined, info = refine(img.array, lab.array, lab.affine, pts, atlases, cfg, slices=acquired_slices(rec),
-                           device=device, what=subject)
+                           stack=stack_slab(rec), device=device, what=subject)
     save_nifti(out_labels, Volume(refined, lab.affine), dtype=np.uint8)
     orig = to_original(refined, rec, order=0)
     save_nifti(out_original, Volume(orig, rec.input_affine, header=original_header(rec)), dtype=np.uint8)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ssll.evaluate import dice, hausdorff, hausdorff_slicewise, landmark_distances
+from ssll.evaluate import dice, dice_shift_compensated, hausdorff, hausdorff_slicewise, landmark_distances
 
 
 def test_dice_hand_computed() -> None:
@@ -62,3 +62,42 @@ def test_empty_masks() -> None:
 def test_landmark_distances() -> None:
     d = landmark_distances(np.array([[0, 0, 0], [1, 1, 1.0]]), np.array([[3, 4, 0], [1, 1, 1.0]]))
     np.testing.assert_allclose(d, [5.0, 0.0])
+
+
+def _ring_stack(shifts: list[tuple[int, int]]) -> np.ndarray:
+    """A (48, 48, n) stack: cavity disc (1) in a wall ring (2), slice k moved by shifts[k] voxels."""
+    ii, jj = np.mgrid[:48, :48]
+    vol = np.zeros((48, 48, len(shifts)), np.uint8)
+    for k, (di, dj) in enumerate(shifts):
+        r = np.hypot(ii - 24 - di, jj - 24 - dj)
+        vol[..., k][r < 12] = 2
+        vol[..., k][r < 8] = 1
+    return vol
+
+
+def test_shift_compensated_dice_undoes_per_slice_shifts() -> None:
+    shifts = [(0, 0), (3, -2), (-2, 1), (1, 3)]
+    truth = _ring_stack(shifts)  # the expert's slices, each with its breath-hold shift
+    smooth = _ring_stack([(0, 0)] * 4)  # a model that removed the shifts
+    assert dice(smooth == 2, truth == 2) < 0.85
+    scores, found = dice_shift_compensated(smooth, truth, (1, 2), (1.5, 1.5, 10.0), max_shift_mm=6.0)
+    assert scores[1] == pytest.approx(1.0) and scores[2] == pytest.approx(1.0)
+    np.testing.assert_array_equal(found, np.array(shifts))
+
+
+def test_shift_compensated_dice_limits_the_shift_and_scores_shape_errors() -> None:
+    truth = _ring_stack([(0, 0), (5, 0)])  # 5 voxels = 7.5 mm: beyond a 6 mm search
+    smooth = _ring_stack([(0, 0), (0, 0)])
+    scores, found = dice_shift_compensated(smooth, truth, (1, 2), (1.5, 1.5, 10.0), max_shift_mm=6.0)
+    assert found[1, 0] == 4 and scores[2] < 1.0
+    # a wrong shape stays wrong whatever the shift: a thinner wall
+    thin = smooth.copy()
+    ii, jj = np.mgrid[:48, :48]
+    thin[np.hypot(ii - 24, jj - 24)[..., None].repeat(2, -1) >= 10] = 0
+    s_thin, _ = dice_shift_compensated(thin, smooth, (1, 2), (1.5, 1.5, 10.0))
+    assert s_thin[1] == pytest.approx(1.0)
+    assert s_thin[2] == pytest.approx(dice(thin == 2, smooth == 2))
+    assert s_thin[2] < 0.8
+    # a label absent from both is NaN
+    s_nan, _ = dice_shift_compensated(smooth, truth, (1, 3), (1.5, 1.5, 10.0))
+    assert np.isnan(s_nan[3])

@@ -14,7 +14,7 @@ from ssll.atlases import AtlasConfig, load_bank, write_atlas, write_manifest
 from ssll.cli import main
 from ssll.evaluate import dice
 from ssll.interpolate import nearest_upsample
-from ssll.refine import RefineConfig, acquired_slices, refine
+from ssll.refine import RefineConfig, acquired_slices, clip_beyond_stack, refine, stack_slab
 from ssll.preprocess import GridRecord
 
 HR = (1.25, 1.25, 2.0)
@@ -102,7 +102,12 @@ def test_cli_refine_writes_outputs_on_both_grids(bank_dir, tmp_path) -> None:
     assert dice(np.asarray(orig.dataobj) == 2, lr == 2) > 0.85
     work = nib.load(str(out["labels.nii.gz"]))
     np.testing.assert_allclose(work.affine, nib.load(str(tmp_path / "w.nii.gz")).affine, atol=1e-6)
-    assert json.loads(out["rec.json"].read_text())["subject"] == "s1"
+    record = json.loads(out["rec.json"].read_text())
+    assert record["subject"] == "s1"
+    # the model ends with the imaged slab at the base (high k here: the mitral valve landmark's end)
+    lo, hi = stack_slab(rec)
+    assert record["beyond_stack"]["slab"] == [lo, hi] and record["beyond_stack"]["cut_ends"] == ["basal"]
+    assert not np.asarray(work.dataobj)[..., hi + 1:].any()
 
 
 def test_cli_refine_bad_bank_is_one_line(tmp_path, capsys) -> None:
@@ -134,3 +139,50 @@ def test_config_schema_and_config_yaml_carry_the_code_defaults() -> None:
                 assert props["default"] == code[key], f"schema {section}.{key}"
         for key, value in config[section].items():
             assert value == code[key], f"config.yaml {section}.{key}"
+
+
+def test_stack_slab_is_the_input_field_of_view_along_the_slices() -> None:
+    from ssll.preprocess import input_fov_mask, preprocess_volume
+    from ssll.types import Volume
+
+    for n, origin_k in ((9, 0.0), (10, 3.3)):  # odd and even stacks, off the working grid's phase
+        aff = np.diag([1.5, 1.5, 10.0, 1.0])
+        aff[:3, 3] = (-100.0, -90.0, origin_k)
+        _, rec = preprocess_volume(Volume(np.random.default_rng(n).random((120, 110, n)).astype(np.float32), aff))
+        lo, hi = stack_slab(rec)
+        assert hi - lo + 1 == n * 5  # n slices of 10 mm on 2 mm working slices
+        ks = acquired_slices(rec)
+        assert lo < ks.min() and ks.max() < hi  # the slab holds every acquired slice, and more
+        assert (lo, hi) == tuple(np.nonzero(input_fov_mask(rec).any(axis=(0, 1)))[0][[0, -1]])
+    hr = np.diag([1.25, 1.25, 2.0, 1.0])
+    _, rec = preprocess_volume(Volume(np.random.default_rng(0).random((40, 40, 30)).astype(np.float32), hr))
+    assert stack_slab(rec) is None
+
+
+def test_clip_beyond_stack_cuts_where_asked() -> None:
+    aff = np.diag([1.25, 1.25, 2.0, 1.0])
+    lab = np.zeros((12, 12, 60), np.uint8)
+    lab[2:10, 2:10, 4:57] = 2
+    lab[4:8, 4:8, 4:57] = 1
+    per_slice = {1: 16, 2: 48}
+    lm = np.zeros((6, 3))
+    lm[4] = (6 * 1.25, 6 * 1.25, 52 * 2.0)  # apex at k = 52
+    lm[5] = (6 * 1.25, 6 * 1.25, 8 * 2.0)  # mitral valve centre at k = 8: the base is the low-k end
+    out, rec = clip_beyond_stack(lab, aff, lm, (10, 50), keep="apex")
+    assert not out[..., :10].any() and (out[..., 10:] == lab[..., 10:]).all()
+    assert rec["cut_ends"] == ["basal"] and rec["base_known"]
+    assert rec["removed_voxels"] == {str(c): 6 * n for c, n in per_slice.items()}  # k = 4..9
+    out, rec = clip_beyond_stack(lab, aff, lm[[0, 1, 2, 3, 5, 4]], (10, 50), keep="apex")  # base at high k
+    assert not out[..., 51:].any() and (out[..., :51] == lab[..., :51]).all() and rec["cut_ends"] == ["basal"]
+    out, rec = clip_beyond_stack(lab, aff, lm, (10, 50), keep="none")
+    assert not out[..., :10].any() and not out[..., 51:].any() and sorted(rec["cut_ends"]) == ["apical", "basal"]
+    out, rec = clip_beyond_stack(lab, aff, lm, (10, 50), keep="both")
+    assert (out == lab).all() and rec["cut_ends"] == [] and out is not lab
+    flat = lm.copy()
+    flat[4, 2] = flat[5, 2] + 1.0  # apex and mitral valve half a slice apart: the base is unknown, both ends cut
+    out, rec = clip_beyond_stack(lab, aff, flat, (10, 50), keep="apex")
+    assert not rec["base_known"] and not out[..., :10].any() and not out[..., 51:].any()
+    with pytest.raises(ValueError, match="keep"):
+        clip_beyond_stack(lab, aff, lm, (10, 50), keep="base")
+    with pytest.raises(ValueError, match="beyond_stack"):
+        AtlasConfig.from_mapping({"beyond_stack": "base"})

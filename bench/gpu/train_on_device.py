@@ -258,7 +258,7 @@ def refine_timing(net_lr: SSLLN, phantoms: list[dict], device: torch.device, n_t
     """Shape refinement of validation LR phantoms on the GPU, bank = every training HR phantom (ED, ES)."""
     from ssll.atlases import Atlas
     from ssll.preprocess import GridRecord
-    from ssll.refine import acquired_slices, refine
+    from ssll.refine import acquired_slices, refine, stack_slab
 
     bank = []
     for p in phantoms:
@@ -288,7 +288,7 @@ def refine_timing(net_lr: SSLLN, phantoms: list[dict], device: torch.device, n_t
         rec = GridRecord.from_dict(s["record"])
         t = time.perf_counter()
         _, r = refine(s["image"], labels, s["affine"], voxel_to_world(pts, s["affine"]), bank,
-                      slices=acquired_slices(rec), device=device, what=f"phantom lr {t_i}")
+                      slices=acquired_slices(rec), stack=stack_slab(rec), device=device, what=f"phantom lr {t_i}")
         sync(device)
         wall = time.perf_counter() - t
         if t_i > 0:  # the first is the warm-up

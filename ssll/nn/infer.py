@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 from ssll.errors import ModelError, SsllError
 from ssll.labels import LANDMARK_NAMES
@@ -35,7 +34,7 @@ from ssll.landmarks import points_from_landmark_map, restrict_landmark_map, voxe
 from ssll.nn.device import select_device
 from ssll.nn.network import SSLLN
 from ssll.postprocess import keep_largest_components
-from ssll.preprocess import GridRecord, original_header, probabilities_to_original, resample
+from ssll.preprocess import GridRecord, grow_along_slices, input_fov_mask, original_header, probabilities_to_original
 from ssll.types import Array, PathLike, Volume
 
 __all__ = ["LoadedModel", "SegmentItem", "Segmentation", "default_weights", "finish_segmentation", "input_fov_mask",
@@ -170,20 +169,6 @@ class SegmentItem:
 #: mitral valve centre sit up to about a slice beyond the last LV slice of a thick-slice stack, more
 #: when an end slice was lost (20 mm cut the apex of 16 of 50 simulated-LR phantoms by up to 1.9 mm)
 LANDMARK_FOV_MARGIN_MM = 40.0
-
-
-def input_fov_mask(record: GridRecord, *, margin_mm: float = 0.0) -> Array:
-    """Working-grid voxels inside the input image's field of view, ``(I, J, K)`` bool, grown by
-    ``margin_mm`` along the slice axis (axis 2)."""
-    ones = np.ones(record.input_shape, np.uint8)
-    fov = resample(ones, record.input_affine, record.working_affine, record.working_shape, order=0).astype(bool)
-    return grow_along_slices(fov, record, margin_mm)
-
-
-def grow_along_slices(mask: Array, record: GridRecord, margin_mm: float) -> Array:
-    """A working-grid mask ``(I, J, K)`` grown by ``margin_mm`` along the slice axis (axis 2)."""
-    n = int(np.ceil(margin_mm / float(np.linalg.norm(np.asarray(record.working_affine)[:3, 2])))) if margin_mm > 0 else 0
-    return ndimage.binary_dilation(mask, structure=np.ones((1, 1, 3), bool), iterations=n) if n else mask
 
 
 def landmark_points(lmap: Array, record: GridRecord, *, fov: Array | None = None) -> Array:
