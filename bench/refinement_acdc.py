@@ -27,8 +27,10 @@ expert's contours carry its shift, which a smooth model is meant to remove):
   base of the imaged slab as ``ssll refine`` does (``atlases: beyond_stack``), and
   ``ml_hr_uncut_<structure>`` before that cut; ``expert_ml_<structure>`` beside them.
 
-Run (after ``bench/refinement.py`` has built its bank; the committed results: ED, two grids, ~18 min):
-    python bench/refinement_acdc.py --phases ED --grids 30_15 50_40 --out bench/results/refinement_acdc
+Run (after ``bench/refinement.py`` has built its bank; the committed results, ~35 min on 2 cores):
+    python bench/refinement_acdc.py --phases ED ES --grids 30_15 50_40 30_15_100_80 --out bench/results/refinement_acdc
+The picture ``beyond_stack_patient017_ED.png`` (the model before and after the cut at the base)
+comes from the same script: ``--phases ED --grids 30_15 --limit 1``.
 """
 
 from __future__ import annotations
@@ -84,6 +86,33 @@ def parse_grid(spec: str) -> tuple[tuple[float, float], tuple[float, float]]:
     return (v[0], v[1]), (v[2], v[3])
 
 
+def long_axis_picture(image: np.ndarray, models: dict[str, np.ndarray], slab: tuple[int, int] | None, path: Path,
+                      title: str) -> None:
+    """PNG: one long-axis cut (working grid, through the LV centre along axis 0) per model over the image."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+
+    cmap = ListedColormap([(0, 0, 0, 0), (0.9, 0.1, 0.1, 0.5), (0.1, 0.8, 0.1, 0.5), (0.95, 0.85, 0.1, 0.5),
+                           (0.1, 0.4, 1.0, 0.5)])
+    first = next(iter(models.values()))
+    i = int(np.argwhere(first == Label.LV_CAVITY)[:, 0].mean())
+    fig, axes = plt.subplots(1, len(models), figsize=(4 * len(models), 4.2))
+    for ax, (name, lab) in zip(np.atleast_1d(axes), models.items()):
+        ax.imshow(image[i].T, cmap="gray", origin="lower", aspect=2.0 / 1.25)
+        ax.imshow(lab[i].T, cmap=cmap, vmin=0, vmax=4, origin="lower", aspect=2.0 / 1.25, interpolation="nearest")
+        if slab is not None:
+            for k in (slab[0] - 0.5, slab[1] + 0.5):
+                ax.axhline(k, color="c", lw=0.8)
+        ax.set_title(name, fontsize=9)
+        ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
+    plt.close(fig)
+
+
 def main(a: argparse.Namespace) -> None:
     warnings.simplefilter("ignore")
     torch.set_num_threads(2)
@@ -121,6 +150,12 @@ def main(a: argparse.Namespace) -> None:
             outs[f"refined_{g}"] = to_original(refined, rec, order=0)
             hr[f"refined_{g}"] = refined
             hr_whole[f"refined_{g}"] = whole
+        if a.picture and c["patient"] == a.picture and hr:
+            g0 = next(iter(hr))
+            long_axis_picture(work.array, {"SSLLN-LR": seg.labels, f"{g0}, before the cut": hr_whole[g0],
+                                           f"{g0}, cut at the slab's base": hr[g0]}, stack_slab(rec),
+                              out / f"beyond_stack_{c['patient']}_{c['phase']}.png",
+                              f"ACDC {c['patient']} {c['phase']}: long-axis cut through the LV; cyan lines: the imaged slab")
         ml_orig = float(np.prod(gt.spacing)) / 1000.0
         ml_work = float(abs(np.linalg.det(np.asarray(rec.working_affine)[:3, :3]))) / 1000.0
         for name, o in outs.items():
@@ -169,6 +204,7 @@ if __name__ == "__main__":
                     help=f"FFD grids to compare: names {sorted(GRIDS)} or I1_I2_T1_T2 (mm; in-plane then through-plane per level)")
     ap.add_argument("--phases", nargs="+", default=["ED", "ES"], choices=["ED", "ES"])
     ap.add_argument("--limit", type=int, default=0, help="only the first N volumes (a quick check)")
+    ap.add_argument("--picture", default="patient017", help="patient whose long-axis cut is drawn (first grid)")
     ap.add_argument("--out", default="bench/results/refinement_acdc")
     args = ap.parse_args()
     for spec in args.grids:
