@@ -56,6 +56,7 @@ from ssll.labels import Label
 from ssll.nn.data import acdc_cases
 from ssll.nn.infer import default_weights, finish_segmentation, landmark_points, load_model, predict
 from ssll.preprocess import preprocess_volume, to_original
+from ssll.qc import overlay_rgb
 from ssll.refine import RefineConfig, acquired_slices, clip_beyond_stack, refine, stack_slab
 from ssll.register import FFDConfig
 
@@ -88,21 +89,18 @@ def parse_grid(spec: str) -> tuple[tuple[float, float], tuple[float, float]]:
 
 def long_axis_picture(image: np.ndarray, models: dict[str, np.ndarray], slab: tuple[int, int] | None, path: Path,
                       title: str) -> None:
-    """PNG: one long-axis cut (working grid, through the LV centre along axis 0) per model over the image."""
+    """PNG: one long-axis cut (working grid, through the LV centre along axis 0) per model over the
+    image, in the QC montages' colours (:func:`ssll.qc.overlay_rgb`), slice axis upwards."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.colors import ListedColormap
 
-    cmap = ListedColormap([(0, 0, 0, 0), (0.9, 0.1, 0.1, 0.5), (0.1, 0.8, 0.1, 0.5), (0.95, 0.85, 0.1, 0.5),
-                           (0.1, 0.4, 1.0, 0.5)])
     first = next(iter(models.values()))
     i = int(np.argwhere(first == Label.LV_CAVITY)[:, 0].mean())
     fig, axes = plt.subplots(1, len(models), figsize=(4 * len(models), 4.2))
     for ax, (name, lab) in zip(np.atleast_1d(axes), models.items()):
-        ax.imshow(image[i].T, cmap="gray", origin="lower", aspect=2.0 / 1.25)
-        ax.imshow(lab[i].T, cmap=cmap, vmin=0, vmax=4, origin="lower", aspect=2.0 / 1.25, interpolation="nearest")
+        ax.imshow(overlay_rgb(image[i], lab[i]), origin="lower", aspect=2.0 / 1.25, interpolation="nearest")
         if slab is not None:
             for k in (slab[0] - 0.5, slab[1] + 0.5):
                 ax.axhline(k, color="c", lw=0.8)
@@ -137,6 +135,7 @@ def main(a: argparse.Namespace) -> None:
         lab, lmap, _conf, prob = predict(model, work.array[None], return_prob=True)
         seg = finish_segmentation(lab[0], lmap[0], prob[0], rec)
         pts = landmark_points(lmap[0], rec, fov=seg.fov)
+        ks, slab = acquired_slices(rec), stack_slab(rec, fov=seg.fov)
         outs = {"network": seg.original}
         hr, hr_whole = {}, {}
         secs = {}
@@ -144,8 +143,8 @@ def main(a: argparse.Namespace) -> None:
             t0 = time.perf_counter()
             # the model before and after the cut at the base of the imaged slab (refine(..., stack=) does
             # the same cut; done here so that one registration gives both volumes)
-            whole, _info = refine(work.array, seg.labels, rec.working_affine, pts, bank, cfg, slices=acquired_slices(rec))
-            refined, _cut = clip_beyond_stack(whole, rec.working_affine, pts, stack_slab(rec), keep=cfg.atlases.beyond_stack)
+            whole, _info = refine(work.array, seg.labels, rec.working_affine, pts, bank, cfg, slices=ks)
+            refined, _cut = clip_beyond_stack(whole, rec.working_affine, pts, slab, keep=cfg.atlases.beyond_stack)
             secs[g] = time.perf_counter() - t0
             outs[f"refined_{g}"] = to_original(refined, rec, order=0)
             hr[f"refined_{g}"] = refined
@@ -153,7 +152,7 @@ def main(a: argparse.Namespace) -> None:
         if a.picture and c["patient"] == a.picture and hr:
             g0 = next(iter(hr))
             long_axis_picture(work.array, {"SSLLN-LR": seg.labels, f"{g0}, before the cut": hr_whole[g0],
-                                           f"{g0}, cut at the slab's base": hr[g0]}, stack_slab(rec),
+                                           f"{g0}, cut at the slab's base": hr[g0]}, slab,
                               out / f"beyond_stack_{c['patient']}_{c['phase']}.png",
                               f"ACDC {c['patient']} {c['phase']}: long-axis cut through the LV; cyan lines: the imaged slab")
         ml_orig = float(np.prod(gt.spacing)) / 1000.0

@@ -80,12 +80,8 @@ def hausdorff_slicewise(a: Array, b: Array, spacing: tuple[float, ...], *, axis:
 
 
 def _shifted(a: Array, di: int, dj: int) -> Array:
-    """``a`` (2D) moved by (di, dj) voxels, zero-filled."""
-    out = np.zeros_like(a)
-    n0, n1 = a.shape
-    out[max(di, 0):n0 + min(di, 0), max(dj, 0):n1 + min(dj, 0)] = a[max(-di, 0):n0 - max(di, 0),
-                                                                     max(-dj, 0):n1 - max(dj, 0)]
-    return out
+    """``a`` (2D) moved by whole voxels (di, dj), zero-filled (as :mod:`ssll.simulate` shifts slices)."""
+    return ndimage.shift(np.asarray(a, np.uint8), (di, dj), order=0, mode="constant", cval=0).astype(np.asarray(a).dtype)
 
 
 def dice_shift_compensated(pred: Array, truth: Array, labels: tuple[int, ...], spacing: tuple[float, ...], *,

@@ -25,6 +25,7 @@ import torch
 from ssll.atlases import Atlas, AtlasConfig, crop, crop_box, select_atlases
 from ssll.errors import AtlasError
 from ssll.fusion import FusionConfig, fuse_labels
+from ssll.labels import Landmark
 from ssll.preprocess import GridRecord, input_fov_mask
 from ssll.register import FFDConfig, register_affine_labels, register_labels_batch, warp_atlas
 from ssll.types import Array, PathLike
@@ -152,13 +153,15 @@ def refine(
     return out, record
 
 
-def stack_slab(record: GridRecord) -> tuple[int, int] | None:
+def stack_slab(record: GridRecord, *, fov: Array | None = None) -> tuple[int, int] | None:
     """First and last working-grid slice (axis 2) inside the input's field of view
     (:func:`ssll.preprocess.input_fov_mask`, the slab the network segments), or None when the input
-    is not thicker-sliced than the working grid or its slab misses the working grid."""
+    is not thicker-sliced than the working grid or its slab misses the working grid. ``fov``:
+    :func:`ssll.preprocess.input_fov_mask` of ``record`` when the caller has it already."""
     if acquired_slices(record) is None:
         return None
-    ks = np.nonzero(input_fov_mask(record).any(axis=(0, 1)))[0]
+    fov = input_fov_mask(record) if fov is None else fov
+    ks = np.nonzero(np.asarray(fov).any(axis=(0, 1)))[0]
     return (int(ks.min()), int(ks.max())) if ks.size else None
 
 
@@ -186,8 +189,6 @@ def clip_beyond_stack(labels: Array, affine: Array, landmarks_mm: Array, stack: 
     """
     if keep not in ("apex", "both", "none"):
         raise ValueError(f"keep must be 'apex', 'both' or 'none', got {keep!r}")
-    from ssll.labels import Landmark
-
     out = np.array(labels, np.uint8, copy=True)
     lo, hi = stack
     k_lm = (np.linalg.inv(np.asarray(affine, float)) @ np.c_[np.asarray(landmarks_mm, float), np.ones(6)].T)[2]

@@ -57,7 +57,7 @@ class FFDConfig:
         downsample: target-grid subsampling factor per level. Defaults to (4, 2) (5 x 5 x 8 mm, then 2.5 x 2.5 x 4 mm: the 10 mm B-spline is smooth at that sampling).
         control_spacing_mm: in-plane control-point spacing per level (mm). Defaults to (30, 15).
             A stiffer grid scores higher on simulated phantoms (Table III: (50, 40) gave
-            0.943 / 0.822 / 0.930 / 0.563 against 0.931 / 0.802 / 0.916 / 0.521), where the atlases and the
+            0.940 / 0.820 / 0.929 / 0.564 against 0.936 / 0.804 / 0.919 / 0.524), where the atlases and the
             targets come from one shape model, but on 20 real ACDC subjects it cannot follow shapes
             the phantom bank lacks: agreement with the expert contours on the acquired slices fell
             from 0.916 / 0.752 / 0.863 to 0.885 / 0.713 / 0.803 (``bench/refinement_acdc.py``). The
