@@ -10,7 +10,8 @@ slice-wise, mm):
   the original grid, largest component per structure);
 * ``refined_<grid>``: ``ssll.refine`` of it (landmark affine, NMI selection over the phantom atlas
   bank, B-spline FFD, patch fusion), taken to the original grid by nearest neighbour as
-  ``ssll refine`` writes it — once per FFD control grid in ``--grids``.
+  ``ssll refine`` writes it — once per FFD control grid in ``--grids`` (``+sS``: with per-slice
+  shifts fitted, the model moved back onto each slice as acquired, as ``ssll refine`` writes it).
 
 The refinement replaces each slice's contour by a smooth 3D shape, so some loss against per-slice
 expert contours is expected; the question is how much, and whether the default grid costs more
@@ -57,7 +58,7 @@ from ssll.nn.data import acdc_cases
 from ssll.nn.infer import default_weights, finish_segmentation, landmark_points, load_model, predict
 from ssll.preprocess import preprocess_volume, to_original
 from ssll.qc import overlay_rgb
-from ssll.refine import RefineConfig, acquired_slices, clip_beyond_stack, refine, stack_slab
+from ssll.refine import RefineConfig, acquired_slices, clip_beyond_stack, labels_as_acquired, refine, stack_slab
 from ssll.register import FFDConfig
 
 STRUCTS = (Label.LV_CAVITY, Label.LV_WALL, Label.RV_CAVITY)
@@ -71,11 +72,13 @@ def parse_grid(spec: str) -> tuple[tuple[float, float], tuple[float, float]]:
 
     ``I1_I2_T1_T2`` gives the in-plane spacing of the coarse and fine level, then the
     through-plane spacing of each (what ``bench/refinement.py`` takes as ``--control-spacing-mm
-    I1 I2 --through-plane-mm T1 T2``).
+    I1 I2 --through-plane-mm T1 T2``). A suffix ``+sS`` (e.g. ``30_15+s10``) is the same grid
+    with per-slice shifts fitted (``ffd: slice_shift_mm: S``; see :func:`parse_variant`).
 
     Raises:
         argparse.ArgumentTypeError: neither a named grid nor four positive numbers.
     """
+    spec = spec.split("+", 1)[0]
     if spec in GRIDS:
         return GRIDS[spec]
     try:
@@ -85,6 +88,22 @@ def parse_grid(spec: str) -> tuple[tuple[float, float], tuple[float, float]]:
     if len(v) != 4 or min(v) <= 0:
         raise argparse.ArgumentTypeError(f"grid {spec!r}: expected one of {sorted(GRIDS)} or I1_I2_T1_T2 in mm")
     return (v[0], v[1]), (v[2], v[3])
+
+
+def parse_variant(spec: str) -> FFDConfig:
+    """The FFD settings of a ``--grids`` entry: :func:`parse_grid`'s control spacing, and the
+    per-slice shift prior (mm) after ``+s`` (0, none fitted, without the suffix)."""
+    ip, tp = parse_grid(spec)
+    shift = 0.0
+    if "+" in spec:
+        suffix = spec.split("+", 1)[1]
+        try:
+            shift = float(suffix.removeprefix("s")) if suffix.startswith("s") else -1.0
+        except ValueError:
+            shift = -1.0
+        if shift <= 0:
+            raise argparse.ArgumentTypeError(f"grid {spec!r}: the suffix must be +sS with S > 0 (mm)")
+    return FFDConfig(control_spacing_mm=ip, through_plane_mm=tp, slice_shift_mm=shift)
 
 
 def long_axis_picture(image: np.ndarray, models: dict[str, np.ndarray], slab: tuple[int, int] | None, path: Path,
@@ -125,8 +144,7 @@ def main(a: argparse.Namespace) -> None:
     if a.limit:
         cases = cases[: a.limit]
     model = load_model(a.weights_lr or default_weights("sslln_lr"))
-    grids = {g: parse_grid(g) for g in a.grids}
-    cfgs = {g: RefineConfig(ffd=FFDConfig(control_spacing_mm=ip, through_plane_mm=tp)) for g, (ip, tp) in grids.items()}
+    cfgs = {g: RefineConfig(ffd=parse_variant(g)) for g in a.grids}
     rows = []
     for c in cases:
         img = load_image(c["image"])
@@ -143,10 +161,11 @@ def main(a: argparse.Namespace) -> None:
             t0 = time.perf_counter()
             # the model before and after the cut at the base of the imaged slab (refine(..., stack=) does
             # the same cut; done here so that one registration gives both volumes)
-            whole, _info = refine(work.array, seg.labels, rec.working_affine, pts, bank, cfg, slices=ks)
+            whole, info = refine(work.array, seg.labels, rec.working_affine, pts, bank, cfg, slices=ks)
             refined, _cut = clip_beyond_stack(whole, rec.working_affine, pts, slab, keep=cfg.atlases.beyond_stack)
             secs[g] = time.perf_counter() - t0
-            outs[f"refined_{g}"] = to_original(refined, rec, order=0)
+            # on the input grid as `ssll refine` writes it: back on each slice as acquired
+            outs[f"refined_{g}"] = to_original(labels_as_acquired(refined, rec.working_affine, info), rec, order=0)
             hr[f"refined_{g}"] = refined
             hr_whole[f"refined_{g}"] = whole
         if a.picture and c["patient"] == a.picture and hr:
@@ -183,7 +202,8 @@ def main(a: argparse.Namespace) -> None:
         cols += [f"diff_ml_{n}", f"diff_ml_hr_{n}", f"diff_ml_hr_uncut_{n}"]
     summary = {
         "n_volumes": len(cases), "atlas_bank": f"{bank_dir} ({len(bank)} HR phantom atlases, SSLLN-HR labels)",
-        "grids_mm": {g: {"control_spacing_mm": ip, "through_plane_mm": tp} for g, (ip, tp) in grids.items()},
+        "grids_mm": {g: {"control_spacing_mm": list(c.ffd.control_spacing_mm), "through_plane_mm": list(c.ffd.through_plane_mm),
+                         "slice_shift_mm": c.ffd.slice_shift_mm} for g, c in cfgs.items()},
         "mean_sd": {ph: {m: {c: [round(float(g[c].mean()), 4), round(float(g[c].std()), 4)] for c in cols
                              if g[c].notna().any()}
                          for m, g in d.groupby("method", sort=False)} for ph, d in df.groupby("phase")},
@@ -208,7 +228,7 @@ if __name__ == "__main__":
     args = ap.parse_args()
     for spec in args.grids:
         try:
-            parse_grid(spec)
+            parse_variant(spec)
         except argparse.ArgumentTypeError as e:
             ap.error(str(e))
     main(args)

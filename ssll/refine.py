@@ -7,7 +7,10 @@ Steps, all in one process (the atlas bank and torch are loaded once for the L re
 3. registration: a B-spline FFD per selected atlas with the label-consistency objective of eq. (4),
    initialised by the landmark affine (:mod:`ssll.register`);
 4. fusion: the warped atlas images and labels fused by non-local patch voting, eq. (5)
-   (:mod:`ssll.fusion`);
+   (:mod:`ssll.fusion`); when the registration fitted the acquired slices' breath-hold shifts
+   (``ffd: slice_shift_mm``), the target image is first moved slice by slice onto the model
+   (:func:`shift_slices`); the refined model is motion-free, and its copy on the input grid is
+   moved back onto each slice as acquired (:func:`labels_as_acquired`);
 5. the fused labels pasted back on the full working grid; with a thick-slice input, cut at the
    basal end of the imaged slab (:func:`clip_beyond_stack`); with a grid record, resampled to the
    input grid.
@@ -30,7 +33,7 @@ from ssll.preprocess import GridRecord, input_fov_mask
 from ssll.register import FFDConfig, register_affine_labels, register_labels_batch, warp_atlas
 from ssll.types import Array, PathLike
 
-__all__ = ["RefineConfig", "acquired_slices", "clip_beyond_stack", "refine", "run_refine", "stack_slab"]
+__all__ = ["RefineConfig", "acquired_slices", "clip_beyond_stack", "labels_as_acquired", "refine", "run_refine", "shift_slices", "stack_slab"]
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,10 @@ def refine(
 
     Returns:
         ``(refined, record)``: ``(I, J, K)`` uint8 labels on the working grid, and a record
-        (selected atlases with NMI and affines, FFD consistency per level, timings in seconds).
+        (selected atlases with NMI and affines, FFD consistency per level, timings in seconds; with
+        ``cfg.ffd.slice_shift_mm`` and ``slices``, ``slice_shifts_mm``: the acquired slices' working-grid
+        indices and their fitted in-plane shifts (mm, axes 0 and 1, averaged over the atlases), against
+        which ``refined`` is the motion-free model; see :func:`labels_as_acquired`).
 
     Raises:
         RegistrationError: empty segmentation or a diverged registration.
@@ -131,6 +137,10 @@ def refine(
                      "init": cfg.atlases.init, "affine": np.round(init, 6).tolist(), "levels": res.history})
     t_reg = time.perf_counter() - t1
     t2 = time.perf_counter()
+    shifts = None
+    if results and results[0].slice_shifts is not None:  # the atlases' estimates of each slice's shift, averaged
+        shifts = np.mean([r.slice_shifts for r in results], axis=0)
+        ti = shift_slices(ti, results[0].slices, shifts, np.linalg.norm(taff[:3, :3], axis=0))
     fused, frac = fuse_labels(ti, np.stack(w_img), np.stack(w_lab), cfg.fusion, device=device)
     t_fuse = time.perf_counter() - t2
     out = np.zeros(labels.shape, np.uint8)
@@ -143,6 +153,8 @@ def refine(
         "init": cfg.atlases.init,
         "init_fallback": fallback,
         "beyond_stack": cut,
+        "slice_shifts_mm": None if shifts is None else {
+            "slices": [int(k) + box[2].start for k in results[0].slices], "shifts": np.round(shifts, 3).tolist()},
         "atlases_ranked": len(bank),
         "selected": regs,
         "fusion": {"computed_fraction": frac, "patch": list(cfg.fusion.patch), "search": list(cfg.fusion.search),
@@ -151,6 +163,63 @@ def refine(
                     "total": time.perf_counter() - t0},
     }
     return out, record
+
+
+def shift_slices(volume: Array, slices: Array, shifts_mm: Array, spacing_mm: Array, *, order: int = 1) -> Array:
+    """Move each slice of a volume in-plane by the shift of the acquired slices around it.
+
+    With the shifts a registration fitted (:attr:`ssll.register.FFDResult.slice_shifts`: voxel
+    ``v`` of acquired slice ``k`` shows the motion-free model at ``v + shift_k / spacing``),
+    ``+shifts`` moves the target's slices onto the model (motion correction, before fusion) and
+    ``-shifts`` moves the model onto the slices as they were acquired (:func:`labels_as_acquired`).
+
+    Args:
+        volume: ``(I, J, K)`` working-grid array (axis 2 the slice axis).
+        slices: ``(n,)`` increasing indices (axis 2) of the acquired slices.
+        shifts_mm: ``(n, 2)`` shift per acquired slice (mm, along axes 0 and 1).
+        spacing_mm: ``(3,)`` voxel size (mm).
+        order: 1 (linear, images; edge values outside) or 0 (nearest, labels; background outside).
+
+    Returns:
+        ``(I, J, K)`` array, ``out[v] = volume[v - shift_k / spacing]`` per slice ``k``; working
+        slices between two acquired ones take the linearly interpolated shift, slices beyond the
+        ends the end slice's. Same dtype as ``volume``.
+    """
+    from scipy import ndimage
+
+    volume = np.asarray(volume)
+    slices = np.asarray(slices, float)
+    shifts_mm = np.asarray(shifts_mm, float)
+    if shifts_mm.shape != (slices.size, 2) or slices.size == 0:
+        raise ValueError(f"shift_slices: shifts {shifts_mm.shape} do not match {slices.size} slices")
+    if order not in (0, 1):
+        raise ValueError(f"shift_slices: order must be 0 or 1, got {order}")
+    ks = np.arange(volume.shape[2])
+    per_k = np.stack([np.interp(ks, slices, shifts_mm[:, a]) for a in range(2)], 1) / np.asarray(spacing_mm, float)[:2]
+    out = np.empty_like(volume)
+    for k in ks:
+        out[:, :, k] = ndimage.shift(volume[:, :, k], per_k[k], order=order,
+                                     mode="nearest" if order else "constant", cval=0)
+    return out
+
+
+def labels_as_acquired(refined: Array, affine: Array, record: dict[str, Any]) -> Array:
+    """The motion-free refined model moved back onto each acquired slice's breath-hold position.
+
+    Args:
+        refined: ``(I, J, K)`` refined labels on the working grid (:func:`refine`).
+        affine: 4x4 working voxel -> world mm.
+        record: :func:`refine`'s record; its ``slice_shifts_mm`` (None when no shifts were fitted).
+
+    Returns:
+        ``(I, J, K)`` uint8 labels that overlay the input's slices as acquired (``refined`` itself
+        when there are no shifts): what ``ssll refine`` resamples to the input grid.
+    """
+    ss = record.get("slice_shifts_mm")
+    if not ss:
+        return np.asarray(refined, np.uint8)
+    spacing = np.linalg.norm(np.asarray(affine, float)[:3, :3], axis=0)
+    return shift_slices(np.asarray(refined, np.uint8), ss["slices"], -np.asarray(ss["shifts"], float), spacing, order=0)
 
 
 def stack_slab(record: GridRecord, *, fov: Array | None = None) -> tuple[int, int] | None:
@@ -268,7 +337,7 @@ def run_refine(
     refined, info = refine(img.array, lab.array, lab.affine, pts, atlases, cfg, slices=acquired_slices(rec),
                            stack=stack_slab(rec), device=device, what=subject)
     save_nifti(out_labels, Volume(refined, lab.affine), dtype=np.uint8)
-    orig = to_original(refined, rec, order=0)
+    orig = to_original(labels_as_acquired(refined, lab.affine, info), rec, order=0)
     save_nifti(out_original, Volume(orig, rec.input_affine, header=original_header(rec)), dtype=np.uint8)
     info = {"subject": subject, "bank": str(bank), "device": str(device), **info}
     write_json(out_record, info)

@@ -71,6 +71,11 @@ class FFDConfig:
         bending: bending-energy weight. Defaults to 1.0.
         band_mm: at the finest level, evaluate the loss within this distance of a boundary (mm);
             0 evaluates everywhere. Defaults to 5.
+        slice_shift_mm: when the target is a thick-slice stack (``slices`` given), also fit one
+            in-plane translation per acquired slice (mm; the breath-hold shift of that slice),
+            with a Gaussian prior of this standard deviation; 0 fits none. The shifts are
+            centred (mean zero over the slices) and stay out of the transformation: the warped
+            atlas is the motion-free model, and the shifts are reported. Defaults to 0.
     """
 
     downsample: tuple[int, ...] = (4, 2)
@@ -81,6 +86,7 @@ class FFDConfig:
     step_mm: float = 0.6
     bending: float = 1.0
     band_mm: float = 5.0
+    slice_shift_mm: float = 0.0
 
     @classmethod
     def from_mapping(cls, m: dict[str, Any] | None) -> FFDConfig:
@@ -103,11 +109,18 @@ class FFDResult:
         levels: per level ``(control_points (A, B, C, 3) mm, (si, sj, sk) spacing mm)``.
         init: the 4x4 world->world initial affine.
         history: per level, the label consistency before and after, iterations and seconds.
+        slice_shifts: ``(n, 2)`` in-plane translations (mm, along the target grid's axes 0 and 1)
+            of the target's acquired slices ``slices`` (``(n,)`` target-grid indices along axis 2)
+            relative to the model: target voxel ``v`` of slice ``k`` shows the model at
+            ``v + shift_k / spacing``. None when they were not fitted.
+        slices: the slice indices the shifts belong to, or None.
     """
 
     levels: list[tuple[torch.Tensor, tuple[float, float, float]]]
     init: Array
     history: list[dict[str, float]]
+    slice_shifts: Array | None = None
+    slices: Array | None = None
 
 
 def bspline_basis(positions_mm: Array, spacing_mm: float, n_ctrl: int) -> torch.Tensor:
@@ -368,6 +381,10 @@ def register_labels_batch(
     extent = (np.asarray(target.shape) - 1) * spacing
     levels: list[tuple[torch.Tensor, tuple[float, float, float]]] = []
     histories: list[list[dict[str, float]]] = [[] for _ in range(n_at)]
+    fit_shifts = cfg.slice_shift_mm > 0 and slices is not None
+    slice_ids = np.unique(np.asarray(slices, int)) if slices is not None else None
+    # per atlas and acquired slice, the in-plane shift (mm) of that slice against the model
+    shift = torch.zeros((n_at, len(slice_ids) if fit_shifts else 0, 2), device=device, requires_grad=fit_shifts)
     for lev, (ds, cs_in, cs_z, iters, sig) in enumerate(zip(cfg.downsample, cfg.control_spacing_mm, cfg.through_plane_mm,
                                                             cfg.iterations, cfg.smooth_vox)):
         t0 = time.perf_counter()
@@ -392,10 +409,15 @@ def register_labels_batch(
         lab = lab[None, None].expand(1, n_at, -1)
         sp_t = torch.from_numpy(spacing.astype(np.float32)).to(device)
         frozen_sel = frozen.reshape(-1, tgt.size, 3)[:, sel]  # (1 before any level, else L, P, 3)
-        opt = torch.optim.Adam([ctrl], lr=cfg.step_mm)
+        opt = torch.optim.Adam([ctrl, shift] if fit_shifts else [ctrl], lr=cfg.step_mm)
+        if fit_shifts:  # each sampled point's acquired slice (axis 2 samples exactly the acquired slices)
+            slice_of = torch.from_numpy(np.searchsorted(slice_ids, np.rint(grid_vox[:, 2].cpu().numpy()).astype(int))).to(device)
 
         def consistency(c: torch.Tensor) -> torch.Tensor:
             u = _dense(c, bases).reshape(n_at, -1, 3)[:, sel] + frozen_sel  # (L, P, 3) mm
+            if fit_shifts:
+                centred = shift - shift.mean(1, keepdim=True)
+                u = u + F.pad(centred[:, slice_of], (0, 1))
             v = grid_vox[None] + u / sp_t
             pts = v @ vox2atlas[:, :3, :3].transpose(1, 2) + vox2atlas[:, None, :3, 3]
             w = _trilinear(flat, dims, offsets, pts)  # (5, L, P)
@@ -406,6 +428,8 @@ def register_labels_batch(
             opt.zero_grad(set_to_none=True)
             c = consistency(ctrl)
             loss = (1.0 - c).sum() + cfg.bending * _bending(ctrl, cs).sum()
+            if fit_shifts:  # Gaussian prior, scaled like the consistency (a mean over points)
+                loss = loss + 0.5 * (shift - shift.mean(1, keepdim=True)).pow(2).mean((1, 2)).sum() / (cfg.slice_shift_mm ** 2 * len(slice_ids))
             loss.backward()
             opt.step()
             # kept as tensors: reading a value each step would make a GPU wait for every step
@@ -413,7 +437,8 @@ def register_labels_batch(
                 c_first = c.detach()
             c_last = c.detach()
         first, last = c_first.cpu().numpy(), c_last.cpu().numpy()
-        finite = torch.isfinite(ctrl.detach()).flatten(1).all(1).cpu().numpy() & np.isfinite(last)
+        finite = (torch.isfinite(ctrl.detach()).flatten(1).all(1) & torch.isfinite(shift.detach()).flatten(1).all(1)).cpu().numpy()
+        finite &= np.isfinite(last)
         if not finite.all():
             bad = ", ".join(names[n] for n in np.flatnonzero(~finite))
             raise RegistrationError(f"{what}: the FFD optimisation diverged at level {lev + 1} for {bad}")
@@ -423,7 +448,9 @@ def register_labels_batch(
             histories[n].append({"level": lev + 1, "control_spacing_mm": list(cs), "downsample": ds, "iterations": iters,
                                  "points": int(sel.numel()), "consistency_start": float(first[n]),
                                  "consistency_end": float(last[n]), "seconds": seconds, "atlases_in_batch": n_at})
-    return [FFDResult(levels=[(ctrl[n], cs) for ctrl, cs in levels], init=np.asarray(init, float), history=histories[n])
+    shifts = (shift.detach() - shift.detach().mean(1, keepdim=True)).cpu().numpy().astype(float) if fit_shifts else None
+    return [FFDResult(levels=[(ctrl[n], cs) for ctrl, cs in levels], init=np.asarray(init, float), history=histories[n],
+                      slice_shifts=None if shifts is None else shifts[n], slices=slice_ids if fit_shifts else None)
             for n, (_, _, init) in enumerate(atlases)]
 
 

@@ -14,7 +14,15 @@ from ssll.atlases import AtlasConfig, load_bank, write_atlas, write_manifest
 from ssll.cli import main
 from ssll.evaluate import dice
 from ssll.interpolate import nearest_upsample
-from ssll.refine import RefineConfig, acquired_slices, clip_beyond_stack, refine, stack_slab
+from ssll.refine import (
+    RefineConfig,
+    acquired_slices,
+    clip_beyond_stack,
+    labels_as_acquired,
+    refine,
+    shift_slices,
+    stack_slab,
+)
 from ssll.preprocess import GridRecord
 
 HR = (1.25, 1.25, 2.0)
@@ -186,3 +194,80 @@ def test_clip_beyond_stack_cuts_where_asked() -> None:
         clip_beyond_stack(lab, aff, lm, (10, 50), keep="base")
     with pytest.raises(ValueError, match="beyond_stack"):
         AtlasConfig.from_mapping({"beyond_stack": "base"})
+
+
+def test_shift_slices_moves_each_slice_by_its_interpolated_shift() -> None:
+    vol = np.zeros((24, 24, 9), np.uint8)
+    vol[10, 10, :] = 3
+    sp = (1.25, 1.25, 2.0)
+    slices = np.array([2, 6])
+    shifts = np.array([[2.5, 0.0], [0.0, -2.5]])  # mm: (2, 0) and (0, -2) voxels
+    out = shift_slices(vol, slices, shifts, sp, order=0)
+    assert out.dtype == np.uint8
+    expect = {0: (12, 10), 2: (12, 10), 4: (11, 9), 6: (10, 8), 8: (10, 8)}  # ends keep the end shift; between: linear
+    for k, (i, j) in expect.items():
+        assert out[i, j, k] == 3 and (out[..., k] > 0).sum() == 1, k
+    back = shift_slices(out, slices, -shifts, sp, order=0)
+    whole = [0, 2, 4, 6, 8]  # whole-voxel shifts there: moved back exactly
+    np.testing.assert_array_equal(back[..., whole], vol[..., whole])
+    img = shift_slices(vol.astype(np.float32), slices, shifts, sp, order=1)
+    assert img[11, 9, 4] == pytest.approx(3.0)
+    with pytest.raises(ValueError, match="do not match"):
+        shift_slices(vol, slices, shifts[:1], sp)
+    with pytest.raises(ValueError, match="order"):
+        shift_slices(vol, slices, shifts, sp, order=3)
+
+
+def test_labels_as_acquired_puts_the_model_back_on_each_slice() -> None:
+    lab = biv_phantom(shape=(40, 40, 20), spacing=HR)
+    aff = _hr_affine()
+    np.testing.assert_array_equal(labels_as_acquired(lab, aff, {"slice_shifts_mm": None}), lab)
+    rec = {"slice_shifts_mm": {"slices": [2, 12], "shifts": [[2.5, 0.0], [-2.5, 1.25]]}}
+    moved = labels_as_acquired(lab, aff, rec)
+    # slice 2 shows the model at v + (2, 0) voxels
+    np.testing.assert_array_equal(moved[:-2, :, 2], lab[2:, :, 2])
+    np.testing.assert_array_equal(moved, shift_slices(lab, [2, 12], -np.asarray(rec["slice_shifts_mm"]["shifts"]), HR,
+                                                      order=0))
+
+
+def test_cli_refine_fits_slice_shifts_and_writes_the_input_grid_as_acquired(bank_dir, tmp_path) -> None:
+    from scipy import ndimage
+
+    truth, aff, lr, lr_aff = _lr_target()
+    drawn = np.array([[2, 0], [-2, 1], [0, -2], [1, 2], [-1, -1], [2, 1], [0, 0], [-2, -1], [1, -2], [0, 2], [-1, 0], [2, -2]])
+    shifted = lr.copy()
+    for k in range(lr.shape[2]):
+        shifted[:, :, k] = ndimage.shift(lr[:, :, k], drawn[k], order=0)
+    img = write_nifti(tmp_path / "lr.nii.gz", image_from_labels(shifted, 3), lr_aff)
+    assert main(["preprocess", "--subject", "s1", "--image", str(img), "--out-image", str(tmp_path / "w.nii.gz"),
+                 "--out-record", str(tmp_path / "w.json"), "--labels",
+                 str(write_nifti(tmp_path / "l.nii.gz", shifted, lr_aff)), "--out-labels", str(tmp_path / "wl.nii.gz")]) == 0
+    pts = _landmarks_world(aff)
+    (tmp_path / "lm.json").write_text(json.dumps({"landmarks": [
+        {"landmark": n + 1, "x_mm": p[0], "y_mm": p[1], "z_mm": p[2]} for n, p in enumerate(pts)]}))
+    out = {k: tmp_path / f"ref_{k}" for k in ("labels.nii.gz", "orig.nii.gz", "rec.json")}
+    assert main(["refine", "--subject", "s1", "--image", str(tmp_path / "w.nii.gz"), "--labels", str(tmp_path / "wl.nii.gz"),
+                 "--landmarks", str(tmp_path / "lm.json"), "--record", str(tmp_path / "w.json"), "--bank", str(bank_dir),
+                 "--out-labels", str(out["labels.nii.gz"]), "--out-original", str(out["orig.nii.gz"]),
+                 "--out-record", str(out["rec.json"]),
+                 "--params", '{"atlases": {"top_k": 2, "beyond_stack": "both"}, "ffd": {"slice_shift_mm": 10.0}}']) == 0
+    record = json.loads(out["rec.json"].read_text())
+    rec = GridRecord.from_dict(json.loads((tmp_path / "w.json").read_text()))
+    ss = record["slice_shifts_mm"]
+    assert ss["slices"] == [int(k) for k in acquired_slices(rec)] and np.shape(ss["shifts"]) == (lr.shape[2], 2)
+    # the fitted shifts follow the drawn ones (a slice drawn shifted by +d shows the model at v - d)
+    truth_mm = -(drawn - drawn.mean(0)) * HR[0]
+    fitted = np.asarray(ss["shifts"])
+    inner = slice(1, -1)  # the end slices hold little heart
+    assert np.corrcoef(fitted[inner].ravel(), truth_mm[inner].ravel())[0, 1] > 0.9
+    # the working-grid model is motion-free: it matches the unshifted truth better than the shifted stack does
+    from ssll.preprocess import resample, to_original
+
+    work = np.asarray(nib.load(str(out["labels.nii.gz"])).dataobj)
+    truth_w = resample(truth, aff, rec.working_affine, rec.working_shape, order=0)
+    stair = nearest_upsample(shifted, lr_aff, rec.working_shape, rec.working_affine)
+    assert dice(work == 2, truth_w == 2) > dice(stair == 2, truth_w == 2) + 0.05
+    # the input-grid copy is back on each slice as acquired: it overlays the shifted stack
+    orig = np.asarray(nib.load(str(out["orig.nii.gz"])).dataobj)
+    motion_free = to_original(work, rec, order=0)
+    assert dice(orig == 2, shifted == 2) > dice(motion_free == 2, shifted == 2) + 0.05
