@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ssll.nn.network import SSLLN
+from ssll.nn.network import SSLLN, upsample_side
 
 
 def test_forward_shapes_and_conv_count() -> None:
@@ -28,3 +28,42 @@ def test_wrong_slice_count_raises() -> None:
     m = SSLLN(n_slices=4, widths=(4, 4, 4, 4, 4))
     with pytest.raises(ValueError, match=r"expected \(B, 4, H, W\)"):
         m(torch.rand(1, 5, 32, 32))
+
+
+@pytest.mark.parametrize("factor", [2, 4, 16])
+def test_aligned_upsampling_puts_a_coarse_pixel_where_the_strided_convolutions_centred_it(factor: int) -> None:
+    h = 64 // factor
+    y = torch.zeros(1, 1, h, h)
+    y[0, 0, 2, 1] = 1.0  # coarse pixel (2, 1) is centred on fine pixel (2, 1) * factor
+    up = upsample_side(y, (64, 64), aligned=True)[0, 0]
+    assert up.shape == (64, 64)
+    assert tuple(int(v) for v in divmod(int(up.argmax()), 64)) == (2 * factor, factor)
+    assert float(up[2 * factor, factor]) == pytest.approx(1.0)
+    # the legacy mode is shifted by (factor - 1) / 2 fine pixels along each axis
+    legacy = upsample_side(y, (64, 64), aligned=False)[0, 0]
+    rows = torch.arange(64, dtype=torch.float32)
+    centre_i = float((legacy.sum(1) * rows).sum() / legacy.sum())
+    assert centre_i == pytest.approx(2 * factor + (factor - 1) / 2, abs=0.05)
+    # a constant map stays constant, edges included
+    assert torch.allclose(upsample_side(torch.ones(1, 3, h, h), (64, 64), aligned=True), torch.ones(1, 3, 64, 64))
+
+
+def test_stride2_chain_centres_match_the_aligned_upsampling() -> None:
+    # an impulse at fine pixel (16, 8) goes through two stride-2 3x3 convolutions that average; the
+    # coarse response, upsampled "aligned", peaks back at (16, 8)
+    x = torch.zeros(1, 1, 64, 64)
+    x[0, 0, 16, 8] = 1.0
+    k = torch.ones(1, 1, 3, 3) / 9
+    y = torch.nn.functional.conv2d(torch.nn.functional.conv2d(x, k, stride=2, padding=1), k, stride=2, padding=1)
+    up = upsample_side(y, (64, 64), aligned=True)[0, 0]
+    assert tuple(int(v) for v in divmod(int(up.argmax()), 64)) == (16, 8)
+
+
+def test_upsample_mode_is_part_of_the_architecture() -> None:
+    m = SSLLN(n_slices=4, widths=(4, 4, 4, 4, 4), upsample="aligned")
+    assert m.architecture()["upsample"] == "aligned"
+    assert SSLLN(n_slices=4, widths=(4, 4, 4, 4, 4)).architecture()["upsample"] == "bilinear"
+    seg, _ = m(torch.rand(1, 4, 32, 32))
+    assert seg.shape == (1, 5, 4, 32, 32)
+    with pytest.raises(ValueError, match="upsample"):
+        SSLLN(upsample="nearest")

@@ -20,7 +20,7 @@ Outputs in ``$OUT``: ``sslln_lr.pt``, ``sslln_hr.pt`` (float16 state dicts), ``l
 ``log_hr.csv``, ``summary.json``.
 
 Run (device, repository root):  PYTHONUNBUFFERED=1 PYTHONPATH=. python3 bench/gpu/train_on_device.py --budget 480
-Width and augmentation are options (``--widths``, ``--side-width``, ``--fuse-width``;
+Width and augmentation are options (``--widths``, ``--side-width``, ``--fuse-width``, ``--upsample``;
 ``--translate-slice-mm``, ``--drop-prob``); ``summary.json`` records both and ``bench/gpu/cards.py``
 writes them into the model cards, so ``ssll.nn.infer.load_model`` rebuilds the trained width.
 Refinement and network timing only, with the shipped weights (about 2 minutes):
@@ -337,10 +337,12 @@ def main() -> None:
                     help="encoder widths per stage")
     ap.add_argument("--side-width", type=int, default=default_arch["side_width"])
     ap.add_argument("--fuse-width", type=int, default=default_arch["fuse_width"])
+    ap.add_argument("--upsample", choices=["bilinear", "aligned"], default=default_arch["upsample"],
+                    help="side-branch upsampling (ssll.nn.network; the shipped weights: bilinear)")
     ap.add_argument("--translate-slice-mm", type=float, default=0.0, help="through-plane shift augmentation (mm)")
     ap.add_argument("--drop-prob", type=float, default=0.0, help="chance of a zero-filled slab (the Fig 8 test as training)")
     a = ap.parse_args()
-    arch = {"widths": tuple(a.widths), "side_width": a.side_width, "fuse_width": a.fuse_width}
+    arch = {"widths": tuple(a.widths), "side_width": a.side_width, "fuse_width": a.fuse_width, "upsample": a.upsample}
     aug = AugmentConfig(translate_slice_mm=a.translate_slice_mm, drop_prob=a.drop_prob)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -80,6 +80,7 @@ def load_model(weights: PathLike, *, device: torch.device | None = None) -> Load
             depths=tuple(arch["depths"]),
             side_width=int(arch["side_width"]),
             fuse_width=int(arch["fuse_width"]),
+            upsample=str(arch.get("upsample", "bilinear")),  # cards before the option: bilinear
         )
     except KeyError as exc:
         raise ModelError(f"{card_path}: architecture lacks {exc}") from None

@@ -8,6 +8,13 @@ every slice, the segmentation logits (5 classes) and landmark logits (7 classes)
 defaults (2, 2, 3, 3, 3 encoder convolutions plus 2 fusion convolutions) the network has the
 paper's 15 convolutional layers before its heads.
 
+Side branches are brought to full resolution by bilinear interpolation. A stride-2 3x3
+convolution (padding 1) centres coarse pixel ``j`` of stage ``s`` on fine pixel ``2**s * j``;
+``upsample="aligned"`` samples there, while ``"bilinear"`` (``F.interpolate`` with
+``align_corners=False``, which assumes the centre at ``2**s * j + (2**s - 1) / 2``) leaves
+stage ``s`` shifted by ``(2**s - 1) / 2`` fine pixels along each axis (7.5 pixels, 9.4 mm, for the
+fifth stage). The shipped weights were trained with ``"bilinear"``, the constructor's default.
+
 Tensor layout: input ``(B, S, H, W)`` with ``S`` slices, ``H = I`` and ``W = J`` of the
 working grid (array ``[i, j, k]`` -> tensor ``[k, i, j]``); outputs ``(B, C, S, H, W)``.
 """
@@ -22,7 +29,7 @@ from torch import nn
 
 from ssll.labels import N_CLASSES, N_LANDMARK_CLASSES
 
-__all__ = ["SSLLN"]
+__all__ = ["SSLLN", "upsample_side"]
 
 
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -31,6 +38,26 @@ def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
         nn.BatchNorm2d(cout),
         nn.ReLU(inplace=True),
     )
+
+
+def upsample_side(y: torch.Tensor, size: tuple[int, int] | torch.Size, *, aligned: bool) -> torch.Tensor:
+    """Bilinear upsampling of ``(B, C, h, w)`` features to ``size = (H, W)`` (integer factors).
+
+    ``aligned``: coarse pixel ``j`` sits on fine pixel ``j * H / h`` (the centre a stride-2
+    convolution chain gives it), and fine pixels beyond the last coarse centre take its value;
+    otherwise ``F.interpolate(..., align_corners=False)``.
+    """
+    if not aligned:
+        return F.interpolate(y, size=tuple(size), mode="bilinear", align_corners=False)
+    h, w = y.shape[-2:]
+    big_h, big_w = int(size[0]), int(size[1])
+    ci = torch.arange(big_h, device=y.device, dtype=torch.float32) * (h / big_h)  # coarse coordinate of each fine row
+    cj = torch.arange(big_w, device=y.device, dtype=torch.float32) * (w / big_w)
+    gi = 2 * ci / max(h - 1, 1) - 1
+    gj = 2 * cj / max(w - 1, 1) - 1
+    grid = torch.stack(torch.meshgrid(gj, gi, indexing="xy"), -1)  # (H, W, 2) as (x = column, y = row)
+    grid = grid.to(y.dtype).unsqueeze(0).expand(y.shape[0], -1, -1, -1)
+    return F.grid_sample(y, grid, mode="bilinear", padding_mode="border", align_corners=True)
 
 
 class SSLLN(nn.Module):
@@ -44,6 +71,7 @@ class SSLLN(nn.Module):
         fuse_width: channels of the two fusion convolutions. Defaults to 64.
         n_classes: segmentation classes. Defaults to 5.
         n_landmarks: landmark classes including background. Defaults to 7.
+        upsample: ``"bilinear"`` or ``"aligned"`` (see the module docstring). Defaults to ``"bilinear"``.
     """
 
     def __init__(
@@ -56,15 +84,19 @@ class SSLLN(nn.Module):
         fuse_width: int = 64,
         n_classes: int = N_CLASSES,
         n_landmarks: int = N_LANDMARK_CLASSES,
+        upsample: str = "bilinear",
     ) -> None:
         super().__init__()
         if len(widths) != len(depths):
             raise ValueError(f"SSLLN: widths {widths} and depths {depths} differ in length")
+        if upsample not in ("bilinear", "aligned"):
+            raise ValueError(f"SSLLN: upsample must be 'bilinear' or 'aligned', got {upsample!r}")
+        self.upsample = upsample
         self.n_slices = n_slices
         self.n_classes = n_classes
         self.n_landmarks = n_landmarks
         self._arch = {"n_slices": n_slices, "widths": list(widths), "depths": list(depths), "side_width": side_width,
-                      "fuse_width": fuse_width}
+                      "fuse_width": fuse_width, "upsample": upsample}
         stages = []
         cin = n_slices
         for s, (w, d) in enumerate(zip(widths, depths)):
@@ -96,7 +128,7 @@ class SSLLN(nn.Module):
             x = stage(x)
             y = side(x)
             if y.shape[-2:] != size:
-                y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+                y = upsample_side(y, size, aligned=self.upsample == "aligned")
             sides.append(y)
         f = self.fuse(torch.cat(sides, dim=1))
         b, _, h, w = f.shape

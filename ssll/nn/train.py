@@ -61,6 +61,8 @@ class TrainConfig:
         weight_decay: the weight-decay coefficient of eq. (1). Defaults to 5e-5.
         alpha: landmark-loss weight of eq. (1). Defaults to 0.8.
         widths: encoder widths. Defaults to the paper's public code.
+        upsample: side-branch upsampling, ``bilinear`` or ``aligned`` (:mod:`ssll.nn.network`).
+            Defaults to ``bilinear``, as the shipped weights.
         lr_drops: epochs after which the learning rate is divided by 10. Defaults to none.
         val_every: validate every N epochs (and after the last). Defaults to 5.
         num_workers: data-loading worker processes. Defaults to 1.
@@ -89,6 +91,7 @@ class TrainConfig:
     weight_decay: float = 5e-5
     alpha: float = 0.8
     widths: tuple[int, ...] = (16, 32, 64, 128, 256)
+    upsample: str = "bilinear"
     lr_drops: tuple[int, ...] = ()
     val_every: int = 5
     num_workers: int = 1
@@ -193,7 +196,7 @@ def train(cfg: TrainConfig) -> Path:
     train_files, val_files = _split(files, cfg.validation_ids())
     ds = VolumeDataset(train_files, cfg.augment, seed=cfg.seed)
     vds = VolumeDataset(val_files, None)
-    model = SSLLN(widths=cfg.widths).to(device)
+    model = SSLLN(widths=cfg.widths, upsample=cfg.upsample).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ckpt = out / "checkpoint.pt"
     start = 0
@@ -314,7 +317,7 @@ def export(cfg: TrainConfig, *, validation: dict[str, Any] | None = None) -> Pat
     """Write ``<name>.pt`` (state dict) and the model card ``<name>.json`` from the checkpoint."""
     out = Path(cfg.out_dir)
     state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
-    model = SSLLN(widths=cfg.widths)
+    model = SSLLN(widths=cfg.widths, upsample=cfg.upsample)
     model.load_state_dict(state["model"])
     train_files, val_files = _split(cfg.cached_files(), cfg.validation_ids())
     last_val = validation or {}
