@@ -170,7 +170,9 @@ def qc_flags(
 
     Args:
         segmentations: phase -> SSLLN labels ``(I, J, K)`` on the working grid.
-        refined: phase -> refined labels on the same grid, or None.
+        refined: phase -> refined labels on the same grid, or None. Where the refinement fitted
+            slice shifts, pass the model as acquired (:func:`ssll.refine.labels_as_acquired`),
+            so that it is compared with each slice where that slice was imaged.
         landmarks_mm: phase -> ``(6, 3)`` world mm.
         measures: the subject's measures row (``ssll measures``).
         refine_records: phase -> the ``ssll refine`` record (registration convergence).
@@ -231,15 +233,17 @@ def run_qc_flags(*, subject: str, segmentations: dict[str, str], refined: dict[s
     from ssll.io import load_labels, read_json, write_json
     from ssll.landmarks import read_landmarks
     from ssll.preprocess import GridRecord
-    from ssll.refine import acquired_slices
+    from ssll.refine import acquired_slices, labels_as_acquired
 
     row = pd.read_csv(measures_tsv, sep="\t").iloc[0].to_dict()
+    ref_records = {ph: read_json(p) for ph, p in refine_records.items()}
+    models = {ph: load_labels(p) for ph, p in refined.items()}
     flags = qc_flags(
         segmentations={ph: load_labels(p).array for ph, p in segmentations.items()},
-        refined={ph: load_labels(p).array for ph, p in refined.items()} or None,
+        refined={ph: labels_as_acquired(v.array, v.affine, ref_records.get(ph, {})) for ph, v in models.items()} or None,
         landmarks_mm={ph: read_landmarks(p) for ph, p in landmarks.items()},
         measures={k: float(v) for k, v in row.items() if k != "subject"},
-        refine_records={ph: read_json(p) for ph, p in refine_records.items()},
+        refine_records=ref_records,
         acquired={ph: acquired_slices(GridRecord.from_dict(read_json(p))) for ph, p in records.items()},
     )
     write_json(out_json, {"subject": subject, "flags": flags})
