@@ -28,6 +28,12 @@ expert's contours carry its shift, which a smooth model is meant to remove):
   base of the imaged slab as ``ssll refine`` does (``atlases: beyond_stack``), and
   ``ml_hr_uncut_<structure>`` before that cut; ``expert_ml_<structure>`` beside them.
 
+``--add-shift-mm SD`` tests motion correction on real anatomy: each acquired slice of the input
+image is shifted in-plane by a known random vector (Gaussian, SD mm per axis, clipped at 3 SD, as
+``ssll.simulate`` does for phantoms; seeded per patient and phase) before segmentation, while the
+expert's contours stay where they were drawn. The truth is then the unshifted heart, and refined
+outputs are compared as the motion-free model (not moved back onto the shifted slices).
+
 Run (after ``bench/refinement.py`` has built its bank; the committed results, ~35 min on 2 cores):
     python bench/refinement_acdc.py --phases ED ES --grids 30_15 50_40 30_15_100_80 --out bench/results/refinement_acdc
 The picture ``beyond_stack_patient017_ED.png`` (the model before and after the cut at the base)
@@ -60,6 +66,7 @@ from ssll.preprocess import preprocess_volume, to_original
 from ssll.qc import overlay_rgb
 from ssll.refine import RefineConfig, acquired_slices, clip_beyond_stack, labels_as_acquired, refine, stack_slab
 from ssll.register import FFDConfig
+from ssll.types import Volume
 
 STRUCTS = (Label.LV_CAVITY, Label.LV_WALL, Label.RV_CAVITY)
 # Named grids: in-plane control spacing per level, through-plane doubled (the phantom benches' pairs).
@@ -106,6 +113,19 @@ def parse_variant(spec: str) -> FFDConfig:
     return FFDConfig(control_spacing_mm=ip, through_plane_mm=tp, slice_shift_mm=shift)
 
 
+def with_slice_shifts(img: Volume, sd_mm: float, patient: int, phase: str) -> Volume:
+    """``img`` with each slice (axis 2) shifted in-plane by a random vector (mm; Gaussian, ``sd_mm``
+    per axis, clipped at 3 sd; linear interpolation, edge values outside), seeded by patient and phase."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng([11, patient, 0 if phase == "ED" else 1])
+    arr = np.asarray(img.array, np.float32).copy()
+    shifts = np.clip(rng.normal(0.0, sd_mm, size=(arr.shape[2], 2)), -3 * sd_mm, 3 * sd_mm)
+    for k in range(arr.shape[2]):
+        arr[:, :, k] = ndimage.shift(arr[:, :, k], shifts[k] / np.asarray(img.spacing[:2]), order=1, mode="nearest")
+    return Volume(arr, img.affine, header=img.header)
+
+
 def long_axis_picture(image: np.ndarray, models: dict[str, np.ndarray], slab: tuple[int, int] | None, path: Path,
                       title: str) -> None:
     """PNG: one long-axis cut (working grid, through the LV centre along axis 0) per model over the
@@ -149,6 +169,8 @@ def main(a: argparse.Namespace) -> None:
     for c in cases:
         img = load_image(c["image"])
         gt = load_labels(c["labels"], "acdc")
+        if a.add_shift_mm > 0:
+            img = with_slice_shifts(img, a.add_shift_mm, int(c["patient"].removeprefix("patient")), c["phase"])
         work, rec = preprocess_volume(img)
         lab, lmap, _conf, prob = predict(model, work.array[None], return_prob=True)
         seg = finish_segmentation(lab[0], lmap[0], prob[0], rec)
@@ -164,8 +186,10 @@ def main(a: argparse.Namespace) -> None:
             whole, info = refine(work.array, seg.labels, rec.working_affine, pts, bank, cfg, slices=ks)
             refined, _cut = clip_beyond_stack(whole, rec.working_affine, pts, slab, keep=cfg.atlases.beyond_stack)
             secs[g] = time.perf_counter() - t0
-            # on the input grid as `ssll refine` writes it: back on each slice as acquired
-            outs[f"refined_{g}"] = to_original(labels_as_acquired(refined, rec.working_affine, info), rec, order=0)
+            # on the input grid as `ssll refine` writes it: back on each slice as acquired (with added
+            # shifts the truth is the unshifted heart: the motion-free model)
+            acq = refined if a.add_shift_mm > 0 else labels_as_acquired(refined, rec.working_affine, info)
+            outs[f"refined_{g}"] = to_original(acq, rec, order=0)
             hr[f"refined_{g}"] = refined
             hr_whole[f"refined_{g}"] = whole
         if a.picture and c["patient"] == a.picture and hr:
@@ -201,6 +225,7 @@ def main(a: argparse.Namespace) -> None:
         df[f"diff_ml_hr_uncut_{n}"] = df[f"ml_hr_uncut_{n}"] - df[f"expert_ml_{n}"]
         cols += [f"diff_ml_{n}", f"diff_ml_hr_{n}", f"diff_ml_hr_uncut_{n}"]
     summary = {
+        "added_slice_shift_sd_mm": a.add_shift_mm,
         "n_volumes": len(cases), "atlas_bank": f"{bank_dir} ({len(bank)} HR phantom atlases, SSLLN-HR labels)",
         "grids_mm": {g: {"control_spacing_mm": list(c.ffd.control_spacing_mm), "through_plane_mm": list(c.ffd.through_plane_mm),
                          "slice_shift_mm": c.ffd.slice_shift_mm} for g, c in cfgs.items()},
@@ -222,6 +247,8 @@ if __name__ == "__main__":
     ap.add_argument("--grids", nargs="+", default=["30_15", "50_40"],
                     help=f"FFD grids to compare: names {sorted(GRIDS)} or I1_I2_T1_T2 (mm; in-plane then through-plane per level)")
     ap.add_argument("--phases", nargs="+", default=["ED", "ES"], choices=["ED", "ES"])
+    ap.add_argument("--add-shift-mm", type=float, default=0.0,
+                    help="shift each input slice by a known random in-plane vector of this sd (mm); see the docstring")
     ap.add_argument("--limit", type=int, default=0, help="only the first N volumes (a quick check)")
     ap.add_argument("--picture", default="patient017", help="patient whose long-axis cut is drawn (first grid)")
     ap.add_argument("--out", default="bench/results/refinement_acdc")
