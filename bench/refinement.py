@@ -340,7 +340,7 @@ if __name__ == "__main__":
     ap.add_argument("--through-plane-mm", type=float, nargs=2, default=list(FFDConfig().through_plane_mm),
                     help="FFD through-plane control spacing per level (default: the code's)")
     ap.add_argument("--slice-shift-mm", type=float, default=FFDConfig().slice_shift_mm,
-                    help="prior sd (mm) of the per-slice shifts fitted with the FFD; 0: none (default: the code's)")
+                    help="penalty scale (mm) of the per-slice shifts fitted with the FFD (FFDConfig.slice_shift_mm); 0: none (default: the code's)")
     ap.add_argument("--work", default="resources/bench/refinement")
     ap.add_argument("--out", default="bench/results/refinement")
     ARGS = ap.parse_args()
