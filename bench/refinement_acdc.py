@@ -64,7 +64,15 @@ from ssll.nn.data import acdc_cases
 from ssll.nn.infer import default_weights, finish_segmentation, landmark_points, load_model, predict
 from ssll.preprocess import preprocess_volume, to_original
 from ssll.qc import overlay_rgb
-from ssll.refine import RefineConfig, acquired_slices, clip_beyond_stack, labels_as_acquired, refine, stack_slab
+from ssll.refine import (
+    RefineConfig,
+    acquired_slices,
+    clip_beyond_stack,
+    labels_as_acquired,
+    refine,
+    shift_slices,
+    stack_slab,
+)
 from ssll.register import FFDConfig
 from ssll.types import Volume
 
@@ -113,17 +121,17 @@ def parse_variant(spec: str) -> FFDConfig:
     return FFDConfig(control_spacing_mm=ip, through_plane_mm=tp, slice_shift_mm=shift)
 
 
-def with_slice_shifts(img: Volume, sd_mm: float, patient: int, phase: str) -> Volume:
+def with_slice_shifts(img: Volume, sd_mm: float, patient: int, phase: str) -> tuple[Volume, np.ndarray]:
     """``img`` with each slice (axis 2) shifted in-plane by a random vector (mm; Gaussian, ``sd_mm``
-    per axis, clipped at 3 sd; linear interpolation, edge values outside), seeded by patient and phase."""
-    from scipy import ndimage
+    per axis, clipped at 3 sd; linear interpolation, edge values outside), seeded by patient and phase.
 
+    Returns:
+        ``(shifted image, shifts (K, 2) mm)``: slice ``k`` shows the original at ``v - shifts[k] / spacing``.
+    """
     rng = np.random.default_rng([11, patient, 0 if phase == "ED" else 1])
-    arr = np.asarray(img.array, np.float32).copy()
+    arr = np.asarray(img.array, np.float32)
     shifts = np.clip(rng.normal(0.0, sd_mm, size=(arr.shape[2], 2)), -3 * sd_mm, 3 * sd_mm)
-    for k in range(arr.shape[2]):
-        arr[:, :, k] = ndimage.shift(arr[:, :, k], shifts[k] / np.asarray(img.spacing[:2]), order=1, mode="nearest")
-    return Volume(arr, img.affine, header=img.header)
+    return Volume(shift_slices(arr, np.arange(arr.shape[2]), shifts, img.spacing), img.affine, header=img.header), shifts
 
 
 def long_axis_picture(image: np.ndarray, models: dict[str, np.ndarray], slab: tuple[int, int] | None, path: Path,
@@ -170,7 +178,7 @@ def main(a: argparse.Namespace) -> None:
         img = load_image(c["image"])
         gt = load_labels(c["labels"], "acdc")
         if a.add_shift_mm > 0:
-            img = with_slice_shifts(img, a.add_shift_mm, int(c["patient"].removeprefix("patient")), c["phase"])
+            img, _added = with_slice_shifts(img, a.add_shift_mm, int(c["patient"].removeprefix("patient")), c["phase"])
         work, rec = preprocess_volume(img)
         lab, lmap, _conf, prob = predict(model, work.array[None], return_prob=True)
         seg = finish_segmentation(lab[0], lmap[0], prob[0], rec)

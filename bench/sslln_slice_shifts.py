@@ -63,9 +63,8 @@ def main(a: argparse.Namespace) -> None:
         gt = load_labels(c["labels"], "acdc").array
         n = int(c["patient"].removeprefix("patient"))
         seg0, c0 = lv_centroids(model, img)
-        seg1, c1 = lv_centroids(model, with_slice_shifts(img, a.sd, n, "ED"))
-        rng = np.random.default_rng([11, n, 0])  # the draw with_slice_shifts made
-        added = np.clip(rng.normal(0.0, a.sd, size=(img.array.shape[2], 2)), -3 * a.sd, 3 * a.sd)
+        shifted, added = with_slice_shifts(img, a.sd, n, "ED")
+        seg1, c1 = lv_centroids(model, shifted)
         ok = ~(np.isnan(c0).any(1) | np.isnan(c1).any(1))
         s = added[ok] - added[ok].mean(0)
         d = (c1 - c0)[ok] - (c1 - c0)[ok].mean(0)

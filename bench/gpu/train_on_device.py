@@ -217,6 +217,12 @@ def train_resident(net: SSLLN, train: dict, val: dict, *, seconds: float, lr: fl
     epoch = 0
     last_per = 0.0
     next_val = 1
+
+    def add_validation(row: dict) -> None:
+        d = validate(net, val, device)
+        row.update({f"val_dice_{Label(c).name.lower()}": d[c - 1] for c in range(1, 5)})
+        log(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}))
+
     net.train()
     while True:
         progress = (time.time() - t_start) / seconds
@@ -245,14 +251,10 @@ def train_resident(net: SSLLN, train: dict, val: dict, *, seconds: float, lr: fl
         done = (time.time() - t_start + last_per) / seconds
         if done * 8 >= next_val or done > 1.0:
             next_val = int(done * 8) + 1
-            d = validate(net, val, device)
-            row.update({f"val_dice_{Label(c).name.lower()}": d[c - 1] for c in range(1, 5)})
-            log(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}))
+            add_validation(row)
         rows.append(row)
     if "val_dice_lv_cavity" not in rows[-1]:
-        d = validate(net, val, device)
-        rows[-1].update({f"val_dice_{Label(c).name.lower()}": d[c - 1] for c in range(1, 5)})
-        log(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rows[-1].items()}))
+        add_validation(rows[-1])
     with log_path.open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[-1].keys()) + [k for k in rows[0] if k not in rows[-1]], restval="")
         w.writeheader()
