@@ -60,6 +60,7 @@ from ssll.atlases import load_bank
 from ssll.evaluate import dice, dice_shift_compensated, hausdorff_slicewise
 from ssll.io import load_image, load_labels
 from ssll.labels import Label
+from ssll.motion import shift_slices
 from ssll.nn.data import acdc_cases
 from ssll.nn.infer import default_weights, finish_segmentation, landmark_points, load_model, predict
 from ssll.preprocess import preprocess_volume, to_original
@@ -70,7 +71,6 @@ from ssll.refine import (
     clip_beyond_stack,
     labels_as_acquired,
     refine,
-    shift_slices,
     stack_slab,
 )
 from ssll.register import FFDConfig

@@ -9,7 +9,7 @@ Steps, all in one process (the atlas bank and torch are loaded once for the L re
 4. fusion: the warped atlas images and labels fused by non-local patch voting, eq. (5)
    (:mod:`ssll.fusion`); when the registration fitted the acquired slices' breath-hold shifts
    (``ffd: slice_shift_mm``), the target image is first moved slice by slice onto the model
-   (:func:`shift_slices`); the refined model is motion-free, and its copy on the input grid is
+   (:func:`ssll.motion.shift_slices`); the refined model is motion-free, and its copy on the input grid is
    moved back onto each slice as acquired (:func:`labels_as_acquired`);
 5. the fused labels pasted back on the full working grid; with a thick-slice input, cut at the
    basal end of the imaged slab (:func:`clip_beyond_stack`); with a grid record, resampled to the
@@ -29,11 +29,12 @@ from ssll.atlases import Atlas, AtlasConfig, crop, crop_box, select_atlases
 from ssll.errors import AtlasError
 from ssll.fusion import FusionConfig, fuse_labels
 from ssll.labels import Landmark
+from ssll.motion import shift_slices
 from ssll.preprocess import GridRecord, input_fov_mask
 from ssll.register import FFDConfig, register_affine_labels, register_labels_batch, warp_atlas
 from ssll.types import Array, PathLike
 
-__all__ = ["RefineConfig", "acquired_slices", "clip_beyond_stack", "labels_as_acquired", "refine", "run_refine", "shift_slices", "stack_slab"]
+__all__ = ["RefineConfig", "acquired_slices", "clip_beyond_stack", "labels_as_acquired", "refine", "run_refine", "stack_slab"]
 
 
 @dataclass(frozen=True)
@@ -163,44 +164,6 @@ def refine(
                     "total": time.perf_counter() - t0},
     }
     return out, record
-
-
-def shift_slices(volume: Array, slices: Array, shifts_mm: Array, spacing_mm: Array, *, order: int = 1) -> Array:
-    """Move each slice of a volume in-plane by the shift of the acquired slices around it.
-
-    With the shifts a registration fitted (:attr:`ssll.register.FFDResult.slice_shifts`: voxel
-    ``v`` of acquired slice ``k`` shows the motion-free model at ``v + shift_k / spacing``),
-    ``+shifts`` moves the target's slices onto the model (motion correction, before fusion) and
-    ``-shifts`` moves the model onto the slices as they were acquired (:func:`labels_as_acquired`).
-
-    Args:
-        volume: ``(I, J, K)`` working-grid array (axis 2 the slice axis).
-        slices: ``(n,)`` increasing indices (axis 2) of the acquired slices.
-        shifts_mm: ``(n, 2)`` shift per acquired slice (mm, along axes 0 and 1).
-        spacing_mm: ``(3,)`` voxel size (mm).
-        order: 1 (linear, images; edge values outside) or 0 (nearest, labels; background outside).
-
-    Returns:
-        ``(I, J, K)`` array, ``out[v] = volume[v - shift_k / spacing]`` per slice ``k``; working
-        slices between two acquired ones take the linearly interpolated shift, slices beyond the
-        ends the end slice's. Same dtype as ``volume``.
-    """
-    from scipy import ndimage
-
-    volume = np.asarray(volume)
-    slices = np.asarray(slices, float)
-    shifts_mm = np.asarray(shifts_mm, float)
-    if shifts_mm.shape != (slices.size, 2) or slices.size == 0:
-        raise ValueError(f"shift_slices: shifts {shifts_mm.shape} do not match {slices.size} slices")
-    if order not in (0, 1):
-        raise ValueError(f"shift_slices: order must be 0 or 1, got {order}")
-    ks = np.arange(volume.shape[2])
-    per_k = np.stack([np.interp(ks, slices, shifts_mm[:, a]) for a in range(2)], 1) / np.asarray(spacing_mm, float)[:2]
-    out = np.empty_like(volume)
-    for k in ks:
-        out[:, :, k] = ndimage.shift(volume[:, :, k], per_k[k], order=order,
-                                     mode="nearest" if order else "constant", cval=0)
-    return out
 
 
 def labels_as_acquired(refined: Array, affine: Array, record: dict[str, Any]) -> Array:

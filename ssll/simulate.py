@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
+from ssll.motion import shift_slices
 from ssll.types import Array
 
 __all__ = ["LRConfig", "simulate_lr", "run_simulate_lr"]
@@ -62,10 +62,8 @@ def simulate_lr(image: Array, labels: Array, affine: Array, cfg: LRConfig, rng: 
     else:
         first, last = 0, n_lr - 1
     shifts = np.clip(rng.normal(0, cfg.shift_mm, size=(n_lr, 2)), -3 * cfg.shift_mm, 3 * cfg.shift_mm)
-    for k in range(n_lr):
-        vox = shifts[k] / sp[:2]
-        lr_img[:, :, k] = ndimage.shift(lr_img[:, :, k], vox, order=1, mode="nearest")
-        lr_lab[:, :, k] = ndimage.shift(lr_lab[:, :, k], vox, order=0, mode="constant", cval=0)
+    lr_img = shift_slices(lr_img, np.arange(n_lr), shifts, sp, order=1)
+    lr_lab = shift_slices(lr_lab, np.arange(n_lr), shifts, sp, order=0)
     lr_img, lr_lab = lr_img[:, :, first : last + 1], lr_lab[:, :, first : last + 1]
     lr_aff = affine.copy()
     lr_aff[:3, 2] = affine[:3, 2] * step

@@ -14,13 +14,13 @@ from ssll.atlases import AtlasConfig, load_bank, write_atlas, write_manifest
 from ssll.cli import main
 from ssll.evaluate import dice
 from ssll.interpolate import nearest_upsample
+from ssll.motion import shift_slices
 from ssll.refine import (
     RefineConfig,
     acquired_slices,
     clip_beyond_stack,
     labels_as_acquired,
     refine,
-    shift_slices,
     stack_slab,
 )
 from ssll.preprocess import GridRecord
@@ -194,28 +194,6 @@ def test_clip_beyond_stack_cuts_where_asked() -> None:
         clip_beyond_stack(lab, aff, lm, (10, 50), keep="base")
     with pytest.raises(ValueError, match="beyond_stack"):
         AtlasConfig.from_mapping({"beyond_stack": "base"})
-
-
-def test_shift_slices_moves_each_slice_by_its_interpolated_shift() -> None:
-    vol = np.zeros((24, 24, 9), np.uint8)
-    vol[10, 10, :] = 3
-    sp = (1.25, 1.25, 2.0)
-    slices = np.array([2, 6])
-    shifts = np.array([[2.5, 0.0], [0.0, -2.5]])  # mm: (2, 0) and (0, -2) voxels
-    out = shift_slices(vol, slices, shifts, sp, order=0)
-    assert out.dtype == np.uint8
-    expect = {0: (12, 10), 2: (12, 10), 4: (11, 9), 6: (10, 8), 8: (10, 8)}  # ends keep the end shift; between: linear
-    for k, (i, j) in expect.items():
-        assert out[i, j, k] == 3 and (out[..., k] > 0).sum() == 1, k
-    back = shift_slices(out, slices, -shifts, sp, order=0)
-    whole = [0, 2, 4, 6, 8]  # whole-voxel shifts there: moved back exactly
-    np.testing.assert_array_equal(back[..., whole], vol[..., whole])
-    img = shift_slices(vol.astype(np.float32), slices, shifts, sp, order=1)
-    assert img[11, 9, 4] == pytest.approx(3.0)
-    with pytest.raises(ValueError, match="do not match"):
-        shift_slices(vol, slices, shifts[:1], sp)
-    with pytest.raises(ValueError, match="order"):
-        shift_slices(vol, slices, shifts, sp, order=3)
 
 
 def test_labels_as_acquired_puts_the_model_back_on_each_slice() -> None:
