@@ -113,3 +113,75 @@ def test_dropped_slab_is_zero_in_the_image_and_kept_in_the_targets() -> None:
         assert set(dropped) & set(range(6, 14))  # through the heart
         kept = [k for k in range(20) if k not in dropped]
         assert torch.allclose(img[n, kept], x[n, kept], atol=1e-5)
+
+
+def _constant_coarse(d_i_mm: float, d_j_mm: float):
+    def draw(shape, cfg, normal):
+        return np.stack([np.full((2, 2, 2), d_i_mm), np.full((2, 2, 2), d_j_mm)]).astype(np.float32)
+    return draw
+
+
+def test_uniform_elastic_field_acts_as_a_shift_before_the_affine(monkeypatch: pytest.MonkeyPatch) -> None:
+    # output point p samples the input at M (p + d) + t: a constant field is a shift, rotated by M
+    cfg = AugmentConfig(**{**STILL.__dict__, "elastic_mm": 1.0})
+    monkeypatch.setattr(ga, "elastic_coarse", _constant_coarse(2.5, -1.25))
+    monkeypatch.setattr(ga, "random_affines", fixed(np.eye(3), (2.5, 0.0)))
+    x = torch.rand(1, 6, 16, 12)
+    lab = torch.randint(0, 7, (1, 2, 6, 16, 12))
+    img, out = ga.augment_batch(x, lab, cfg, torch.Generator().manual_seed(0))
+    # 2.5 + 2.5 mm = 4 voxels along i, -1.25 mm = -1 voxel along j
+    assert torch.allclose(img[:, :, :-4, 1:], x[:, :, 4:, :-1], atol=1e-5)
+    assert torch.equal(out[:, :, :, :-4, 1:], lab[:, :, :, 4:, :-1])
+    c, s = math.cos(0.3), math.sin(0.3)
+    m = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+    monkeypatch.setattr(ga, "random_affines", fixed(m, (0.0, 0.0)))
+    vol = ndimage.gaussian_filter(np.random.default_rng(1).random((40, 36, 10)).astype(np.float32), 2)
+    got, _ = ga.augment_batch(torch.from_numpy(vol.transpose(2, 0, 1).copy())[None],
+                              torch.zeros(1, 1, 10, 40, 36, dtype=torch.long), cfg, torch.Generator())
+    sp = np.array([1.25, 1.25, 2.0])
+    ctr = (np.array(vol.shape) - 1) / 2
+    a = np.diag(1 / sp) @ m @ np.diag(sp)
+    ref = ndimage.affine_transform(vol, a, offset=ctr - a @ ctr + (m @ np.array([2.5, -1.25, 0.0])) / sp, order=1)
+    np.testing.assert_allclose(got[0].numpy().transpose(1, 2, 0)[6:-6, 6:-6, 1:-1], ref[6:-6, 6:-6, 1:-1], atol=1e-5)
+
+
+def test_elastic_deformation_is_smooth_in_plane_and_of_the_drawn_size() -> None:
+    cfg = AugmentConfig(**{**STILL.__dict__, "elastic_mm": 2.0})
+    s, h, w = 12, 96, 96
+    ramp_i = torch.arange(h, dtype=torch.float32)[None, :, None].expand(s, h, w) * 1.25 / 200 + 0.2  # i in mm / 200
+    ramp_j = torch.arange(w, dtype=torch.float32)[None, None, :].expand(s, h, w) * 1.25 / 200 + 0.2
+    lab = torch.zeros(2, 1, s, h, w, dtype=torch.long)
+    g = torch.Generator().manual_seed(5)
+    img, _ = ga.augment_batch(torch.stack([ramp_i, ramp_j]), lab, cfg, g)
+    inner = (slice(None), slice(8, -8), slice(8, -8))
+    di = ((img[0] - ramp_i) * 200)[inner]  # displacement along i (mm) at each output voxel
+    dj = ((img[1] - ramp_j) * 200)[inner]
+    for d in (di, dj):
+        rms = float(d.pow(2).mean().sqrt())
+        assert 0.3 * 2.0 < rms < 1.5 * 2.0, rms
+        assert float((d[:, 1:] - d[:, :-1]).abs().max()) < 0.2  # smooth: < 0.2 mm change per 1.25 mm voxel
+    # labels and image move together (a two-class image sampled both ways agrees away from its edge)
+    blob = torch.zeros(1, s, h, w)
+    blob[:, :, 30:66, 30:66] = 1
+    img, out = ga.augment_batch(blob, blob.long()[:, None], cfg, torch.Generator().manual_seed(6))
+    assert float(((img > 0.5).long() == out[:, 0]).float().mean()) > 0.995
+    assert not torch.equal(out[:, 0], blob.long())  # it did deform
+
+
+def test_noise_has_the_set_spread() -> None:
+    cfg = AugmentConfig(**{**STILL.__dict__, "noise_sd": 0.05})
+    x = torch.full((2, 4, 32, 32), 0.5)
+    img, _ = ga.augment_batch(x, torch.zeros(2, 1, 4, 32, 32, dtype=torch.long), cfg, torch.Generator().manual_seed(7))
+    assert abs(float(img.std()) - 0.05) < 0.005 and abs(float(img.mean()) - 0.5) < 0.005
+
+
+def test_cpu_augmentation_applies_the_same_elastic_shift(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ssll.nn.data as data
+
+    cfg = AugmentConfig(**{**STILL.__dict__, "elastic_mm": 1.0})
+    monkeypatch.setattr(data, "elastic_coarse", _constant_coarse(2.5, -1.25))
+    vol = np.random.default_rng(2).random((16, 12, 6)).astype(np.float32)  # (i, j, k)
+    seg = np.random.default_rng(3).integers(0, 5, (16, 12, 6)).astype(np.uint8)
+    img, sg, _ = data.augment(vol, seg, seg.copy(), cfg, np.random.default_rng(0))
+    np.testing.assert_allclose(img[:-2, 1:], vol[2:, :-1], atol=1e-5)
+    np.testing.assert_array_equal(sg[:-2, 1:], seg[2:, :-1])

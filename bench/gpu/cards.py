@@ -24,6 +24,19 @@ def stored_architecture(summary: dict) -> dict:
     options trained the defaults), stored in float16."""
     return {**summary.get("architecture", SSLLN().architecture()), "stored_dtype": "float16"}
 
+def run_schedule(i: int, summary: dict, run: dict) -> str:
+    """One run's learning-rate schedule in words. Runs 1 and 2 of the first GPU session predate the
+    ``args`` record and used 1e-3 from scratch, then 5e-4 from run 1's weights."""
+    args = summary.get("args")
+    if args is None:
+        return ("run 1: cosine from 1e-3 over its epochs" if i == 1
+                else f"run {i}: from run {i - 1}'s weights, cosine from 5e-4 (warm restart)")
+    start = f"from run {i - 1}'s weights ({args['init']}), " if args.get("init") else "from scratch, "
+    return (f"run {i}: {start}cosine from {args['lr_peak']:g} over {run['seconds']:.0f} s of wall time "
+            f"({run['epochs']} epochs, {summary['device']}), side-branch upsampling "
+            f"{summary['architecture'].get('upsample', 'bilinear')}")
+
+
 AUGMENT = ("GPU (ssll.nn.gpu_augment): rotation about one random axis +-15 deg (+-7.5 for in-plane axes), "
            "isotropic scale 0.9-1.1, in-plane translation +-15 mm, gamma 0.7-1.4, intensity scale 0.9-1.1")
 
@@ -46,15 +59,16 @@ def main() -> None:
     lr_runs = [_clean(r["sslln_lr"]) for r in runs]
     last = lr_runs[-1]["final"]
     augment = AUGMENT + "".join(f", {k} {v}" for k, v in runs[-1].get("augment", {}).items()
-                                if k in ("translate_slice_mm", "drop_prob") and v)
+                                if k in ("translate_slice_mm", "drop_prob", "elastic_mm", "elastic_spacing_mm", "noise_sd") and v
+                                and (k != "elastic_spacing_mm" or runs[-1]["augment"].get("elastic_mm")))
     card = build_card(
         name="sslln_lr", architecture=stored_architecture(runs[-1]), data=("acdc", "phantom_lr"),
         training={"script": "bench/gpu/train_on_device.py", "device": runs[-1]["device"],
                   "runs": [{"epochs": r["epochs"], "seconds": r["seconds"], "log": f"{p.name}/log_lr.csv"}
                            for r, p in zip(lr_runs, a.lr_runs)],
                   "epochs": sum(r["epochs"] for r in lr_runs),
-                  "schedule": "Adam, batch 8, weight decay 5e-5, alpha 0.8; run 1: cosine from 1e-3 over its epochs; "
-                              "run 2: from run 1's weights, cosine from 5e-4 (warm restart)",
+                  "schedule": "Adam, batch 8, weight decay 5e-5, alpha 0.8; " + "; ".join(
+                      run_schedule(i, s, r) for i, (s, r) in enumerate(zip(runs, lr_runs), 1)),
                   "augmentation": augment,
                   "n_train_volumes": lr_runs[-1]["train_volumes"],
                   "train_data": "80 ACDC patients x ED/ES (each twice per epoch) + 60 simulated-LR phantoms x ED/ES "

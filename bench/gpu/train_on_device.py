@@ -21,7 +21,7 @@ Outputs in ``$OUT``: ``sslln_lr.pt``, ``sslln_hr.pt`` (float16 state dicts), ``l
 
 Run (device, repository root):  PYTHONUNBUFFERED=1 PYTHONPATH=. python3 bench/gpu/train_on_device.py --budget 480
 Width and augmentation are options (``--widths``, ``--side-width``, ``--fuse-width``, ``--upsample``;
-``--translate-slice-mm``, ``--drop-prob``); ``summary.json`` records both and ``bench/gpu/cards.py``
+``--translate-slice-mm``, ``--drop-prob``, ``--elastic-mm``, ``--noise-sd``); ``summary.json`` records both and ``bench/gpu/cards.py``
 writes them into the model cards, so ``ssll.nn.infer.load_model`` rebuilds the trained width.
 Refinement and network timing only, with the shipped weights (about 2 minutes):
     PYTHONUNBUFFERED=1 PYTHONPATH=. python3 bench/gpu/train_on_device.py --only-refine --budget 150 --init ssll/weights/sslln_lr.pt
@@ -343,9 +343,13 @@ def main() -> None:
                     help="side-branch upsampling (ssll.nn.network; the shipped weights: bilinear)")
     ap.add_argument("--translate-slice-mm", type=float, default=0.0, help="through-plane shift augmentation (mm)")
     ap.add_argument("--drop-prob", type=float, default=0.0, help="chance of a zero-filled slab (the Fig 8 test as training)")
+    ap.add_argument("--elastic-mm", type=float, default=0.0, help="smooth in-plane deformation, sd (mm) at control points")
+    ap.add_argument("--elastic-spacing-mm", type=float, default=40.0, help="control-point spacing of --elastic-mm")
+    ap.add_argument("--noise-sd", type=float, default=0.0, help="Gaussian noise on the [0, 1] image")
     a = ap.parse_args()
     arch = {"widths": tuple(a.widths), "side_width": a.side_width, "fuse_width": a.fuse_width, "upsample": a.upsample}
-    aug = AugmentConfig(translate_slice_mm=a.translate_slice_mm, drop_prob=a.drop_prob)
+    aug = AugmentConfig(translate_slice_mm=a.translate_slice_mm, drop_prob=a.drop_prob, elastic_mm=a.elastic_mm,
+                        elastic_spacing_mm=a.elastic_spacing_mm, noise_sd=a.noise_sd)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
@@ -353,7 +357,8 @@ def main() -> None:
     torch.backends.cudnn.benchmark = True
     summary: dict = {"device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
                      "torch": torch.__version__, "cpu_count": os.cpu_count(),
-                     "architecture": SSLLN(**arch).architecture(), "augment": vars(aug)}
+                     "architecture": SSLLN(**arch).architecture(), "augment": vars(aug),
+                     "args": vars(a)}
     log(summary)
 
     def save_summary() -> None:

@@ -12,7 +12,7 @@ training on crops is exact at inference on the full grid and cuts CPU time).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,6 +154,10 @@ class AugmentConfig:
     position along the long axis). ``drop_prob`` is the chance that a slab of ``drop_slices``
     (min, max) consecutive working-grid slices (2 mm each) through the heart is zero-filled in the
     image while the targets keep it, as the paper's Fig 8 test does: missing and lost slices.
+    ``elastic_mm`` adds a smooth random in-plane deformation (a displacement of that standard deviation, mm,
+    at control points ``elastic_spacing_mm`` apart, interpolated between them) to image and targets alike;
+    ``noise_sd`` adds Gaussian noise of that standard deviation to the [0, 1] image. Both are off by
+    default (the shipped weights were trained without them), and draw no random numbers when off.
     """
 
     rotate_deg: float = 15.0
@@ -165,6 +169,41 @@ class AugmentConfig:
     translate_slice_mm: float = 0.0
     drop_prob: float = 0.0
     drop_slices: tuple[int, int] = (5, 20)
+    elastic_mm: float = 0.0
+    elastic_spacing_mm: float = 40.0
+    noise_sd: float = 0.0
+
+
+def elastic_coarse(shape: tuple[int, int, int], cfg: AugmentConfig, normal: Callable[..., Any]) -> Array:
+    """Random in-plane displacements (mm) at the control points of :func:`elastic_field`.
+
+    Control points are ``cfg.elastic_spacing_mm`` apart (at least 2 per axis) and span the grid; each
+    carries Gaussian displacements of standard deviation ``cfg.elastic_mm`` along the two in-plane axes.
+
+    Args:
+        shape: grid ``(I, J, K)``, voxel size :data:`ssll.preprocess.WORKING_SPACING` (mm).
+        cfg: ``elastic_mm`` and ``elastic_spacing_mm``.
+        normal: a standard-normal sampler taking ``size`` (``numpy.random.Generator.standard_normal``
+            or a wrapper of ``torch.randn``), so both augmentation paths draw from their own generators.
+
+    Returns:
+        ``(2, nI, nJ, nK)`` float32: displacement along i and along j (mm) per control point.
+    """
+    n = [max(2, int(round(s * sp / cfg.elastic_spacing_mm)) + 1) for s, sp in zip(shape, WORKING_SPACING)]
+    return (np.asarray(normal(size=(2, *n)), np.float64) * cfg.elastic_mm).astype(np.float32)
+
+
+def elastic_field(coarse: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
+    """Control-point displacements interpolated (trilinear, end points on the grid's end voxels) to a grid.
+
+    Args:
+        coarse: ``(B, C, nI, nJ, nK)`` displacements on the control points, on any device.
+        shape: the grid ``(I, J, K)`` (any axis order, as long as ``coarse`` follows it).
+
+    Returns:
+        ``(B, C, I, J, K)`` float32 on ``coarse``'s device.
+    """
+    return torch.nn.functional.interpolate(coarse.float(), size=tuple(shape), mode="trilinear", align_corners=True)
 
 
 def drop_slab(n_slices: int, foreground: Array, u: Sequence[float], cfg: AugmentConfig) -> tuple[int, int]:
@@ -219,10 +258,19 @@ def augment(image: Array, seg: Array, lmk: Array, cfg: AugmentConfig, rng: np.ra
     t = rng.uniform(-cfg.translate_mm, cfg.translate_mm, size=2)
     tz = rng.uniform(-cfg.translate_slice_mm, cfg.translate_slice_mm)
     tx.SetTranslation((float(t[0]), float(t[1]), float(tz)))
+    if cfg.elastic_mm > 0:
+        # output point -> affine(elastic(point)): the smooth displacement in the output frame, as on the device
+        field = elastic_field(torch.from_numpy(elastic_coarse(shape, cfg, rng.standard_normal))[None], shape)[0]
+        field = torch.cat([field, torch.zeros_like(field[:1])]).numpy()  # (3, I, J, K): no shift along k
+        disp = sitk.GetImageFromArray(np.moveaxis(field, 0, -1).transpose(2, 1, 0, 3).astype(np.float64), isVector=True)
+        disp.CopyInformation(ref)
+        tx = sitk.CompositeTransform([tx, sitk.DisplacementFieldTransform(disp)])
     img = _from_sitk(sitk.Resample(_to_sitk(image.astype(np.float32)), ref, tx, sitk.sitkLinear, 0.0))
     sg = _from_sitk(sitk.Resample(_to_sitk(seg), ref, tx, sitk.sitkNearestNeighbor, 0))
     lm = _from_sitk(sitk.Resample(_to_sitk(lmk), ref, tx, sitk.sitkNearestNeighbor, 0))
     img = np.clip(img, 0, 1) ** rng.uniform(*cfg.gamma) * rng.uniform(*cfg.intensity_scale)
+    if cfg.noise_sd > 0:
+        img = img + rng.normal(0.0, cfg.noise_sd, size=img.shape)
     start, stop = drop_slab(shape[2], np.flatnonzero(sg.any(axis=(0, 1))), rng.random(3), cfg)
     img[:, :, start:stop] = 0
     return np.clip(img, 0, 1).astype(np.float32), sg, lm
