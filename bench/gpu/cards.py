@@ -24,6 +24,7 @@ def stored_architecture(summary: dict) -> dict:
     options trained the defaults), stored in float16."""
     return {**summary.get("architecture", SSLLN().architecture()), "stored_dtype": "float16"}
 
+
 def run_schedule(i: int, summary: dict, run: dict) -> str:
     """One run's learning-rate schedule in words. Runs 1 and 2 of the first GPU session predate the
     ``args`` record and used 1e-3 from scratch, then 5e-4 from run 1's weights."""
