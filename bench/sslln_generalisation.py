@@ -2,9 +2,8 @@
 
 For 20 training patients (every 4th of the 80 not held out, so all five groups) and the 20 validation
 patients, ED and ES, the network segments the working grid; Dice per structure is pooled over
-(a) the working slices at an acquired slice's centre (within 0.15 of an input slice spacing: where
-the image is one acquired slice and the expert label is exact; these are what ``ssll segment``'s
-original-grid output and the refinement read) and (b) the working slices between two acquired
+(a) the working slice nearest each acquired slice's centre (:func:`ssll.refine.acquired_slices`, the
+slices the refinement reads: the image there is one acquired slice and the expert label exact) and (b) the working slices between two acquired
 slices (at least 0.3 of a spacing from both: the image there is a blend of two slices, the
 nearest-neighbour label a staircase). A large train-minus-validation gap at (a) means the network
 fits patients it has seen far better than new ones (more data or stronger augmentation helps); a
@@ -29,6 +28,7 @@ from ssll.labels import Label
 from ssll.nn.data import acdc_cases
 from ssll.nn.infer import load_model, predict
 from ssll.preprocess import GridRecord, labels_to_working, preprocess_volume
+from ssll.refine import acquired_slices
 
 STRUCTS = (Label.LV_CAVITY, Label.LV_WALL, Label.RV_CAVITY)
 
@@ -65,9 +65,8 @@ def main() -> None:
         work, rec = preprocess_volume(load_image(c["image"]))
         truth = labels_to_working(load_labels(c["labels"], "acdc").array, rec)
         lab = predict(model, work.array[None])[0][0]
-        d = slice_position(rec)
         row = {"patient": c["patient"], "phase": c["phase"], "set": group}
-        for pos, ks in (("centre", d < 0.15), ("between", d > 0.3)):
+        for pos, ks in (("centre", acquired_slices(rec)), ("between", slice_position(rec) > 0.3)):
             p, t = lab[:, :, ks], truth[:, :, ks]
             for n, s in enumerate(STRUCTS):
                 ov, np_, nt = float(((p == s) & (t == s)).sum()), float((p == s).sum()), float((t == s).sum())
