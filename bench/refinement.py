@@ -84,11 +84,15 @@ class Target(NamedTuple):
     spacing: tuple[float, ...]
 
 
-def lr_target(shapes: Any, seed: int) -> Target:
-    """Make Table III's target ``seed`` (one draw per seed, shared by every benchmark that pairs with it)."""
+def lr_target(shapes: Any, seed: int, lr: LRConfig | None = None) -> Target:
+    """Make Table III's target ``seed`` (one draw per seed, shared by every benchmark that pairs with it).
+
+    ``lr``: the LR simulation (default :class:`ssll.simulate.LRConfig`). The random draws do not depend
+    on it, so ``LRConfig(shift_mm=0)`` gives the same stack (the same lost end slices) without the
+    breath-hold shifts: a paired target."""
     ph = make_phantom(shapes, seed)
     p = ph["ED"]
-    sim = simulate_lr(p["image"], p["labels"], ph["affine"], LRConfig(), np.random.default_rng([7, seed, 2]))
+    sim = simulate_lr(p["image"], p["labels"], ph["affine"], lr or LRConfig(), np.random.default_rng([7, seed, 2]))
     work_img, rec = preprocess_volume(Volume(sim["image"], sim["affine"]))
     waff = rec.working_affine
     truth = truth_on_grid(p["labels"], ph["affine"], rec.working_shape, waff)
@@ -232,7 +236,7 @@ def main() -> None:
     cfg_labels = RefineConfig(atlases=AtlasConfig(init="labels"), ffd=ffd)
     rows, lm_rows, abl_rows, sitk_rows = [], [], [], []
     for n, seed in enumerate(range(30000, 30000 + ARGS.n)):
-        t = lr_target(shapes, seed)
+        t = lr_target(shapes, seed, LRConfig(shift_mm=ARGS.sim_shift_mm))
         p, work_img, rec, truth, sp = t.ed, t.image, t.record, t.truth, t.spacing
         labels, lmap, _conf, prob = predict(model, work_img.array[None], return_prob=True)
         seg_w, lmap = labels[0], lmap[0]
@@ -291,6 +295,7 @@ def main() -> None:
     pd.DataFrame(lm_rows).to_csv(out / "landmarks_sslln_lr_vs_exact.csv", index=False, float_format="%.3f")
     summary: dict = {"n_targets": ARGS.n, "atlases_in_bank": len(bank), "atlas_bank": "HR phantoms seeds 20000.. ED+ES, "
                      "segmented by SSLLN-HR", "targets": "simulated-LR phantoms seeds 30000.., ED",
+                     "lr_simulation": vars(LRConfig(shift_mm=ARGS.sim_shift_mm)),
                      "refine_config": {"atlases": vars(cfg.atlases), "ffd": vars(cfg.ffd), "fusion": vars(cfg.fusion)},
                      "paper": PAPER, "table3": {}, "wilcoxon_refined_vs": {}}
     for m, g in df.groupby("method", sort=False):
@@ -341,6 +346,8 @@ if __name__ == "__main__":
                     help="FFD through-plane control spacing per level (default: the code's)")
     ap.add_argument("--slice-shift-mm", type=float, default=FFDConfig().slice_shift_mm,
                     help="penalty scale (mm) of the per-slice shifts fitted with the FFD (FFDConfig.slice_shift_mm); 0: none (default: the code's)")
+    ap.add_argument("--sim-shift-mm", type=float, default=LRConfig().shift_mm,
+                    help="sd (mm) of the simulated breath-hold shift of each LR slice (LRConfig.shift_mm); 0: none")
     ap.add_argument("--work", default="resources/bench/refinement")
     ap.add_argument("--out", default="bench/results/refinement")
     ARGS = ap.parse_args()

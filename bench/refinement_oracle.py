@@ -46,6 +46,7 @@ from ssll.nn.infer import default_weights, load_model, predict
 from ssll.phantom import require_bank
 from ssll.refine import RefineConfig, acquired_slices, refine, stack_slab
 from ssll.register import FFDConfig
+from ssll.simulate import LRConfig
 
 
 def main(a: argparse.Namespace) -> None:
@@ -61,7 +62,7 @@ def main(a: argparse.Namespace) -> None:
     cfg = RefineConfig(ffd=FFDConfig(control_spacing_mm=tuple(a.control_spacing_mm), through_plane_mm=tuple(a.through_plane_mm)))
     rows, inp = [], []
     for seed in range(30000, 30000 + a.n):
-        t = lr_target(shapes, seed)  # the same targets as bench/refinement.py
+        t = lr_target(shapes, seed, LRConfig(shift_mm=a.sim_shift_mm))  # the same targets as bench/refinement.py
         p, sim, work_img, rec, truth, sp = t.ed, t.sim, t.image, t.record, t.truth, t.spacing
         shape, waff = rec.working_shape, rec.working_affine
         true_lr = nearest_upsample(sim["labels"], rec.input_affine, shape, waff)
@@ -87,6 +88,7 @@ def main(a: argparse.Namespace) -> None:
     cols = [c for c in df.columns if c.startswith(("dice_", "hd_", "hd2d_"))]
     summary: dict = {
         "n_targets": a.n, "atlases_in_bank": len(bank), "refine_config": {"atlases": vars(cfg.atlases), "ffd": vars(cfg.ffd), "fusion": vars(cfg.fusion)},
+        "lr_simulation": vars(LRConfig(shift_mm=a.sim_shift_mm)),
         "input": "true LR labels (simulated acquisition of the phantom truth, nearest to the working grid) and exact landmarks",
         "rows": {m: {c: [round(float(g[c].mean()), 4), round(float(g[c].std()), 4)] for c in cols}
                  for m, g in df.groupby("method", sort=False)},
@@ -118,6 +120,8 @@ if __name__ == "__main__":
     ap.add_argument("--through-plane-mm", type=float, nargs=2, default=list(FFDConfig().through_plane_mm))
     ap.add_argument("--no-hr-ceiling", dest="hr_ceiling", action="store_false",
                     help="skip the refinement of the HR truth itself")
+    ap.add_argument("--sim-shift-mm", type=float, default=LRConfig().shift_mm,
+                    help="sd (mm) of the simulated breath-hold shifts (LRConfig.shift_mm); 0: none, paired with the same targets")
     ap.add_argument("--table3", default="bench/results/refinement/table3_per_target.csv")
     ap.add_argument("--out", default="bench/results/refinement_oracle")
     main(ap.parse_args())

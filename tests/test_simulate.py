@@ -45,3 +45,17 @@ def test_lost_coverage_drops_end_slices() -> None:
     for r, n in zip(lost, n_lost):
         # each lost heart slice also removes the margin slice beyond it
         assert (full["labels"][..., :].any(axis=(0, 1)).sum() - r["labels"].any(axis=(0, 1)).sum()) == n
+
+
+def test_without_shifts_the_same_draw_gives_the_same_stack_unshifted() -> None:
+    """``shift_mm=0`` pairs with the default: the same lost end slices and slab, only no shifts
+    (bench/refinement.py --sim-shift-mm 0 relies on it)."""
+    img, lab, aff = _hr()
+    for seed in range(6):
+        shifted = simulate_lr(img, lab, aff, LRConfig(shift_mm=2.0, max_lost=1), np.random.default_rng(seed))
+        still = simulate_lr(img, lab, aff, LRConfig(shift_mm=0.0, max_lost=1), np.random.default_rng(seed))
+        assert [shifted["record"][k] for k in ("slices_lost_first_end", "slices_lost_last_end", "lr_slices")] == \
+               [still["record"][k] for k in ("slices_lost_first_end", "slices_lost_last_end", "lr_slices")]
+        np.testing.assert_array_equal(shifted["affine"], still["affine"])
+        assert not np.any(still["record"]["shifts_mm"])
+        assert np.abs(np.asarray(shifted["record"]["shifts_mm"])).max() > 0
