@@ -22,6 +22,8 @@ Run:  python bench/refinement.py --n 50 --atlas-subjects 60 --out bench/results/
 A stiffer FFD grid (``bench/results/refinement_grid50_40``):
       python bench/refinement.py --n 50 --atlas-subjects 60 --control-spacing-mm 50 40 --through-plane-mm 100 80 \
           --out bench/results/refinement_grid50_40
+The same targets without the breath-hold shifts (``bench/results/refinement_no_shifts``, first 20):
+      python bench/refinement.py --n 20 --ablation 0 --sitk 0 --sim-shift-mm 0 --out bench/results/refinement_no_shifts
 """
 
 from __future__ import annotations

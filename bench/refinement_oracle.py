@@ -18,6 +18,10 @@ Run (after ``bench/refinement.py`` has built its bank); the committed results us
 paired with ``bench/results/refinement_grid50_40``:
     python bench/refinement_oracle.py --n 50 --control-spacing-mm 50 40 --through-plane-mm 100 80 \
         --table3 bench/results/refinement_grid50_40/table3_per_target.csv --out bench/results/refinement_oracle
+With the default grid, with and without the simulated breath-hold shifts (first 20 targets):
+    python bench/refinement_oracle.py --n 20 --no-hr-ceiling --out bench/results/refinement_oracle_default_grid
+    python bench/refinement_oracle.py --n 20 --sim-shift-mm 0 --table3 bench/results/refinement_no_shifts/table3_per_target.csv \
+        --out bench/results/refinement_oracle_no_shifts
 """
 
 from __future__ import annotations
