@@ -185,3 +185,55 @@ def test_cpu_augmentation_applies_the_same_elastic_shift(monkeypatch: pytest.Mon
     img, sg, _ = data.augment(vol, seg, seg.copy(), cfg, np.random.default_rng(0))
     np.testing.assert_allclose(img[:-2, 1:], vol[2:, :-1], atol=1e-5)
     np.testing.assert_array_equal(sg[:-2, 1:], seg[2:, :-1])
+
+
+def test_slice_jitter_is_drawn_at_planes_and_linear_between() -> None:
+    from ssll.nn.data import slice_jitter
+
+    cfg = AugmentConfig(slice_jitter_mm=2.0, slice_jitter_spacing_mm=10.0)
+    # 21 slices of 2 mm: planes 10 mm apart on slices 0, 5, 10, 15, 20
+    planes = np.array([[0.0, 1.0, -1.0, 0.5, 2.0], [1.0, 1.0, 0.0, 0.0, -3.0]])
+    got = slice_jitter(21, cfg, lambda size: planes.reshape(size))
+    assert got.shape == (2, 21)
+    np.testing.assert_allclose(got[:, ::5], 2.0 * planes, atol=1e-6)
+    np.testing.assert_allclose(got[:, 7], 2.0 * (0.6 * planes[:, 1] + 0.4 * planes[:, 2]), atol=1e-6)
+    rng = np.random.default_rng(0)
+    draws = np.stack([slice_jitter(21, cfg, rng.standard_normal)[:, ::5] for _ in range(2000)])
+    assert abs(float(draws.std()) - 2.0) < 0.1 and abs(float(draws.mean())) < 0.1
+
+
+def _fixed_jitter(n_slices: int, cfg: AugmentConfig, normal) -> np.ndarray:
+    k = np.arange(n_slices)
+    return np.stack([1.25 * (k % 3), -1.25 * (k % 2)]).astype(np.float32)  # whole voxels: i 0, 1, 2; j 0, -1
+
+
+def test_slice_jitter_moves_each_slice_and_its_labels_by_its_own_shift(monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = AugmentConfig(**{**STILL.__dict__, "slice_jitter_mm": 1.0})
+    monkeypatch.setattr(ga, "slice_jitter", _fixed_jitter)
+    x = torch.rand(2, 6, 16, 12)
+    lab = torch.randint(0, 7, (2, 2, 6, 16, 12))
+    img, out = ga.augment_batch(x, lab, cfg, torch.Generator().manual_seed(0))
+    for k in range(6):
+        di, dj = k % 3, k % 2  # output (i, j) shows the input at (i + di, j - dj)
+        assert torch.allclose(img[:, k, : 16 - di, dj:], x[:, k, di:, : 12 - dj], atol=1e-5), k
+        assert torch.equal(out[:, :, k, : 16 - di, dj:], lab[:, :, k, di:, : 12 - dj]), k
+    drawn = ga.augment_batch(x, lab, AugmentConfig(**{**STILL.__dict__, "slice_jitter_mm": 2.0}),
+                             torch.Generator().manual_seed(0))[0]
+    monkeypatch.undo()
+    real = ga.augment_batch(x, lab, AugmentConfig(**{**STILL.__dict__, "slice_jitter_mm": 2.0}),
+                            torch.Generator().manual_seed(0))[0]
+    assert torch.equal(drawn, img) and not torch.allclose(real, x, atol=1e-3)  # the real draw moves the slices
+
+
+def test_cpu_augmentation_applies_the_same_slice_jitter(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ssll.nn.data as data
+
+    cfg = AugmentConfig(**{**STILL.__dict__, "slice_jitter_mm": 1.0})
+    monkeypatch.setattr(data, "slice_jitter", _fixed_jitter)
+    vol = np.random.default_rng(2).random((16, 12, 6)).astype(np.float32)  # (i, j, k)
+    seg = np.random.default_rng(3).integers(0, 5, (16, 12, 6)).astype(np.uint8)
+    img, sg, _ = data.augment(vol, seg, seg.copy(), cfg, np.random.default_rng(0))
+    for k in range(6):
+        di, dj = k % 3, k % 2
+        np.testing.assert_allclose(img[: 16 - di, dj:, k], vol[di:, : 12 - dj, k], atol=1e-5)
+        np.testing.assert_array_equal(sg[: 16 - di, dj:, k], seg[di:, : 12 - dj, k])

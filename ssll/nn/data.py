@@ -156,8 +156,13 @@ class AugmentConfig:
     image while the targets keep it, as the paper's Fig 8 test does: missing and lost slices.
     ``elastic_mm`` adds a smooth random in-plane deformation (a displacement of that standard deviation, mm,
     at control points ``elastic_spacing_mm`` apart, interpolated between them) to image and targets alike;
-    ``noise_sd`` adds Gaussian noise of that standard deviation to the [0, 1] image. Both are off by
-    default (the shipped weights were trained without them), and draw no random numbers when off.
+    ``noise_sd`` adds Gaussian noise of that standard deviation to the [0, 1] image.
+    ``slice_jitter_mm`` moves each slice in-plane by its own random shift (that standard deviation per
+    axis, mm, drawn at planes ``slice_jitter_spacing_mm`` apart along the slice axis, linear between
+    them; :func:`slice_jitter`), image and targets alike: the breath-hold shift of each acquired slice,
+    which the expert's contours follow, so the network learns to follow a slice rather than the stack.
+    All three are off by default (the shipped weights were trained without them), and draw no random
+    numbers when off.
     """
 
     rotate_deg: float = 15.0
@@ -172,6 +177,29 @@ class AugmentConfig:
     elastic_mm: float = 0.0
     elastic_spacing_mm: float = 40.0
     noise_sd: float = 0.0
+    slice_jitter_mm: float = 0.0
+    slice_jitter_spacing_mm: float = 10.0
+
+
+def slice_jitter(n_slices: int, cfg: AugmentConfig, normal: Callable[..., Any]) -> Array:
+    """Random in-plane shift (mm) of every working-grid slice.
+
+    Shifts are drawn at planes ``cfg.slice_jitter_spacing_mm`` apart along the slice axis (at least
+    2, the first and last on the end slices), Gaussian with standard deviation ``cfg.slice_jitter_mm``
+    per in-plane axis, and interpolated linearly between the planes.
+
+    Args:
+        n_slices: ``K``, slices of the grid (voxel size :data:`ssll.preprocess.WORKING_SPACING`, mm).
+        cfg: ``slice_jitter_mm`` and ``slice_jitter_spacing_mm``.
+        normal: a standard-normal sampler taking ``size`` (as for :func:`elastic_coarse`).
+
+    Returns:
+        ``(2, K)`` float32: displacement along i and along j (mm) of each slice.
+    """
+    n = max(2, int(round((n_slices - 1) * WORKING_SPACING[2] / cfg.slice_jitter_spacing_mm)) + 1)
+    planes = np.asarray(normal(size=(2, n)), np.float64) * cfg.slice_jitter_mm
+    at = np.linspace(0.0, n_slices - 1, n)
+    return np.stack([np.interp(np.arange(n_slices), at, p) for p in planes]).astype(np.float32)
 
 
 def elastic_coarse(shape: tuple[int, int, int], cfg: AugmentConfig, normal: Callable[..., Any]) -> Array:
@@ -258,10 +286,13 @@ def augment(image: Array, seg: Array, lmk: Array, cfg: AugmentConfig, rng: np.ra
     t = rng.uniform(-cfg.translate_mm, cfg.translate_mm, size=2)
     tz = rng.uniform(-cfg.translate_slice_mm, cfg.translate_slice_mm)
     tx.SetTranslation((float(t[0]), float(t[1]), float(tz)))
-    if cfg.elastic_mm > 0:
-        # output point -> affine(elastic(point)): the smooth displacement in the output frame, as on the device
-        field = elastic_field(torch.from_numpy(elastic_coarse(shape, cfg, rng.standard_normal))[None], shape)[0]
-        field = torch.cat([field, torch.zeros_like(field[:1])]).numpy()  # (3, I, J, K): no shift along k
+    if cfg.elastic_mm > 0 or cfg.slice_jitter_mm > 0:
+        # output point -> affine(point + displacement): elastic and slice jitter in the output frame, as on the device
+        field = np.zeros((3, *shape), np.float32)  # (3, I, J, K): no shift along k
+        if cfg.elastic_mm > 0:
+            field[:2] = elastic_field(torch.from_numpy(elastic_coarse(shape, cfg, rng.standard_normal))[None], shape)[0].numpy()
+        if cfg.slice_jitter_mm > 0:
+            field[:2] += slice_jitter(shape[2], cfg, rng.standard_normal)[:, None, None, :]
         disp = sitk.GetImageFromArray(np.moveaxis(field, 0, -1).transpose(2, 1, 0, 3).astype(np.float64), isVector=True)
         disp.CopyInformation(ref)
         tx = sitk.CompositeTransform([tx, sitk.DisplacementFieldTransform(disp)])

@@ -4,8 +4,8 @@ The same transform family as :func:`ssll.nn.data.augment` (Duan et al. 2019, Sec
 a 3D random affine about the volume centre (rotation about one random axis, half the angle
 range for the two in-plane axes, isotropic scaling, in-plane and through-plane translation in mm) applied
 consistently to image (linear) and to labels and landmark maps (nearest neighbour), then a gamma
-and a scale change of the intensities, and optionally a smooth in-plane elastic deformation (drawn in
-the output frame, before the affine), Gaussian noise and a zero-filled slab of slices. Done with ``affine_grid``/``grid_sample`` on whole batches,
+and a scale change of the intensities, and optionally a smooth in-plane elastic deformation and an in-plane
+shift per slice (both drawn in the output frame, before the affine), Gaussian noise and a zero-filled slab of slices. Done with ``affine_grid``/``grid_sample`` on whole batches,
 so a GPU step never waits on CPU workers (SimpleITK augmentation of one volume takes ~0.3 s on a
 CPU core; a batch here takes milliseconds on the GPU).
 
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ssll.nn.data import AugmentConfig, drop_slab, elastic_coarse, elastic_field
+from ssll.nn.data import AugmentConfig, drop_slab, elastic_coarse, elastic_field, slice_jitter
 from ssll.preprocess import WORKING_SPACING
 
 __all__ = ["augment_batch", "random_affines"]
@@ -77,11 +77,18 @@ def augment_batch(image: torch.Tensor, labels: torch.Tensor, cfg: AugmentConfig,
     m = aff[:, :, :3][:, perm][:, :, perm]
     t = aff[:, :, 3][:, perm]
     theta = torch.cat([m / d[None, :, None] * d[None, None, :], (t / d)[..., None]], dim=2)
-    if cfg.elastic_mm > 0:
-        # output point p -> affine(p + elastic(p)), the displacement drawn in the output frame
-        coarse = torch.from_numpy(np.stack([elastic_coarse((h, w, s), cfg, lambda size: torch.randn(
-            size, generator=generator, dtype=torch.float64).numpy()) for _ in range(b)]))  # (B, 2, nI, nJ, nK) mm
-        field = elastic_field(coarse.permute(0, 1, 4, 2, 3).to(dev), (s, h, w))  # (B, 2 = (i, j), S, H, W)
+    if cfg.elastic_mm > 0 or cfg.slice_jitter_mm > 0:
+        # output point p -> affine(p + d(p)), the displacement (elastic, slice jitter) drawn in the output frame
+        def normal(size: tuple[int, ...]) -> np.ndarray:
+            return torch.randn(size, generator=generator, dtype=torch.float64).numpy()
+
+        field = torch.zeros(b, 2, s, h, w, device=dev)  # (B, 2 = (i, j), S, H, W) mm
+        if cfg.elastic_mm > 0:
+            coarse = torch.from_numpy(np.stack([elastic_coarse((h, w, s), cfg, normal) for _ in range(b)]))  # (B, 2, nI, nJ, nK)
+            field = field + elastic_field(coarse.permute(0, 1, 4, 2, 3).to(dev), (s, h, w))
+        if cfg.slice_jitter_mm > 0:
+            jitter = torch.from_numpy(np.stack([slice_jitter(s, cfg, normal) for _ in range(b)]))  # (B, 2, S)
+            field = field + jitter.to(dev)[..., None, None]
         ident = torch.eye(3, 4, dtype=torch.float32, device=dev).expand(b, 3, 4)
         grid = F.affine_grid(ident, [b, 1, s, h, w], align_corners=False)  # (B, S, H, W, 3) = (x=j, y=i, z=k)
         grid = grid + torch.stack([field[:, 1] / float(d[0]), field[:, 0] / float(d[1]), torch.zeros_like(field[:, 0])], -1)
