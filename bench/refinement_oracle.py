@@ -125,7 +125,8 @@ if __name__ == "__main__":
     ap.add_argument("--no-hr-ceiling", dest="hr_ceiling", action="store_false",
                     help="skip the refinement of the HR truth itself")
     ap.add_argument("--sim-shift-mm", type=float, default=LRConfig().shift_mm,
-                    help="sd (mm) of the simulated breath-hold shifts (LRConfig.shift_mm); 0: none, paired with the same targets")
+                    help="sd (mm) of the simulated breath-hold shifts (LRConfig.shift_mm); 0: none, "
+                         "paired with the same targets")
     ap.add_argument("--table3", default="bench/results/refinement/table3_per_target.csv")
     ap.add_argument("--out", default="bench/results/refinement_oracle")
     main(ap.parse_args())

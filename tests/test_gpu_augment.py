@@ -200,6 +200,8 @@ def test_slice_jitter_is_drawn_at_planes_and_linear_between() -> None:
     rng = np.random.default_rng(0)
     draws = np.stack([slice_jitter(21, cfg, rng.standard_normal)[:, ::5] for _ in range(2000)])
     assert abs(float(draws.std()) - 2.0) < 0.1 and abs(float(draws.mean())) < 0.1
+    with pytest.raises(ValueError, match="slice_jitter_spacing_mm"):
+        slice_jitter(21, AugmentConfig(slice_jitter_mm=2.0, slice_jitter_spacing_mm=0.0), rng.standard_normal)
 
 
 def _fixed_jitter(n_slices: int, cfg: AugmentConfig, normal) -> np.ndarray:

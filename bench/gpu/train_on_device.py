@@ -21,8 +21,9 @@ Outputs in ``$OUT``: ``sslln_lr.pt``, ``sslln_hr.pt`` (float16 state dicts), ``l
 
 Run (device, repository root):  PYTHONUNBUFFERED=1 PYTHONPATH=. python3 bench/gpu/train_on_device.py --budget 480
 Width and augmentation are options (``--widths``, ``--side-width``, ``--fuse-width``, ``--upsample``;
-``--translate-slice-mm``, ``--drop-prob``, ``--elastic-mm``, ``--noise-sd``, ``--slice-jitter-mm``); ``summary.json`` records both and ``bench/gpu/cards.py``
-writes them into the model cards, so ``ssll.nn.infer.load_model`` rebuilds the trained width.
+``--translate-slice-mm``, ``--drop-prob``, ``--elastic-mm``, ``--noise-sd``, ``--slice-jitter-mm``);
+``summary.json`` records both and ``bench/gpu/cards.py`` writes them into the model cards, so
+``ssll.nn.infer.load_model`` rebuilds the trained width.
 Refinement and network timing only, with the shipped weights (about 2 minutes):
     PYTHONUNBUFFERED=1 PYTHONPATH=. python3 bench/gpu/train_on_device.py --only-refine --budget 150 --init ssll/weights/sslln_lr.pt
 """

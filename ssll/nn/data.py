@@ -195,7 +195,12 @@ def slice_jitter(n_slices: int, cfg: AugmentConfig, normal: Callable[..., Any]) 
 
     Returns:
         ``(2, K)`` float32: displacement along i and along j (mm) of each slice.
+
+    Raises:
+        ValueError: ``slice_jitter_spacing_mm`` is not positive.
     """
+    if not cfg.slice_jitter_spacing_mm > 0:
+        raise ValueError(f"slice_jitter_spacing_mm must be positive, got {cfg.slice_jitter_spacing_mm}")
     n = max(2, int(round((n_slices - 1) * WORKING_SPACING[2] / cfg.slice_jitter_spacing_mm)) + 1)
     planes = np.asarray(normal(size=(2, n)), np.float64) * cfg.slice_jitter_mm
     at = np.linspace(0.0, n_slices - 1, n)

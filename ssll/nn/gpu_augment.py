@@ -5,9 +5,10 @@ a 3D random affine about the volume centre (rotation about one random axis, half
 range for the two in-plane axes, isotropic scaling, in-plane and through-plane translation in mm) applied
 consistently to image (linear) and to labels and landmark maps (nearest neighbour), then a gamma
 and a scale change of the intensities, and optionally a smooth in-plane elastic deformation and an in-plane
-shift per slice (both drawn in the output frame, before the affine), Gaussian noise and a zero-filled slab of slices. Done with ``affine_grid``/``grid_sample`` on whole batches,
-so a GPU step never waits on CPU workers (SimpleITK augmentation of one volume takes ~0.3 s on a
-CPU core; a batch here takes milliseconds on the GPU).
+shift per slice (both drawn in the output frame, before the affine), Gaussian noise and a zero-filled slab
+of slices. Done with ``affine_grid``/``grid_sample`` on whole batches, so a GPU step never waits on CPU
+workers (SimpleITK augmentation of one volume takes ~0.3 s on a CPU core; a batch here takes milliseconds
+on the GPU).
 
 Tensor layout: volumes are ``(B, S, H, W)`` = working-grid ``[k, i, j]`` with voxel size
 ``(2.0, 1.25, 1.25)`` mm, as the network takes them.
