@@ -236,9 +236,10 @@ def main() -> None:
                     slice_shift_mm=ARGS.slice_shift_mm)
     cfg = RefineConfig(ffd=ffd)
     cfg_labels = RefineConfig(atlases=AtlasConfig(init="labels"), ffd=ffd)
+    lr_sim = LRConfig(shift_mm=ARGS.sim_shift_mm)
     rows, lm_rows, abl_rows, sitk_rows = [], [], [], []
     for n, seed in enumerate(range(30000, 30000 + ARGS.n)):
-        t = lr_target(shapes, seed, LRConfig(shift_mm=ARGS.sim_shift_mm))
+        t = lr_target(shapes, seed, lr_sim)
         p, work_img, rec, truth, sp = t.ed, t.image, t.record, t.truth, t.spacing
         labels, lmap, _conf, prob = predict(model, work_img.array[None], return_prob=True)
         seg_w, lmap = labels[0], lmap[0]
@@ -297,7 +298,7 @@ def main() -> None:
     pd.DataFrame(lm_rows).to_csv(out / "landmarks_sslln_lr_vs_exact.csv", index=False, float_format="%.3f")
     summary: dict = {"n_targets": ARGS.n, "atlases_in_bank": len(bank), "atlas_bank": "HR phantoms seeds 20000.. ED+ES, "
                      "segmented by SSLLN-HR", "targets": "simulated-LR phantoms seeds 30000.., ED",
-                     "lr_simulation": vars(LRConfig(shift_mm=ARGS.sim_shift_mm)),
+                     "lr_simulation": vars(lr_sim),
                      "refine_config": {"atlases": vars(cfg.atlases), "ffd": vars(cfg.ffd), "fusion": vars(cfg.fusion)},
                      "paper": PAPER, "table3": {}, "wilcoxon_refined_vs": {}}
     for m, g in df.groupby("method", sort=False):

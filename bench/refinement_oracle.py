@@ -20,7 +20,8 @@ paired with ``bench/results/refinement_grid50_40``:
         --table3 bench/results/refinement_grid50_40/table3_per_target.csv --out bench/results/refinement_oracle
 With the default grid, with and without the simulated breath-hold shifts (first 20 targets):
     python bench/refinement_oracle.py --n 20 --no-hr-ceiling --out bench/results/refinement_oracle_default_grid
-    python bench/refinement_oracle.py --n 20 --sim-shift-mm 0 --table3 bench/results/refinement_no_shifts/table3_per_target.csv \
+    python bench/refinement_oracle.py --n 20 --sim-shift-mm 0 \
+        --table3 bench/results/refinement_no_shifts/table3_per_target.csv \
         --out bench/results/refinement_oracle_no_shifts
 """
 
@@ -64,9 +65,10 @@ def main(a: argparse.Namespace) -> None:
     model = load_model(a.weights_lr or default_weights("sslln_lr"))
     shapes = require_bank(a.biv_me)
     cfg = RefineConfig(ffd=FFDConfig(control_spacing_mm=tuple(a.control_spacing_mm), through_plane_mm=tuple(a.through_plane_mm)))
+    lr_sim = LRConfig(shift_mm=a.sim_shift_mm)
     rows, inp = [], []
     for seed in range(30000, 30000 + a.n):
-        t = lr_target(shapes, seed, LRConfig(shift_mm=a.sim_shift_mm))  # the same targets as bench/refinement.py
+        t = lr_target(shapes, seed, lr_sim)  # the same targets as bench/refinement.py
         p, sim, work_img, rec, truth, sp = t.ed, t.sim, t.image, t.record, t.truth, t.spacing
         shape, waff = rec.working_shape, rec.working_affine
         true_lr = nearest_upsample(sim["labels"], rec.input_affine, shape, waff)
@@ -92,7 +94,7 @@ def main(a: argparse.Namespace) -> None:
     cols = [c for c in df.columns if c.startswith(("dice_", "hd_", "hd2d_"))]
     summary: dict = {
         "n_targets": a.n, "atlases_in_bank": len(bank), "refine_config": {"atlases": vars(cfg.atlases), "ffd": vars(cfg.ffd), "fusion": vars(cfg.fusion)},
-        "lr_simulation": vars(LRConfig(shift_mm=a.sim_shift_mm)),
+        "lr_simulation": vars(lr_sim),
         "input": "true LR labels (simulated acquisition of the phantom truth, nearest to the working grid) and exact landmarks",
         "rows": {m: {c: [round(float(g[c].mean()), 4), round(float(g[c].std()), 4)] for c in cols}
                  for m, g in df.groupby("method", sort=False)},

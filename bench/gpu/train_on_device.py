@@ -348,7 +348,8 @@ def main() -> None:
     ap.add_argument("--elastic-spacing-mm", type=float, default=40.0, help="control-point spacing of --elastic-mm")
     ap.add_argument("--noise-sd", type=float, default=0.0, help="Gaussian noise on the [0, 1] image")
     ap.add_argument("--slice-jitter-mm", type=float, default=0.0,
-                    help="in-plane shift of each slice, sd (mm) per axis (breath-hold motion; AugmentConfig.slice_jitter_mm)")
+                    help="in-plane shift of each slice, sd (mm) per axis (breath-hold motion; "
+                         "AugmentConfig.slice_jitter_mm)")
     ap.add_argument("--slice-jitter-spacing-mm", type=float, default=10.0, help="plane spacing of --slice-jitter-mm")
     a = ap.parse_args()
     arch = {"widths": tuple(a.widths), "side_width": a.side_width, "fuse_width": a.fuse_width, "upsample": a.upsample}

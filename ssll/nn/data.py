@@ -295,7 +295,8 @@ def augment(image: Array, seg: Array, lmk: Array, cfg: AugmentConfig, rng: np.ra
         # output point -> affine(point + displacement): elastic and slice jitter in the output frame, as on the device
         field = np.zeros((3, *shape), np.float32)  # (3, I, J, K): no shift along k
         if cfg.elastic_mm > 0:
-            field[:2] = elastic_field(torch.from_numpy(elastic_coarse(shape, cfg, rng.standard_normal))[None], shape)[0].numpy()
+            coarse = torch.from_numpy(elastic_coarse(shape, cfg, rng.standard_normal))[None]
+            field[:2] = elastic_field(coarse, shape)[0].numpy()
         if cfg.slice_jitter_mm > 0:
             field[:2] += slice_jitter(shape[2], cfg, rng.standard_normal)[:, None, None, :]
         disp = sitk.GetImageFromArray(np.moveaxis(field, 0, -1).transpose(2, 1, 0, 3).astype(np.float64), isVector=True)

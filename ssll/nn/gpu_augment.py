@@ -85,7 +85,8 @@ def augment_batch(image: torch.Tensor, labels: torch.Tensor, cfg: AugmentConfig,
 
         field = torch.zeros(b, 2, s, h, w, device=dev)  # (B, 2 = (i, j), S, H, W) mm
         if cfg.elastic_mm > 0:
-            coarse = torch.from_numpy(np.stack([elastic_coarse((h, w, s), cfg, normal) for _ in range(b)]))  # (B, 2, nI, nJ, nK)
+            # (B, 2, nI, nJ, nK) mm
+            coarse = torch.from_numpy(np.stack([elastic_coarse((h, w, s), cfg, normal) for _ in range(b)]))
             field = field + elastic_field(coarse.permute(0, 1, 4, 2, 3).to(dev), (s, h, w))
         if cfg.slice_jitter_mm > 0:
             jitter = torch.from_numpy(np.stack([slice_jitter(s, cfg, normal) for _ in range(b)]))  # (B, 2, S)
