@@ -236,7 +236,7 @@ def main() -> None:
                     slice_shift_mm=ARGS.slice_shift_mm)
     cfg = RefineConfig(ffd=ffd)
     cfg_labels = RefineConfig(atlases=AtlasConfig(init="labels"), ffd=ffd)
-    lr_sim = LRConfig(shift_mm=ARGS.sim_shift_mm)
+    lr_sim = LRConfig(shift_mm=ARGS.sim_shift_mm, shift_axes=tuple(ARGS.sim_shift_axes))
     rows, lm_rows, abl_rows, sitk_rows = [], [], [], []
     for n, seed in enumerate(range(30000, 30000 + ARGS.n)):
         t = lr_target(shapes, seed, lr_sim)
@@ -351,6 +351,8 @@ if __name__ == "__main__":
                     help="penalty scale (mm) of the per-slice shifts fitted with the FFD (FFDConfig.slice_shift_mm); 0: none (default: the code's)")
     ap.add_argument("--sim-shift-mm", type=float, default=LRConfig().shift_mm,
                     help="sd (mm) of the simulated breath-hold shift of each LR slice (LRConfig.shift_mm); 0: none")
+    ap.add_argument("--sim-shift-axes", type=int, nargs="+", choices=(0, 1), default=list(LRConfig().shift_axes),
+                    help="in-plane axes of the simulated shifts (LRConfig.shift_axes); 0 alone: the paper's 'horizontal'")
     ap.add_argument("--work", default="resources/bench/refinement")
     ap.add_argument("--out", default="bench/results/refinement")
     ARGS = ap.parse_args()

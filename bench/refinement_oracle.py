@@ -65,7 +65,7 @@ def main(a: argparse.Namespace) -> None:
     model = load_model(a.weights_lr or default_weights("sslln_lr"))
     shapes = require_bank(a.biv_me)
     cfg = RefineConfig(ffd=FFDConfig(control_spacing_mm=tuple(a.control_spacing_mm), through_plane_mm=tuple(a.through_plane_mm)))
-    lr_sim = LRConfig(shift_mm=a.sim_shift_mm)
+    lr_sim = LRConfig(shift_mm=a.sim_shift_mm, shift_axes=tuple(a.sim_shift_axes))
     rows, inp = [], []
     for seed in range(30000, 30000 + a.n):
         t = lr_target(shapes, seed, lr_sim)  # the same targets as bench/refinement.py
@@ -129,6 +129,8 @@ if __name__ == "__main__":
     ap.add_argument("--sim-shift-mm", type=float, default=LRConfig().shift_mm,
                     help="sd (mm) of the simulated breath-hold shifts (LRConfig.shift_mm); 0: none, "
                          "paired with the same targets")
+    ap.add_argument("--sim-shift-axes", type=int, nargs="+", choices=(0, 1), default=list(LRConfig().shift_axes),
+                    help="in-plane axes of the simulated shifts (LRConfig.shift_axes); 0 alone: the paper's 'horizontal'")
     ap.add_argument("--table3", default="bench/results/refinement/table3_per_target.csv")
     ap.add_argument("--out", default="bench/results/refinement_oracle")
     main(ap.parse_args())

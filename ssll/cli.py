@@ -250,6 +250,8 @@ def _add_simulate_lr(p: argparse.ArgumentParser) -> None:
     p.add_argument("--slice-mm", type=float, default=10.0, help="LR slice spacing and thickness (mm)")
     p.add_argument("--shift-mm", type=float, default=2.0, help="sd of the in-plane inter-slice shifts (mm)")
     p.add_argument("--max-lost", type=int, default=1, help="at most this many slices lost at each end")
+    p.add_argument("--shift-axes", type=int, nargs="+", choices=(0, 1), default=[0, 1],
+                   help="in-plane axes the shifts move along (0 = i, 1 = j; the paper's 'horizontal' is 0)")
 
 
 def _run_simulate_lr(a: argparse.Namespace) -> None:
@@ -259,7 +261,8 @@ def _run_simulate_lr(a: argparse.Namespace) -> None:
         raise ValueError("--slice-mm must be positive, --shift-mm and --max-lost non-negative")
     run_simulate_lr(image=a.image, labels=a.labels, out_image=a.out_image, out_labels=a.out_labels,
                     out_record=a.out_record, seed=a.seed,
-                    cfg=LRConfig(slice_mm=a.slice_mm, shift_mm=a.shift_mm, max_lost=a.max_lost))
+                    cfg=LRConfig(slice_mm=a.slice_mm, shift_mm=a.shift_mm, max_lost=a.max_lost,
+                                 shift_axes=tuple(a.shift_axes)))
 
 
 # ---------------------------------------------------------------- measures / cohort-table

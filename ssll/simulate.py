@@ -5,7 +5,9 @@ From an HR short-axis volume (e.g. 1.25x1.25x2 mm) and its labels:
 * thick slices: every LR slice averages the HR slices within its thickness (boxcar slice
   profile; 10 mm default); LR labels are the HR labels at the LR slice centre;
 * breath-hold misregistration: each LR slice is shifted in-plane by a random vector
-  (Gaussian, ``shift_mm`` standard deviation per axis, clipped at 3 sigma), image and labels alike;
+  (Gaussian, ``shift_mm`` standard deviation per axis, clipped at 3 sigma), image and labels alike,
+  along both in-plane axes (the default) or along ``shift_axes`` only: the paper translated each slice
+  "horizontally", i.e. along axis 0, the horizontal axis of the short-axis views drawn here (:mod:`ssll.qc`);
 * lost coverage: 0..``max_lost`` LR slices are dropped at the basal and at the apical end
   (among the slices that hold heart).
 
@@ -28,11 +30,17 @@ __all__ = ["LRConfig", "simulate_lr", "run_simulate_lr"]
 
 @dataclass(frozen=True)
 class LRConfig:
-    """LR simulation settings: slice spacing and thickness (mm), shift sd (mm), max slices lost per end."""
+    """LR simulation settings: slice spacing and thickness (mm), shift sd (mm), max slices lost per end,
+    and the in-plane axes (0 = i, 1 = j) the shifts move along."""
 
     slice_mm: float = 10.0
     shift_mm: float = 2.0
     max_lost: int = 1
+    shift_axes: tuple[int, ...] = (0, 1)
+
+    def __post_init__(self) -> None:
+        if not self.shift_axes or not set(self.shift_axes) <= {0, 1} or len(set(self.shift_axes)) != len(self.shift_axes):
+            raise ValueError(f"LRConfig: shift_axes must be (0,), (1,) or (0, 1), got {self.shift_axes}")
 
 
 def simulate_lr(image: Array, labels: Array, affine: Array, cfg: LRConfig, rng: np.random.Generator) -> dict[str, Any]:
@@ -62,6 +70,8 @@ def simulate_lr(image: Array, labels: Array, affine: Array, cfg: LRConfig, rng: 
     else:
         first, last = 0, n_lr - 1
     shifts = np.clip(rng.normal(0, cfg.shift_mm, size=(n_lr, 2)), -3 * cfg.shift_mm, 3 * cfg.shift_mm)
+    # both axes are always drawn, so every setting of shift_axes pairs with the default
+    shifts[:, [a for a in (0, 1) if a not in cfg.shift_axes]] = 0.0
     lr_img = shift_slices(lr_img, np.arange(n_lr), shifts, sp, order=1)
     lr_lab = shift_slices(lr_lab, np.arange(n_lr), shifts, sp, order=0)
     lr_img, lr_lab = lr_img[:, :, first : last + 1], lr_lab[:, :, first : last + 1]

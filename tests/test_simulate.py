@@ -59,3 +59,26 @@ def test_without_shifts_the_same_draw_gives_the_same_stack_unshifted() -> None:
         np.testing.assert_array_equal(shifted["affine"], still["affine"])
         assert not np.any(still["record"]["shifts_mm"])
         assert np.abs(np.asarray(shifted["record"]["shifts_mm"])).max() > 0
+
+
+def test_horizontal_shifts_keep_the_default_draw_along_axis_0_only() -> None:
+    """``shift_axes=(0,)`` (the paper's "horizontal" translation) moves slices along axis 0 by the
+    default draw's axis-0 component and not at all along axis 1; image and labels move together."""
+    img, lab, aff = _hr()
+    both = simulate_lr(img, lab, aff, LRConfig(shift_mm=2.0, max_lost=1), np.random.default_rng(5))
+    horiz = simulate_lr(img, lab, aff, LRConfig(shift_mm=2.0, max_lost=1, shift_axes=(0,)), np.random.default_rng(5))
+    s_both, s_h = np.asarray(both["record"]["shifts_mm"]), np.asarray(horiz["record"]["shifts_mm"])
+    np.testing.assert_array_equal(s_h[:, 0], s_both[:, 0])
+    assert not np.any(s_h[:, 1]) and np.abs(s_h[:, 0]).max() > 0
+    still = simulate_lr(img, lab, aff, LRConfig(shift_mm=0.0, max_lost=1), np.random.default_rng(5))
+    sp = np.linalg.norm(aff[:3, :3], axis=0)
+    for k in range(still["labels"].shape[2]):
+        c_still = np.argwhere(still["labels"][:, :, k] > 0).mean(0)
+        c_h = np.argwhere(horiz["labels"][:, :, k] > 0).mean(0)
+        np.testing.assert_allclose((c_h - c_still) * sp[:2], [s_h[k, 0], 0.0], atol=sp[0])
+
+
+@pytest.mark.parametrize("axes", [(), (2,), (0, 0)])
+def test_bad_shift_axes_raise(axes: tuple[int, ...]) -> None:
+    with pytest.raises(ValueError, match="shift_axes"):
+        LRConfig(shift_axes=axes)
