@@ -45,7 +45,7 @@ def main() -> None:
     torch.set_num_threads(2)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    val = set(yaml.safe_load(open(a.config))["validation_patients"])
+    val = set(yaml.safe_load(Path(a.config).read_text())["validation_patients"])
     model = load_model(a.weights)
     auto_rows, gt_rows, flag_rows = [], [], []
     by_patient: dict[str, dict] = {}

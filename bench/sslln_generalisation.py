@@ -51,7 +51,7 @@ def main() -> None:
     a = ap.parse_args()
     warnings.simplefilter("ignore")
     torch.set_num_threads(a.threads)
-    val = set(yaml.safe_load(open(a.config))["validation_patients"])
+    val = set(yaml.safe_load(Path(a.config).read_text())["validation_patients"])
     cases = acdc_cases(a.data)
     train_patients = sorted({c["patient"] for c in cases if c["patient"] not in val})[::4]
     model = load_model(a.weights)

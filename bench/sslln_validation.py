@@ -41,8 +41,8 @@ from ssll.labels import LANDMARK_NAMES, Label
 from ssll.landmarks import landmarks_from_labels, voxel_to_world, world_to_voxel
 from ssll.nn.data import acdc_cases
 from ssll.nn.infer import finish_segmentation, landmark_points, load_model, predict
-from ssll.preprocess import labels_to_working, preprocess_volume
 from ssll.postprocess import keep_largest_components
+from ssll.preprocess import labels_to_working, preprocess_volume
 from ssll.qc import montage
 
 STRUCTS = (Label.LV_CAVITY, Label.LV_WALL, Label.RV_CAVITY)
@@ -61,7 +61,7 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    val = set(yaml.safe_load(open(a.config))["validation_patients"])
+    val = set(yaml.safe_load(Path(a.config).read_text())["validation_patients"])
     cases = [c for c in acdc_cases(a.data) if c["patient"] in val]
     if a.limit:
         cases = cases[: a.limit]

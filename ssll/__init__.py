@@ -12,4 +12,4 @@ from ssll.errors import SsllError
 from ssll.labels import Label, Landmark
 from ssll.types import Volume
 
-__all__ = ["__version__", "Label", "Landmark", "SsllError", "Volume"]
+__all__ = ["Label", "Landmark", "SsllError", "Volume", "__version__"]

@@ -30,19 +30,19 @@ from ssll.subjects import validate_subject_id
 from ssll.types import Array, PathLike, config_kwargs
 
 __all__ = [
-    "AtlasConfig",
     "Atlas",
-    "crop_box",
-    "crop",
-    "landmark_affine",
+    "AtlasConfig",
     "centroid_affine",
-    "nmi",
+    "crop",
+    "crop_box",
+    "landmark_affine",
     "load_bank",
-    "write_atlas",
-    "write_manifest",
-    "select_atlases",
+    "nmi",
     "read_sheet",
     "run_atlas_build",
+    "select_atlases",
+    "write_atlas",
+    "write_manifest",
 ]
 
 MANIFEST = "atlases.tsv"
@@ -186,10 +186,9 @@ def write_atlas(path: PathLike, *, image: Array, labels: Array, affine: Array, l
     box = crop_box(labels, affine, margin_mm)
     lab, aff = crop(np.asarray(labels, np.uint8), affine, box)
     img, _ = crop(np.asarray(image, np.float32), affine, box)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, image=img.astype(np.float16), labels=lab, affine=aff,
-                                landmarks=np.asarray(landmarks, float))
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, image=img.astype(np.float16), labels=lab, affine=aff,
+                            landmarks=np.asarray(landmarks, float))
     voxel_ml = abs(np.linalg.det(aff[:3, :3])) / 1000.0
     return {f"{Label(c).name.lower()}_ml": round(float((lab == c).sum() * voxel_ml), 2) for c in range(1, 5)}
 
@@ -199,11 +198,10 @@ def write_manifest(bank: PathLike, rows: list[dict[str, Any]]) -> Path:
     from ssll.io import atomic_path
 
     path = Path(bank) / MANIFEST
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=MANIFEST_FIELDS, delimiter="\t", extrasaction="ignore")
-            w.writeheader()
-            w.writerows(rows)
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=MANIFEST_FIELDS, delimiter="\t", extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
     return path
 
 

@@ -19,7 +19,7 @@ from ssll import __version__
 from ssll.errors import SsllError
 from ssll.subjects import validate_subject_id
 
-__all__ = ["main", "build_parser", "split_groups", "write_provenance"]
+__all__ = ["build_parser", "main", "split_groups", "write_provenance"]
 
 log = logging.getLogger("ssll")
 

@@ -8,7 +8,7 @@ exit code, never a library traceback.
 
 from __future__ import annotations
 
-__all__ = ["SsllError", "InputImageError", "LabelError", "LandmarkError", "DicomError", "ModelError"]
+__all__ = ["DicomError", "InputImageError", "LabelError", "LandmarkError", "ModelError", "SsllError"]
 
 
 class SsllError(Exception):

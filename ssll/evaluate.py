@@ -11,8 +11,16 @@ from scipy import ndimage
 
 from ssll.types import Array
 
-__all__ = ["dice", "dice_shift_compensated", "hausdorff", "hausdorff_slicewise", "surface_distances",
-           "landmark_distances", "overlap_metrics", "run_evaluate"]
+__all__ = [
+    "dice",
+    "dice_shift_compensated",
+    "hausdorff",
+    "hausdorff_slicewise",
+    "landmark_distances",
+    "overlap_metrics",
+    "run_evaluate",
+    "surface_distances",
+]
 
 
 def dice(a: Array, b: Array) -> float:

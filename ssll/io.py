@@ -35,15 +35,15 @@ from ssll.labels import to_canonical
 from ssll.types import Array, PathLike, Volume
 
 __all__ = [
-    "MAX_VOXELS",
     "MAX_AXIS",
-    "load_nifti",
+    "MAX_VOXELS",
+    "atomic_path",
     "load_image",
     "load_labels",
+    "load_nifti",
+    "read_json",
     "save_nifti",
     "write_json",
-    "read_json",
-    "atomic_path",
 ]
 
 #: Largest accepted number of voxels in one file (4D included): 2**31.

@@ -24,15 +24,15 @@ from ssll.errors import LabelError
 from ssll.types import Array
 
 __all__ = [
-    "Label",
-    "Landmark",
-    "LANDMARK_NAMES",
     "CONVENTIONS",
+    "LANDMARK_NAMES",
     "N_CLASSES",
     "N_LANDMARK_CLASSES",
-    "to_canonical",
-    "from_canonical",
+    "Label",
+    "Landmark",
     "check_canonical",
+    "from_canonical",
+    "to_canonical",
 ]
 
 

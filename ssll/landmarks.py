@@ -37,12 +37,12 @@ from ssll.labels import LANDMARK_NAMES, Label, Landmark
 from ssll.types import Array, PathLike
 
 __all__ = [
+    "landmark_map",
     "landmarks_from_labels",
+    "points_from_landmark_map",
     "read_landmarks",
     "run_landmarks",
     "run_landmarks_from_labels",
-    "landmark_map",
-    "points_from_landmark_map",
     "voxel_to_world",
     "world_to_voxel",
 ]
@@ -82,7 +82,6 @@ def landmarks_from_labels(labels: Array, affine: Array, *, what: str = "labels")
     lv = (lab == Label.LV_CAVITY) | (lab == Label.LV_WALL)
     rv = (lab == Label.RV_CAVITY) | (lab == Label.RV_WALL)
     lv_cav = lab == Label.LV_CAVITY
-    lv_wall = lab == Label.LV_WALL
     lv_area = lv.sum(axis=(0, 1))
     lv_slices = np.nonzero(lv_area)[0]
     if lv_slices.size < 2:

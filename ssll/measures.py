@@ -16,7 +16,7 @@ import numpy as np
 from ssll.labels import Label, check_canonical
 from ssll.types import Array
 
-__all__ = ["MYOCARDIAL_DENSITY_G_PER_ML", "phase_measures", "cardiac_measures", "run_measures", "run_cohort_table"]
+__all__ = ["MYOCARDIAL_DENSITY_G_PER_ML", "cardiac_measures", "phase_measures", "run_cohort_table", "run_measures"]
 
 #: Myocardial density (g/ml).
 MYOCARDIAL_DENSITY_G_PER_ML = 1.05

@@ -24,7 +24,7 @@ from ssll.errors import InputImageError
 from ssll.labels import Label
 from ssll.types import Array, PathLike
 
-__all__ = ["BivTemplate", "load_template", "load_control_points", "voxelise", "label_shells"]
+__all__ = ["BivTemplate", "label_shells", "load_control_points", "load_template", "voxelise"]
 
 _SHELLS = {
     "lv_endo": ("LV_ENDOCARDIAL", "MITRAL_VALVE", "AORTA_VALVE"),

@@ -30,8 +30,15 @@ from ssll.mesh import BivTemplate, label_shells, load_control_points, load_templ
 from ssll.preprocess import WORKING_SHAPE, WORKING_SPACING
 from ssll.types import Array, PathLike
 
-__all__ = ["PhantomConfig", "ShapeBank", "load_shape_bank", "exact_landmarks", "heart_frame", "make_phantom",
-           "render_image"]
+__all__ = [
+    "PhantomConfig",
+    "ShapeBank",
+    "exact_landmarks",
+    "heart_frame",
+    "load_shape_bank",
+    "make_phantom",
+    "render_image",
+]
 
 _LPS_TO_RAS = np.array([-1.0, -1.0, 1.0])
 

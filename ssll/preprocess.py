@@ -24,21 +24,21 @@ from ssll.errors import InputImageError
 from ssll.types import Array, Volume
 
 __all__ = [
-    "WORKING_SPACING",
     "WORKING_SHAPE",
+    "WORKING_SPACING",
     "GridRecord",
     "PreprocessConfig",
-    "working_affine",
-    "resample",
-    "normalise_intensity",
-    "preprocess_volume",
-    "labels_to_working",
-    "to_original",
-    "labels_to_working_soft",
-    "probabilities_to_original",
-    "original_header",
-    "input_fov_mask",
     "grow_along_slices",
+    "input_fov_mask",
+    "labels_to_working",
+    "labels_to_working_soft",
+    "normalise_intensity",
+    "original_header",
+    "preprocess_volume",
+    "probabilities_to_original",
+    "resample",
+    "to_original",
+    "working_affine",
 ]
 
 #: Working voxel size in mm (i, j, k).

@@ -14,8 +14,17 @@ import numpy as np
 from ssll.labels import Label
 from ssll.types import Array, PathLike
 
-__all__ = ["COLOURS", "RANGES", "overlay_rgb", "montage", "run_qc", "qc_flags", "open_wall_fraction",
-           "landmark_problems", "run_qc_flags"]
+__all__ = [
+    "COLOURS",
+    "RANGES",
+    "landmark_problems",
+    "montage",
+    "open_wall_fraction",
+    "overlay_rgb",
+    "qc_flags",
+    "run_qc",
+    "run_qc_flags",
+]
 
 COLOURS = {Label.LV_CAVITY: (1.0, 0.15, 0.15), Label.LV_WALL: (0.15, 0.9, 0.15),
            Label.RV_CAVITY: (1.0, 0.9, 0.1), Label.RV_WALL: (0.2, 0.45, 1.0)}

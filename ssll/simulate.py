@@ -25,7 +25,7 @@ import numpy as np
 from ssll.motion import shift_slices
 from ssll.types import Array
 
-__all__ = ["LRConfig", "simulate_lr", "run_simulate_lr"]
+__all__ = ["LRConfig", "run_simulate_lr", "simulate_lr"]
 
 
 @dataclass(frozen=True)

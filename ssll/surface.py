@@ -16,7 +16,7 @@ import scipy.sparse
 from ssll.labels import Label
 from ssll.types import Array, PathLike
 
-__all__ = ["boundary_mesh", "taubin_smooth", "mesh_volume", "write_ply", "write_vtk", "run_surface"]
+__all__ = ["boundary_mesh", "mesh_volume", "run_surface", "taubin_smooth", "write_ply", "write_vtk"]
 
 # the 4 corners (offsets from the voxel's lower corner) of the face on the + side of each axis,
 # ordered counter-clockwise seen from outside (normal +axis)
@@ -100,11 +100,10 @@ def write_ply(path: PathLike, vertices: Array, triangles: Array) -> None:
     header = (f"ply\nformat binary_little_endian 1.0\ncomment ssll surface, world RAS+ mm\nelement vertex {len(v)}\n"
               "property float x\nproperty float y\nproperty float z\n"
               f"element face {len(f)}\nproperty list uchar int vertex_indices\nend_header\n")
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            fh.write(header.encode("ascii"))
-            fh.write(v.tobytes())
-            fh.write(f.tobytes())
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(header.encode("ascii"))
+        fh.write(v.tobytes())
+        fh.write(f.tobytes())
 
 
 def write_vtk(path: PathLike, meshes: dict[int, tuple[Array, Array]]) -> None:

@@ -19,7 +19,7 @@ from typing import Any, Union
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["PathLike", "Array", "Volume", "config_kwargs"]
+__all__ = ["Array", "PathLike", "Volume", "config_kwargs"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 Array = npt.NDArray[Any]

@@ -3,14 +3,13 @@ synthetic DICOM series, and the path to the real data under ../shared/data (skip
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
-import os
 
 # ../shared/data beside the checkout (as on development machines and in CI); SSLL_SHARED_DATA overrides
 SHARED_DATA = Path(os.environ.get("SSLL_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))

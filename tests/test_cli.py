@@ -5,8 +5,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import biv_phantom, image_from_labels, write_nifti
+
 from ssll.cli import main, split_groups
 
 

@@ -176,7 +176,7 @@ def test_noise_has_the_set_spread() -> None:
 
 
 def test_cpu_augmentation_applies_the_same_elastic_shift(monkeypatch: pytest.MonkeyPatch) -> None:
-    import ssll.nn.data as data
+    from ssll.nn import data
 
     cfg = AugmentConfig(**{**STILL.__dict__, "elastic_mm": 1.0})
     monkeypatch.setattr(data, "elastic_coarse", _constant_coarse(2.5, -1.25))
@@ -228,7 +228,7 @@ def test_slice_jitter_moves_each_slice_and_its_labels_by_its_own_shift(monkeypat
 
 
 def test_cpu_augmentation_applies_the_same_slice_jitter(monkeypatch: pytest.MonkeyPatch) -> None:
-    import ssll.nn.data as data
+    from ssll.nn import data
 
     cfg = AugmentConfig(**{**STILL.__dict__, "slice_jitter_mm": 1.0})
     monkeypatch.setattr(data, "slice_jitter", _fixed_jitter)

@@ -5,8 +5,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-
 from conftest import SHARED_DATA, write_dicom_series, write_nifti
+
 from ssll.errors import DicomError, InputImageError
 from ssll.ingest import choose_phases, es_from_lv_volumes, read_dicom_cine, run_ingest
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-
 from conftest import biv_phantom, oblique_affine, write_nifti
+
 from ssll.errors import InputImageError, LabelError
 from ssll.io import atomic_path, load_image, load_labels, load_nifti, save_nifti
 from ssll.types import Volume
@@ -57,10 +57,9 @@ def test_sform_without_qform_gets_pixdim_spacing(tmp_path: Path) -> None:
 
 def test_atomic_write_leaves_nothing_on_failure(tmp_path: Path) -> None:
     dest = tmp_path / "out.nii.gz"
-    with pytest.raises(RuntimeError):
-        with atomic_path(dest) as tmp:
-            tmp.write_text("half")
-            raise RuntimeError("killed")
+    with pytest.raises(RuntimeError), atomic_path(dest) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from ssll.errors import LabelError
-from ssll.labels import CONVENTIONS, Label, Landmark, N_CLASSES, N_LANDMARK_CLASSES, from_canonical, to_canonical
+from ssll.labels import CONVENTIONS, N_CLASSES, N_LANDMARK_CLASSES, Label, Landmark, from_canonical, to_canonical
 
 
 def test_canonical_values() -> None:

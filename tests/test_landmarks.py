@@ -170,8 +170,7 @@ def test_landmark_points_use_the_field_of_view_of_the_record() -> None:
 def test_landmarks_just_beyond_the_acquired_slices_are_kept() -> None:
     # an apex half a slice beyond the last acquired slice is a real landmark, not padding
     from ssll.nn.infer import LANDMARK_FOV_MARGIN_MM
-    from ssll.preprocess import input_fov_mask
-    from ssll.preprocess import preprocess_volume
+    from ssll.preprocess import input_fov_mask, preprocess_volume
     from ssll.types import Volume
 
     _, rec = preprocess_volume(Volume(np.random.default_rng(1).random((160, 160, 8)).astype(np.float32),

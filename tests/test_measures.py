@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import write_nifti
+
 from ssll.errors import LabelError
 from ssll.measures import cardiac_measures, phase_measures, run_cohort_table, run_measures
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import SHARED_DATA
+
 from ssll.labels import Label
 from ssll.mesh import label_shells, load_control_points, load_template, voxelise
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import SHARED_DATA
+
 from ssll.labels import Label
 from ssll.landmarks import landmarks_from_labels, voxel_to_world, world_to_voxel
 

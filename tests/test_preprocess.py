@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import biv_phantom, image_from_labels, oblique_affine
+
 from ssll.errors import InputImageError
 from ssll.preprocess import (
     GridRecord,

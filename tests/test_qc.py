@@ -3,8 +3,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
 from conftest import biv_phantom, image_from_labels
+
 from ssll.qc import COLOURS, montage, overlay_rgb
 
 

@@ -8,13 +8,14 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
-
 from conftest import biv_phantom, image_from_labels, write_nifti
+
 from ssll.atlases import AtlasConfig, load_bank, write_atlas, write_manifest
 from ssll.cli import main
 from ssll.evaluate import dice
 from ssll.interpolate import nearest_upsample
 from ssll.motion import shift_slices
+from ssll.preprocess import GridRecord
 from ssll.refine import (
     RefineConfig,
     acquired_slices,
@@ -23,7 +24,6 @@ from ssll.refine import (
     refine,
     stack_slab,
 )
-from ssll.preprocess import GridRecord
 
 HR = (1.25, 1.25, 2.0)
 SHAPE = (80, 80, 60)

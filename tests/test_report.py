@@ -65,8 +65,9 @@ def _cohort(tmp_path):
     flags = [{"flag": "lv_wall_open", "phase": "ED", "reason": "30% of the border has no LV wall"}]
     (res / "qc" / "s1" / "flags.json").write_text(json.dumps({"subject": "s1", "flags": flags}))
     (res / "qc" / "s2" / "flags.json").write_text(json.dumps({"subject": "s2", "flags": []}))
-    from ssll.qc import montage
     from conftest import biv_phantom
+
+    from ssll.qc import montage
 
     lab = biv_phantom((64, 60, 12))
     montage(lab / 4.0, lab, (1.5, 1.5, 8.0), res / "qc" / "s1" / "ED.png", title="s1")
@@ -124,8 +125,9 @@ def test_report_lists_failures_and_renders_in_chromium(tmp_path) -> None:
 
 
 def test_report_embeds_montages_of_the_most_flagged_subjects_only(tmp_path) -> None:
-    from ssll.qc import montage
     from conftest import biv_phantom
+
+    from ssll.qc import montage
 
     sheet, res, logs, bench, _ = _cohort(tmp_path)
     lab = biv_phantom((64, 60, 12))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import biv_phantom, write_nifti
+
 from ssll.surface import boundary_mesh, mesh_volume, run_surface, taubin_smooth
 
 

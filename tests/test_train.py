@@ -57,7 +57,7 @@ def test_resume_continues_from_checkpoint(trained: tuple[TrainConfig, Path]) -> 
     from dataclasses import replace
 
     train(replace(cfg, epochs=2))
-    rows = list(csv.DictReader(open(Path(cfg.out_dir) / "log.csv")))
+    rows = list(csv.DictReader((Path(cfg.out_dir) / "log.csv").read_text().splitlines()))
     assert [r["epoch"] for r in rows] == ["1", "2"]
     assert torch.load(Path(cfg.out_dir) / "checkpoint.pt", weights_only=True)["epoch"] == 2
     card = json.loads((Path(cfg.out_dir) / "tiny.json").read_text())

@@ -5,6 +5,9 @@ weights with a new cosine cycle: a warm restart); SSLLN-HR was fine-tuned from t
 
 Run:  python bench/gpu/cards.py --lr-runs bench/results/gpu_session/run1 bench/results/gpu_session/run2 \
           --hr-run bench/results/gpu_session/run1 --weights-dir ssll/weights
+
+Without ``--hr-run`` only ``sslln_lr.json`` is written: a new LR network from a run with ``--skip-hr``
+(the README's prepared call) leaves the shipped SSLLN-HR and its card as they are.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ def _clean(d: Any) -> Any:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lr-runs", nargs="+", type=Path, required=True)
-    ap.add_argument("--hr-run", type=Path, required=True)
+    ap.add_argument("--hr-run", type=Path, help="the run that trained SSLLN-HR; omitted: its card is left alone")
     ap.add_argument("--weights-dir", type=Path, default=Path("ssll/weights"))
     a = ap.parse_args()
     runs = [json.loads((r / "summary.json").read_text()) for r in a.lr_runs]
@@ -83,11 +86,13 @@ def main() -> None:
                     "patients": sorted({f"patient{i:03d}" for g in range(5) for i in range(20 * g + 17, 20 * g + 21)})},
     )
     (a.weights_dir / "sslln_lr.json").write_text(json.dumps(card, indent=2) + "\n")
+    if a.hr_run is None:
+        return
     hr_summary = json.loads((a.hr_run / "summary.json").read_text())
     hr = _clean(hr_summary["sslln_hr"])
     card = build_card(
         name="sslln_hr", architecture=stored_architecture(hr_summary), data=("phantom_hr",),
-        training={"script": "bench/gpu/train_on_device.py", "device": runs[0]["device"], "epochs": hr["epochs"],
+        training={"script": "bench/gpu/train_on_device.py", "device": hr_summary["device"], "epochs": hr["epochs"],
                   "seconds": hr["seconds"], "log": f"{a.hr_run.name}/log_hr.csv",
                   "schedule": "Adam, batch 8, cosine from 3e-4, weight decay 5e-5, alpha 0.8",
                   "augmentation": AUGMENT, "n_train_volumes": hr["train_volumes"],

@@ -146,11 +146,11 @@ def _jobs(log: str) -> dict[int, tuple[str, str, list[str]]]:
     jobs: dict[int, tuple[str, str, list[str]]] = {}
     for block in re.split(r"\n(?=(?:local)?rule \w+:)", log):
         m = re.match(r"(?:local)?rule (\w+):", block)
-        jid = re.search(r"^\s+jobid: (\d+)", block, re.M)
+        jid = re.search(r"^\s+jobid: (\d+)", block, re.MULTILINE)
         if not (m and jid):
             continue
-        wc = re.search(r"^\s+wildcards: (.*)$", block, re.M)
-        out = re.search(r"^\s+output: (.*)$", block, re.M)
+        wc = re.search(r"^\s+wildcards: (.*)$", block, re.MULTILINE)
+        out = re.search(r"^\s+output: (.*)$", block, re.MULTILINE)
         jobs[int(jid.group(1))] = (m.group(1), wc.group(1).strip() if wc else "",
                                    [o.strip() for o in out.group(1).split(",")] if out else [])
     return jobs
