@@ -24,6 +24,9 @@ A stiffer FFD grid (``bench/results/refinement_grid50_40``):
           --out bench/results/refinement_grid50_40
 The same targets without the breath-hold shifts (``bench/results/refinement_no_shifts``, first 20):
       python bench/refinement.py --n 20 --ablation 0 --sitk 0 --sim-shift-mm 0 --out bench/results/refinement_no_shifts
+and with the paper's horizontal shifts only (``bench/results/refinement_horizontal_shifts``, first 20):
+      python bench/refinement.py --n 20 --ablation 0 --sitk 0 --sim-shift-axes 0 \
+          --out bench/results/refinement_horizontal_shifts
 """
 
 from __future__ import annotations

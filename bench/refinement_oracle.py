@@ -23,6 +23,10 @@ With the default grid, with and without the simulated breath-hold shifts (first 
     python bench/refinement_oracle.py --n 20 --sim-shift-mm 0 \
         --table3 bench/results/refinement_no_shifts/table3_per_target.csv \
         --out bench/results/refinement_oracle_no_shifts
+With the paper's horizontal shifts only (``--sim-shift-axes 0``), paired with bench/refinement.py's run of them:
+    python bench/refinement_oracle.py --n 20 --no-hr-ceiling --sim-shift-axes 0 \
+        --table3 bench/results/refinement_horizontal_shifts/table3_per_target.csv \
+        --out bench/results/refinement_oracle_horizontal_shifts
 """
 
 from __future__ import annotations
