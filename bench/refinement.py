@@ -89,6 +89,21 @@ class Target(NamedTuple):
     spacing: tuple[float, ...]
 
 
+def add_lr_simulation_args(ap: argparse.ArgumentParser) -> None:
+    """The LR simulation's options (``--sim-shift-mm``, ``--sim-shift-axes``), shared with
+    ``bench/refinement_oracle.py`` so that both benches make the same targets; see :func:`lr_simulation`."""
+    ap.add_argument("--sim-shift-mm", type=float, default=LRConfig().shift_mm,
+                    help="sd (mm) of the simulated breath-hold shift of each LR slice (LRConfig.shift_mm); 0: none, "
+                         "paired with the same targets")
+    ap.add_argument("--sim-shift-axes", type=int, nargs="+", choices=(0, 1), default=list(LRConfig().shift_axes),
+                    help="in-plane axes of the simulated shifts (LRConfig.shift_axes); 0 alone: the paper's 'horizontal'")
+
+
+def lr_simulation(args: argparse.Namespace) -> LRConfig:
+    """The :class:`ssll.simulate.LRConfig` of :func:`add_lr_simulation_args`' options."""
+    return LRConfig(shift_mm=args.sim_shift_mm, shift_axes=tuple(args.sim_shift_axes))
+
+
 def lr_target(shapes: Any, seed: int, lr: LRConfig | None = None) -> Target:
     """Make Table III's target ``seed`` (one draw per seed, shared by every benchmark that pairs with it).
 
@@ -239,7 +254,7 @@ def main() -> None:
                     slice_shift_mm=ARGS.slice_shift_mm)
     cfg = RefineConfig(ffd=ffd)
     cfg_labels = RefineConfig(atlases=AtlasConfig(init="labels"), ffd=ffd)
-    lr_sim = LRConfig(shift_mm=ARGS.sim_shift_mm, shift_axes=tuple(ARGS.sim_shift_axes))
+    lr_sim = lr_simulation(ARGS)
     rows, lm_rows, abl_rows, sitk_rows = [], [], [], []
     for n, seed in enumerate(range(30000, 30000 + ARGS.n)):
         t = lr_target(shapes, seed, lr_sim)
@@ -352,10 +367,7 @@ if __name__ == "__main__":
                     help="FFD through-plane control spacing per level (default: the code's)")
     ap.add_argument("--slice-shift-mm", type=float, default=FFDConfig().slice_shift_mm,
                     help="penalty scale (mm) of the per-slice shifts fitted with the FFD (FFDConfig.slice_shift_mm); 0: none (default: the code's)")
-    ap.add_argument("--sim-shift-mm", type=float, default=LRConfig().shift_mm,
-                    help="sd (mm) of the simulated breath-hold shift of each LR slice (LRConfig.shift_mm); 0: none")
-    ap.add_argument("--sim-shift-axes", type=int, nargs="+", choices=(0, 1), default=list(LRConfig().shift_axes),
-                    help="in-plane axes of the simulated shifts (LRConfig.shift_axes); 0 alone: the paper's 'horizontal'")
+    add_lr_simulation_args(ap)
     ap.add_argument("--work", default="resources/bench/refinement")
     ap.add_argument("--out", default="bench/results/refinement")
     ARGS = ap.parse_args()

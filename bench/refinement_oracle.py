@@ -46,7 +46,7 @@ import torch
 from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from refinement import PAPER, STRUCTS, lr_target, scores
+from refinement import PAPER, STRUCTS, add_lr_simulation_args, lr_simulation, lr_target, scores
 
 from ssll.atlases import load_bank
 from ssll.evaluate import dice
@@ -55,7 +55,6 @@ from ssll.nn.infer import default_weights, load_model, predict
 from ssll.phantom import require_bank
 from ssll.refine import RefineConfig, acquired_slices, refine, stack_slab
 from ssll.register import FFDConfig
-from ssll.simulate import LRConfig
 
 
 def main(a: argparse.Namespace) -> None:
@@ -69,7 +68,7 @@ def main(a: argparse.Namespace) -> None:
     model = load_model(a.weights_lr or default_weights("sslln_lr"))
     shapes = require_bank(a.biv_me)
     cfg = RefineConfig(ffd=FFDConfig(control_spacing_mm=tuple(a.control_spacing_mm), through_plane_mm=tuple(a.through_plane_mm)))
-    lr_sim = LRConfig(shift_mm=a.sim_shift_mm, shift_axes=tuple(a.sim_shift_axes))
+    lr_sim = lr_simulation(a)
     rows, inp = [], []
     for seed in range(30000, 30000 + a.n):
         t = lr_target(shapes, seed, lr_sim)  # the same targets as bench/refinement.py
@@ -130,11 +129,7 @@ if __name__ == "__main__":
     ap.add_argument("--through-plane-mm", type=float, nargs=2, default=list(FFDConfig().through_plane_mm))
     ap.add_argument("--no-hr-ceiling", dest="hr_ceiling", action="store_false",
                     help="skip the refinement of the HR truth itself")
-    ap.add_argument("--sim-shift-mm", type=float, default=LRConfig().shift_mm,
-                    help="sd (mm) of the simulated breath-hold shifts (LRConfig.shift_mm); 0: none, "
-                         "paired with the same targets")
-    ap.add_argument("--sim-shift-axes", type=int, nargs="+", choices=(0, 1), default=list(LRConfig().shift_axes),
-                    help="in-plane axes of the simulated shifts (LRConfig.shift_axes); 0 alone: the paper's 'horizontal'")
+    add_lr_simulation_args(ap)
     ap.add_argument("--table3", default="bench/results/refinement/table3_per_target.csv")
     ap.add_argument("--out", default="bench/results/refinement_oracle")
     main(ap.parse_args())
