@@ -53,10 +53,11 @@ from scipy import stats  # noqa: E402
 
 from ssll.atlases import AtlasConfig, crop, crop_box, load_bank, run_atlas_build, select_atlases  # noqa: E402
 from ssll.evaluate import dice, overlap_metrics  # noqa: E402
+from ssll.fusion import FusionConfig  # noqa: E402
 from ssll.interpolate import nearest_upsample, shape_based_upsample  # noqa: E402
 from ssll.labels import LANDMARK_NAMES, Label  # noqa: E402
 from ssll.nn.infer import default_weights, landmark_points, load_model, predict  # noqa: E402
-from ssll.phantom import make_phantom, require_bank, run_phantom  # noqa: E402
+from ssll.phantom import anatomy_labels, make_phantom, phantom_anatomy, require_bank, run_phantom  # noqa: E402
 from ssll.preprocess import preprocess_volume, probabilities_to_original, resample  # noqa: E402
 from ssll.qc import overlay_rgb  # noqa: E402
 from ssll.refine import RefineConfig, acquired_slices, refine, stack_slab  # noqa: E402
@@ -69,17 +70,11 @@ PAPER = {"LR+SR": {"dice": [0.940, 0.863, 0.914, 0.557], "hd_mm": [4.0, 4.4, 5.0
          "HR": {"dice": [0.960, 0.879, 0.929, 0.662]}}
 
 
-def truth_on_grid(lab: np.ndarray, aff: np.ndarray, shape: tuple[int, int, int], grid_aff: np.ndarray) -> np.ndarray:
-    """HR truth on another grid: each class's indicator interpolated linearly, arg-max."""
-    oh = np.stack([resample((lab == c).astype(np.float32), aff, grid_aff, shape, order=1) for c in range(5)])
-    return oh.argmax(0).astype(np.uint8)
-
-
 class Target(NamedTuple):
     """Table III's target of one seed: ``ed`` the HR phantom's ED phase (``image``, ``labels``,
     ``landmarks`` in world mm), ``sim`` its simulated LR acquisition (:func:`ssll.simulate.simulate_lr`),
-    ``image``/``record`` that acquisition on the working grid, ``truth`` the HR labels on the working
-    grid and ``spacing`` the working grid's voxel size (mm)."""
+    ``image``/``record`` that acquisition on the working grid, ``truth`` the phantom's labels voxelised
+    from its mesh on the working grid (exact; the working grid is half a slice off the HR grid) and ``spacing`` the working grid's voxel size (mm)."""
 
     ed: dict
     sim: dict
@@ -99,6 +94,19 @@ def add_lr_simulation_args(ap: argparse.ArgumentParser) -> None:
                     help="in-plane axes of the simulated shifts (LRConfig.shift_axes); 0 alone: the paper's 'horizontal'")
 
 
+def add_fusion_args(ap: argparse.ArgumentParser) -> None:
+    """The patch fusion's options (``--fusion-search``, ``--fusion-h``; :class:`ssll.fusion.FusionConfig`), shared
+    with ``bench/refinement_acdc.py``; see :func:`fusion_config`."""
+    ap.add_argument("--fusion-search", type=int, nargs=3, default=list(FusionConfig().search),
+                    help="search window of the patch fusion, voxels (i j k; the paper's 7 7 3)")
+    ap.add_argument("--fusion-h", type=float, default=FusionConfig().h, help="bandwidth h of the patch fusion")
+
+
+def fusion_config(args: argparse.Namespace) -> FusionConfig:
+    """The :class:`ssll.fusion.FusionConfig` of :func:`add_fusion_args`' options."""
+    return FusionConfig.from_mapping({"search": list(args.fusion_search), "h": args.fusion_h})
+
+
 def lr_simulation(args: argparse.Namespace) -> LRConfig:
     """The :class:`ssll.simulate.LRConfig` of :func:`add_lr_simulation_args`' options."""
     return LRConfig(shift_mm=args.sim_shift_mm, shift_axes=tuple(args.sim_shift_axes))
@@ -115,7 +123,7 @@ def lr_target(shapes: Any, seed: int, lr: LRConfig | None = None) -> Target:
     sim = simulate_lr(p["image"], p["labels"], ph["affine"], lr or LRConfig(), np.random.default_rng([7, seed, 2]))
     work_img, rec = preprocess_volume(Volume(sim["image"], sim["affine"]))
     waff = rec.working_affine
-    truth = truth_on_grid(p["labels"], ph["affine"], rec.working_shape, waff)
+    truth = anatomy_labels(phantom_anatomy(shapes, seed), "ED", waff, rec.working_shape)
     return Target(p, sim, work_img, rec, truth, tuple(float(v) for v in np.linalg.norm(waff[:3, :3], axis=0)))
 
 
@@ -252,8 +260,8 @@ def main() -> None:
     shapes = require_bank(ARGS.biv_me)
     ffd = FFDConfig(control_spacing_mm=tuple(ARGS.control_spacing_mm), through_plane_mm=tuple(ARGS.through_plane_mm),
                     slice_shift_mm=ARGS.slice_shift_mm)
-    cfg = RefineConfig(ffd=ffd)
-    cfg_labels = RefineConfig(atlases=AtlasConfig(init="labels"), ffd=ffd)
+    cfg = RefineConfig(ffd=ffd, fusion=fusion_config(ARGS))
+    cfg_labels = RefineConfig(atlases=AtlasConfig(init="labels"), ffd=ffd, fusion=cfg.fusion)
     lr_sim = lr_simulation(ARGS)
     rows, lm_rows, abl_rows, sitk_rows = [], [], [], []
     for n, seed in enumerate(range(30000, 30000 + ARGS.n)):
@@ -368,6 +376,7 @@ if __name__ == "__main__":
     ap.add_argument("--slice-shift-mm", type=float, default=FFDConfig().slice_shift_mm,
                     help="penalty scale (mm) of the per-slice shifts fitted with the FFD (FFDConfig.slice_shift_mm); 0: none (default: the code's)")
     add_lr_simulation_args(ap)
+    add_fusion_args(ap)
     ap.add_argument("--work", default="resources/bench/refinement")
     ap.add_argument("--out", default="bench/results/refinement")
     ARGS = ap.parse_args()

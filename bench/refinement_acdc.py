@@ -45,6 +45,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -55,6 +56,9 @@ import numpy as np
 import pandas as pd
 import torch
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from refinement import add_fusion_args, fusion_config
 
 from ssll.atlases import load_bank
 from ssll.evaluate import dice, dice_shift_compensated, hausdorff_slicewise
@@ -172,7 +176,7 @@ def main(a: argparse.Namespace) -> None:
     if a.limit:
         cases = cases[: a.limit]
     model = load_model(a.weights_lr or default_weights("sslln_lr"))
-    cfgs = {g: RefineConfig(ffd=parse_variant(g)) for g in a.grids}
+    cfgs = {g: RefineConfig(ffd=parse_variant(g), fusion=fusion_config(a)) for g in a.grids}
     rows = []
     for c in cases:
         img = load_image(c["image"])
@@ -237,6 +241,7 @@ def main(a: argparse.Namespace) -> None:
         "n_volumes": len(cases), "atlas_bank": f"{bank_dir} ({len(bank)} HR phantom atlases, SSLLN-HR labels)",
         "grids_mm": {g: {"control_spacing_mm": list(c.ffd.control_spacing_mm), "through_plane_mm": list(c.ffd.through_plane_mm),
                          "slice_shift_mm": c.ffd.slice_shift_mm} for g, c in cfgs.items()},
+        "fusion": vars(fusion_config(a)),
         "mean_sd": {ph: {m: {c: [round(float(g[c].mean()), 4), round(float(g[c].std()), 4)] for c in cols
                              if g[c].notna().any()}
                          for m, g in d.groupby("method", sort=False)} for ph, d in df.groupby("phase")},
@@ -259,6 +264,7 @@ if __name__ == "__main__":
                     help="shift each input slice by a known random in-plane vector of this sd (mm); see the docstring")
     ap.add_argument("--limit", type=int, default=0, help="only the first N volumes (a quick check)")
     ap.add_argument("--picture", default="patient017", help="patient whose long-axis cut is drawn (first grid)")
+    add_fusion_args(ap)
     ap.add_argument("--out", default="bench/results/refinement_acdc")
     args = ap.parse_args()
     for spec in args.grids:

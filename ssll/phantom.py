@@ -31,12 +31,15 @@ from ssll.preprocess import WORKING_SHAPE, WORKING_SPACING
 from ssll.types import Array, PathLike
 
 __all__ = [
+    "PhantomAnatomy",
     "PhantomConfig",
     "ShapeBank",
+    "anatomy_labels",
     "exact_landmarks",
     "heart_frame",
     "load_shape_bank",
     "make_phantom",
+    "phantom_anatomy",
     "render_image",
 ]
 
@@ -313,13 +316,30 @@ def render_image(labels: Array, affine: Array, centre: Array, frame: Array, rng:
     return np.sqrt((img + n1) ** 2 + n2**2).astype(np.float32)
 
 
-def make_phantom(bank: ShapeBank, seed: int, cfg: PhantomConfig | None = None) -> dict[str, object]:
-    """One HR phantom subject (ED and ES), deterministic from ``seed``.
+@dataclass(frozen=True)
+class PhantomAnatomy:
+    """The continuous anatomy of one phantom subject, before it is put on a grid.
 
-    Returns:
-        ``{"affine": (4, 4), "ED": {"image", "labels", "landmarks"}, "ES": {...}, "params": {...}}``
-        with images ``(192, 192, 80)`` float32, canonical labels uint8, landmarks ``(6, 3)`` world mm.
+    Attributes:
+        template: the biv-me template (shells of the model).
+        nodes: mesh nodes per phase, ``{"ED": (N, 3), "ES": (N, 3)}``, world RAS+ mm.
+        wall_change_mm: LV wall thickness change applied after voxelisation (mm; positive thickens).
+        affine: the phantom's own HR grid, voxel -> world (mm), ``(4, 4)``.
+        centre: heart centre (world mm, ``(3,)``); frame: ``(3, 3)`` rotation whose columns are the grid axes.
+        offset_mm: the heart's offset from the grid centre along the grid axes (mm).
     """
+
+    template: BivTemplate
+    nodes: dict[str, Array]
+    wall_change_mm: float
+    affine: Array
+    centre: Array
+    frame: Array
+    offset_mm: Array
+
+
+def phantom_anatomy(bank: ShapeBank, seed: int, cfg: PhantomConfig | None = None) -> PhantomAnatomy:
+    """The anatomy and pose of phantom ``seed`` (deterministic; :func:`make_phantom` puts it on its grid)."""
     cfg = cfg or PhantomConfig()
     rng = np.random.default_rng([20190, seed])
     cp_ed, cp_es = _sample_shapes(bank, rng, cfg)
@@ -330,19 +350,41 @@ def make_phantom(bank: ShapeBank, seed: int, cfg: PhantomConfig | None = None) -
     spin = _rotation(frame[:, 2], np.deg2rad(rng.uniform(-20, 20)))
     rot = spin @ tilt @ frame
     sp = np.asarray(WORKING_SPACING)
-    shape = WORKING_SHAPE
     offset = np.array([*rng.uniform(-cfg.shift_mm, cfg.shift_mm, 2), rng.uniform(-10, 10)])
     affine = np.eye(4)
     affine[:3, :3] = rot * sp
-    grid_centre = (np.asarray(shape) - 1) / 2.0
+    grid_centre = (np.asarray(WORKING_SHAPE) - 1) / 2.0
     affine[:3, 3] = centre + rot @ offset - affine[:3, :3] @ grid_centre
-    wall = rng.uniform(*cfg.wall_mm)
-    out: dict[str, object] = {"affine": affine}
-    for phase, nodes in (("ED", nodes_ed), ("ES", nodes_es)):
-        lab = _change_wall(label_shells(t, nodes, affine, shape), wall, sp)
-        img = render_image(lab, affine, centre, rot, np.random.default_rng([20190, seed, len(phase)]), cfg)
-        out[phase] = {"image": img, "labels": lab, "landmarks": exact_landmarks(t, nodes)}
-    out["params"] = {"seed": seed, "wall_change_mm": wall, "offset_mm": offset.tolist()}
+    wall = float(rng.uniform(*cfg.wall_mm))
+    return PhantomAnatomy(t, {"ED": nodes_ed, "ES": nodes_es}, wall, affine, centre, rot, offset)
+
+
+def anatomy_labels(anatomy: PhantomAnatomy, phase: str, affine: Array, shape: tuple[int, int, int]) -> Array:
+    """Canonical labels (uint8, ``shape``) of a phantom's ``phase`` voxelised on any grid (``affine``: voxel -> world mm).
+
+    The truth of a phantom on another grid (e.g. the working grid of its simulated LR stack), made
+    from the mesh itself: interpolating the HR label map instead loses thin structures (a working
+    grid half a slice off the HR grid loses about a third of the RV wall to ties).
+    """
+    lab = label_shells(anatomy.template, anatomy.nodes[phase], affine, shape)
+    return _change_wall(lab, anatomy.wall_change_mm, np.linalg.norm(np.asarray(affine)[:3, :3], axis=0))
+
+
+def make_phantom(bank: ShapeBank, seed: int, cfg: PhantomConfig | None = None) -> dict[str, object]:
+    """One HR phantom subject (ED and ES), deterministic from ``seed``.
+
+    Returns:
+        ``{"affine": (4, 4), "ED": {"image", "labels", "landmarks"}, "ES": {...}, "params": {...}}``
+        with images ``(192, 192, 80)`` float32, canonical labels uint8, landmarks ``(6, 3)`` world mm.
+    """
+    cfg = cfg or PhantomConfig()
+    a = phantom_anatomy(bank, seed, cfg)
+    out: dict[str, object] = {"affine": a.affine}
+    for phase in ("ED", "ES"):
+        lab = anatomy_labels(a, phase, a.affine, WORKING_SHAPE)
+        img = render_image(lab, a.affine, a.centre, a.frame, np.random.default_rng([20190, seed, len(phase)]), cfg)
+        out[phase] = {"image": img, "labels": lab, "landmarks": exact_landmarks(a.template, a.nodes[phase])}
+    out["params"] = {"seed": seed, "wall_change_mm": a.wall_change_mm, "offset_mm": a.offset_mm.tolist()}
     return out
 
 

@@ -56,3 +56,26 @@ def test_exact_landmarks_lie_in_the_grid_and_agree_with_labels(phantom) -> None:
     assert np.all(vox > -1) and np.all(vox < np.array([192, 192, 80]))
     derived = voxel_to_world(landmarks_from_labels(phantom["ED"]["labels"], aff), aff)
     assert np.linalg.norm(derived - exact, axis=1).max() < 20.0
+
+
+@pytest.mark.real_data
+def test_anatomy_labels_on_other_grids(bank, phantom) -> None:
+    """The phantom's labels voxelised from its mesh on another grid: its own grid gives ``make_phantom``'s labels;
+    a grid one slice further on gives them one slice on; half a slice off keeps every structure's volume (the RV
+    wall, one or two voxels thick, included), which interpolating the HR label map does not."""
+    from ssll.phantom import anatomy_labels, phantom_anatomy
+
+    a = phantom_anatomy(bank, 5)
+    aff = phantom["affine"]
+    np.testing.assert_array_equal(a.affine, aff)
+    for phase in ("ED", "ES"):
+        np.testing.assert_array_equal(anatomy_labels(a, phase, aff, (192, 192, 80)), phantom[phase]["labels"])
+    ed = phantom["ED"]["labels"]
+    one_on = aff.copy()
+    one_on[:3, 3] += aff[:3, 2]
+    np.testing.assert_array_equal(anatomy_labels(a, "ED", one_on, (192, 192, 79)), ed[:, :, 1:])
+    half = aff.copy()
+    half[:3, 3] += 0.5 * aff[:3, 2]
+    lab = anatomy_labels(a, "ED", half, (192, 192, 80))
+    for c in range(1, 5):
+        assert abs(int((lab == c).sum()) / int((ed == c).sum()) - 1) < 0.03, Label(c).name
