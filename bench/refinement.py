@@ -8,7 +8,8 @@ For each target phantom (seeds 30000.., never used in training or in the atlas b
 * upsample its LR-grid segmentation to the 1.25 x 1.25 x 2 mm working grid by (a) nearest
   neighbour and (b) shape-based (signed-distance) interpolation, and (c) refine it
   (``ssll.refine``: landmark affine, NMI selection over the bank, B-spline FFD, patch fusion);
-* compare each with the HR truth on the working grid: Dice and Hausdorff distance (mm; 3D, and
+* compare each with the HR truth on the working grid (the phantom's mesh voxelised there, not the HR
+  label map interpolated, which loses a third of the RV wall): Dice and Hausdorff distance (mm; 3D, and
   slice-wise 2D averaged over the slices holding both, the paper's group's convention) per
   structure; and the SSLLN-LR landmarks with the exact mesh landmarks (mm).
 
@@ -74,7 +75,8 @@ class Target(NamedTuple):
     """Table III's target of one seed: ``ed`` the HR phantom's ED phase (``image``, ``labels``,
     ``landmarks`` in world mm), ``sim`` its simulated LR acquisition (:func:`ssll.simulate.simulate_lr`),
     ``image``/``record`` that acquisition on the working grid, ``truth`` the phantom's labels voxelised
-    from its mesh on the working grid (exact; the working grid is half a slice off the HR grid) and ``spacing`` the working grid's voxel size (mm)."""
+    from its mesh on the working grid (exact; the working grid is half a slice off the HR grid) and
+    ``spacing`` the working grid's voxel size (mm)."""
 
     ed: dict
     sim: dict
