@@ -176,7 +176,8 @@ def main(a: argparse.Namespace) -> None:
     if a.limit:
         cases = cases[: a.limit]
     model = load_model(a.weights_lr or default_weights("sslln_lr"))
-    cfgs = {g: RefineConfig(ffd=parse_variant(g), fusion=fusion_config(a)) for g in a.grids}
+    fusion = fusion_config(a)
+    cfgs = {g: RefineConfig(ffd=parse_variant(g), fusion=fusion) for g in a.grids}
     rows = []
     for c in cases:
         img = load_image(c["image"])
@@ -241,7 +242,7 @@ def main(a: argparse.Namespace) -> None:
         "n_volumes": len(cases), "atlas_bank": f"{bank_dir} ({len(bank)} HR phantom atlases, SSLLN-HR labels)",
         "grids_mm": {g: {"control_spacing_mm": list(c.ffd.control_spacing_mm), "through_plane_mm": list(c.ffd.through_plane_mm),
                          "slice_shift_mm": c.ffd.slice_shift_mm} for g, c in cfgs.items()},
-        "fusion": vars(fusion_config(a)),
+        "fusion": vars(fusion),
         "mean_sd": {ph: {m: {c: [round(float(g[c].mean()), 4), round(float(g[c].std()), 4)] for c in cols
                              if g[c].notna().any()}
                          for m, g in d.groupby("method", sort=False)} for ph, d in df.groupby("phase")},
