@@ -19,6 +19,7 @@ __all__ = [
     "landmark_distances",
     "overlap_metrics",
     "run_evaluate",
+    "slicewise_distances",
     "surface_distances",
 ]
 
@@ -69,22 +70,41 @@ def hausdorff(a: Array, b: Array, spacing: tuple[float, ...], *, percentile: flo
     return float(max(np.percentile(dab, percentile), np.percentile(dba, percentile)))
 
 
+def slicewise_distances(a: Array, b: Array, spacing: tuple[float, ...], *, axis: int = 2) -> Array:
+    """Per slice holding both masks, the largest 2D distance (mm) from ``a``'s surface to ``b``'s and back.
+
+    Along ``axis`` (the slice axis), each slice where both masks are present is measured with the
+    in-plane spacing; the others are skipped (as in :func:`hausdorff_slicewise`).
+
+    Returns:
+        ``(n_slices, 2)``: column 0 the directed distance a -> b, column 1 b -> a (mm); their row-wise
+        maximum is the slice's 2D Hausdorff distance. ``(0, 2)`` when no slice holds both.
+    """
+    a = np.moveaxis(np.asarray(a, bool), axis, -1)
+    b = np.moveaxis(np.asarray(b, bool), axis, -1)
+    sp = tuple(float(v) for i, v in enumerate(spacing) if i != axis % 3)
+    rows = []
+    for k in range(a.shape[-1]):
+        if a[..., k].any() and b[..., k].any():
+            dab, dba = surface_distances(a[..., k], b[..., k], sp)
+            rows.append((float(dab.max()), float(dba.max())))
+    return np.asarray(rows, float).reshape(-1, 2)
+
+
 def hausdorff_slicewise(a: Array, b: Array, spacing: tuple[float, ...], *, axis: int = 2) -> float:
     """Mean over slices of the 2D Hausdorff distance (mm) between two masks.
 
     The convention of the paper's group for cardiac short-axis stacks (manual contours are drawn
     per slice): along ``axis`` (the slice axis), each slice where *both* masks are present gives
     the 2D Hausdorff distance with the in-plane spacing; slices where one mask is absent (base
-    and apex coverage) are not counted — the 3D :func:`hausdorff` sees those.
+    and apex coverage) are not counted — the 3D :func:`hausdorff` sees those. The two directions
+    apart: :func:`slicewise_distances`.
 
     Returns:
         The mean (mm), NaN when no slice holds both masks.
     """
-    a = np.moveaxis(np.asarray(a, bool), axis, -1)
-    b = np.moveaxis(np.asarray(b, bool), axis, -1)
-    sp = tuple(float(v) for i, v in enumerate(spacing) if i != axis % 3)
-    hds = [hausdorff(a[..., k], b[..., k], sp) for k in range(a.shape[-1]) if a[..., k].any() and b[..., k].any()]
-    return float(np.mean(hds)) if hds else float("nan")
+    d = slicewise_distances(a, b, spacing, axis=axis)
+    return float(d.max(1).mean()) if len(d) else float("nan")
 
 
 def _shifted(a: Array, di: int, dj: int) -> Array:

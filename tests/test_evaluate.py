@@ -3,7 +3,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ssll.evaluate import dice, dice_shift_compensated, hausdorff, hausdorff_slicewise, landmark_distances
+from ssll.evaluate import (
+    dice,
+    dice_shift_compensated,
+    hausdorff,
+    hausdorff_slicewise,
+    landmark_distances,
+    slicewise_distances,
+)
 
 
 def test_dice_hand_computed() -> None:
@@ -40,6 +47,22 @@ def test_slicewise_hausdorff_averages_the_slices_both_hold() -> None:
     # the slice axis can be another one
     assert hausdorff_slicewise(np.moveaxis(a, 2, 0), np.moveaxis(b, 2, 0), (10.0, 1.0, 2.0), axis=0) == pytest.approx(10.0 / 3)
     assert np.isnan(hausdorff_slicewise(a[..., :1], b[..., :1], (1.0, 2.0, 10.0)))  # no slice holds both
+
+
+
+def test_slicewise_distances_tell_the_directions_apart() -> None:
+    a = np.zeros((20, 20, 4), bool)
+    a[5:10, 5:10, 1:3] = True
+    b = a.copy()
+    b[5:10, 15:17, 1] = True  # slice 1: b also holds a fragment at j = 15-16, away from the square
+    b[0:2, 0:2, 3] = True  # slice 3: b only, not counted
+    d = slicewise_distances(a, b, (1.0, 2.0, 10.0))
+    # every surface voxel of a lies on b's surface (0 mm); the fragment's far side (j = 16) is 7 voxels of 2 mm
+    # from a's nearest surface (j = 9): 14 mm from b to a; slice 2 holds the same square in both
+    np.testing.assert_allclose(d, [[0.0, 14.0], [0.0, 0.0]])
+    np.testing.assert_allclose(slicewise_distances(b, a, (1.0, 2.0, 10.0)), d[:, ::-1])
+    assert hausdorff_slicewise(a, b, (1.0, 2.0, 10.0)) == pytest.approx(7.0)
+    assert slicewise_distances(a[..., 3:], b[..., 3:], (1.0, 2.0, 10.0)).shape == (0, 2)
 
 
 def test_hd95_below_max() -> None:
