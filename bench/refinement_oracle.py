@@ -21,8 +21,9 @@ paired with ``bench/results/refinement_grid50_40``:
 With the default grid, with and without the simulated breath-hold shifts (first 20 targets):
     python bench/refinement_oracle.py --n 20 --no-hr-ceiling --out bench/results/refinement_oracle_default_grid
     python bench/refinement_oracle.py --n 20 --sim-shift-mm 0 \
-        --table3 bench/results/refinement_no_shifts/table3_per_target.csv \
-        --out bench/results/refinement_oracle_no_shifts
+        --table3 bench/results/refinement_no_shifts_exact_truth/table3_per_target.csv \
+        --out bench/results/refinement_oracle_no_shifts_exact_truth
+(``refinement_oracle_no_shifts/``: the same before the truth was the mesh, paired with ``refinement_no_shifts/``.)
 With the paper's horizontal shifts only (``--sim-shift-axes 0``), paired with bench/refinement.py's run of them:
     python bench/refinement_oracle.py --n 20 --no-hr-ceiling --sim-shift-axes 0 \
         --table3 bench/results/refinement_horizontal_shifts/table3_per_target.csv \
