@@ -111,9 +111,10 @@ def main(a: argparse.Namespace) -> None:
         c_row = t[t.method == "refined"].set_index("seed")
         o_row = df[df.method == "true_lr_refined"].set_index("seed")
         common = o_row.index.intersection(c_row.index)
-        summary["table3_c_same_targets"] = {c: round(float(c_row.loc[common, c].mean()), 4) for c in cols}
+        both = [c for c in cols if c in c_row.columns]  # a Table III run older than a score has no column for it
+        summary["table3_c_same_targets"] = {c: round(float(c_row.loc[common, c].mean()), 4) for c in both}
         summary["wilcoxon_true_lr_refined_vs_table3_c"] = {
-            c: float(stats.wilcoxon(o_row.loc[common, c], c_row.loc[common, c]).pvalue) for c in cols
+            c: float(stats.wilcoxon(o_row.loc[common, c], c_row.loc[common, c]).pvalue) for c in both
             if o_row.loc[common, c].notna().all() and c_row.loc[common, c].notna().all()}
     summary["seconds_per_target_mean"] = round(float(df.seconds.dropna().mean()), 2)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
