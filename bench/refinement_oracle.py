@@ -19,11 +19,11 @@ paired with ``bench/results/refinement_grid50_40``:
     python bench/refinement_oracle.py --n 50 --control-spacing-mm 50 40 --through-plane-mm 100 80 \
         --table3 bench/results/refinement_grid50_40/table3_per_target.csv --out bench/results/refinement_oracle
 With the default grid, with and without the simulated breath-hold shifts (first 20 targets):
-    python bench/refinement_oracle.py --n 20 --no-hr-ceiling --out bench/results/refinement_oracle_default_grid
+    python bench/refinement_oracle.py --n 20 --no-hr-ceiling --out bench/results/refinement_oracle_default_grid_exact_truth
     python bench/refinement_oracle.py --n 20 --sim-shift-mm 0 \
         --table3 bench/results/refinement_no_shifts_exact_truth/table3_per_target.csv \
         --out bench/results/refinement_oracle_no_shifts_exact_truth
-(``refinement_oracle_no_shifts/``: the same before the truth was the mesh, paired with ``refinement_no_shifts/``.)
+(``refinement_oracle_default_grid/`` and ``refinement_oracle_no_shifts/``: the same before the truth was the mesh.)
 With the paper's horizontal shifts only (``--sim-shift-axes 0``), paired with bench/refinement.py's run of them:
     python bench/refinement_oracle.py --n 20 --no-hr-ceiling --sim-shift-axes 0 \
         --table3 bench/results/refinement_horizontal_shifts/table3_per_target.csv \
