@@ -53,7 +53,7 @@ import torch  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from ssll.atlases import AtlasConfig, crop, crop_box, load_bank, run_atlas_build, select_atlases  # noqa: E402
-from ssll.evaluate import dice, overlap_metrics, slicewise_distances  # noqa: E402
+from ssll.evaluate import dice, overlap_metrics  # noqa: E402
 from ssll.fusion import FusionConfig  # noqa: E402
 from ssll.interpolate import nearest_upsample, shape_based_upsample  # noqa: E402
 from ssll.labels import LANDMARK_NAMES, Label  # noqa: E402
@@ -131,18 +131,8 @@ def lr_target(shapes: Any, seed: int, lr: LRConfig | None = None) -> Target:
 
 def scores(pred: np.ndarray, truth: np.ndarray, spacing: tuple[float, ...]) -> dict[str, float]:
     """Dice and Hausdorff distance (mm) per structure (the columns of Table III), and the slice-wise HD's two
-    directions, each a mean over the slices holding both (:func:`ssll.evaluate.slicewise_distances`):
-    ``hd2d_<structure>_pred_to_truth_mm`` (how far the prediction strays from the truth) and
-    ``hd2d_<structure>_truth_to_pred_mm`` (how far the truth reaches beyond the prediction)."""
-    out = {k: v for k, v in overlap_metrics(pred, truth, spacing).items() if not k.startswith("hd95_")}
-    nz = np.argwhere((pred > 0) | (truth > 0))
-    box = tuple(slice(max(int(lo) - 1, 0), int(hi) + 2) for lo, hi in zip(nz.min(0), nz.max(0))) if nz.size else ()
-    for c, name in enumerate(STRUCTS, 1):
-        d = slicewise_distances(pred[box] == c, truth[box] == c, spacing)
-        to_truth, to_pred = d.mean(0) if len(d) else (float("nan"), float("nan"))
-        out[f"hd2d_{name}_pred_to_truth_mm"] = float(to_truth)
-        out[f"hd2d_{name}_truth_to_pred_mm"] = float(to_pred)
-    return out
+    directions (``hd2d_<structure>_pred_to_truth_mm``, ``_truth_to_pred_mm``; :func:`ssll.evaluate.overlap_metrics`)."""
+    return {k: v for k, v in overlap_metrics(pred, truth, spacing, directed=True).items() if not k.startswith("hd95_")}
 
 
 def shift_error(info: dict, sim_record: dict) -> dict[str, float]:

@@ -166,12 +166,15 @@ def landmark_distances(pred_mm: Array, true_mm: Array) -> Array:
     return np.linalg.norm(np.asarray(pred_mm, float) - np.asarray(true_mm, float), axis=1)
 
 
-def overlap_metrics(pred: Array, truth: Array, spacing: tuple[float, ...]) -> dict[str, float]:
+def overlap_metrics(pred: Array, truth: Array, spacing: tuple[float, ...], *, directed: bool = False) -> dict[str, float]:
     """Dice, Hausdorff distance, its 95th percentile and the slice-wise 2D Hausdorff distance
     (:func:`hausdorff_slicewise`, axis 2) in mm per canonical structure 1..4.
 
     Keys ``dice_<structure>``, ``hd_<structure>_mm``, ``hd95_<structure>_mm``, ``hd2d_<structure>_mm``;
-    NaN where a structure is absent from both (Dice) or from either (distances).
+    NaN where a structure is absent from both (Dice) or from either (distances). With ``directed``, also the
+    slice-wise distance's two directions (:func:`slicewise_distances`, each a mean over the slices holding both):
+    ``hd2d_<structure>_pred_to_truth_mm`` (how far the prediction strays from the truth) and
+    ``hd2d_<structure>_truth_to_pred_mm`` (how far the truth reaches beyond the prediction).
     """
     from ssll.labels import Label
 
@@ -183,17 +186,26 @@ def overlap_metrics(pred: Array, truth: Array, spacing: tuple[float, ...]) -> di
         box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
         pred, truth = pred[box], truth[box]
     out: dict[str, float] = {}
+    nan = float("nan")
     for c in range(1, len(Label)):
         name = Label(c).name.lower()
         a, b = pred == c, truth == c
         out[f"dice_{name}"] = dice(a, b)
+        hd2d = to_truth = to_pred = nan
         if a.any() and b.any():
             dab, dba = surface_distances(a, b, spacing)
             out[f"hd_{name}_mm"] = float(max(dab.max(), dba.max()))
             out[f"hd95_{name}_mm"] = float(max(np.percentile(dab, 95.0), np.percentile(dba, 95.0)))
-            out[f"hd2d_{name}_mm"] = hausdorff_slicewise(a, b, spacing)
+            d = slicewise_distances(a, b, spacing)
+            if len(d):
+                hd2d = float(d.max(1).mean())
+                to_truth, to_pred = (float(v) for v in d.mean(0))
         else:
-            out[f"hd_{name}_mm"] = out[f"hd95_{name}_mm"] = out[f"hd2d_{name}_mm"] = float("nan")
+            out[f"hd_{name}_mm"] = out[f"hd95_{name}_mm"] = nan
+        out[f"hd2d_{name}_mm"] = hd2d
+        if directed:
+            out[f"hd2d_{name}_pred_to_truth_mm"] = to_truth
+            out[f"hd2d_{name}_truth_to_pred_mm"] = to_pred
     return out
 
 

@@ -49,7 +49,6 @@ def test_slicewise_hausdorff_averages_the_slices_both_hold() -> None:
     assert np.isnan(hausdorff_slicewise(a[..., :1], b[..., :1], (1.0, 2.0, 10.0)))  # no slice holds both
 
 
-
 def test_slicewise_distances_tell_the_directions_apart() -> None:
     a = np.zeros((20, 20, 4), bool)
     a[5:10, 5:10, 1:3] = True
