@@ -140,7 +140,9 @@ def fuse_labels(
         asq = asqt.index_select(1, sidx).view(n_at, m, -1).transpose(0, 1)
         fsq = (tp * tp).sum((1, 2, 3, 4)).view(m, 1, 1)
         ssd = (asq - 2 * cross + fsq).clamp_min(0)
-        w = torch.exp(-ssd / cfg.h)  # (M, L, |search|)
+        # each voxel's weights divided by its best patch's: the same argmax, and no underflow to all-zero
+        # votes (a silent background) when h is small against the patch distances
+        w = torch.exp(-(ssd - ssd.amin((1, 2), keepdim=True)) / cfg.h)  # (M, L, |search|)
         lab = alt.index_select(1, sidx).view(n_at, m, -1).transpose(0, 1)
         votes = torch.zeros((m, n_labels), dtype=torch.float32, device=device)
         votes.scatter_add_(1, lab.reshape(m, -1), w.reshape(m, -1))
