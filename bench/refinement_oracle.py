@@ -17,7 +17,8 @@ registration fits. Paired with ``bench/results/refinement/table3_per_target.csv`
 Run (after ``bench/refinement.py`` has built its bank); the committed results used the stiffer grid,
 paired with ``bench/results/refinement_grid50_40``:
     python bench/refinement_oracle.py --n 50 --control-spacing-mm 50 40 --through-plane-mm 100 80 \
-        --table3 bench/results/refinement_grid50_40/table3_per_target.csv --out bench/results/refinement_oracle
+        --table3 bench/results/refinement_grid50_40/table3_per_target.csv --out bench/results/refinement_oracle_exact_truth
+(``refinement_oracle/``: the same before the truth was the mesh.)
 With the default grid, with and without the simulated breath-hold shifts (first 20 targets):
     python bench/refinement_oracle.py --n 20 --no-hr-ceiling --out bench/results/refinement_oracle_default_grid_exact_truth
     python bench/refinement_oracle.py --n 20 --sim-shift-mm 0 \
