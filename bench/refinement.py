@@ -102,11 +102,15 @@ def add_fusion_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--fusion-search", type=int, nargs=3, default=list(FusionConfig().search),
                     help="search window of the patch fusion, voxels (i j k; the paper's 7 7 3)")
     ap.add_argument("--fusion-h", type=float, default=FusionConfig().h, help="bandwidth h of the patch fusion")
+    ap.add_argument("--fusion-largest-component", action=argparse.BooleanOptionalAction,
+                    default=FusionConfig().largest_component,
+                    help="keep each structure's largest component after fusion (FusionConfig.largest_component)")
 
 
 def fusion_config(args: argparse.Namespace) -> FusionConfig:
     """The :class:`ssll.fusion.FusionConfig` of :func:`add_fusion_args`' options."""
-    return FusionConfig.from_mapping({"search": list(args.fusion_search), "h": args.fusion_h})
+    return FusionConfig.from_mapping({"search": list(args.fusion_search), "h": args.fusion_h,
+                                      "largest_component": args.fusion_largest_component})
 
 
 def lr_simulation(args: argparse.Namespace) -> LRConfig:

@@ -41,12 +41,15 @@ class FusionConfig:
             close to best-patch, which scored worse on real ACDC hearts with the phantom atlases
             (``bench/README.md``, "The paper's h").
         chunk: voxels per vectorised block (memory bound). Defaults to 2048.
+        largest_component: after fusion keep only each structure's largest 26-connected component
+            (:func:`ssll.postprocess.keep_largest_components`; ``ssll.refine`` applies it). Defaults to False.
     """
 
     patch: tuple[int, int, int] = (7, 7, 1)
     search: tuple[int, int, int] = (7, 7, 3)
     h: float = 10.0
     chunk: int = 2048
+    largest_component: bool = False
 
     @classmethod
     def from_mapping(cls, m: dict[str, Any] | None) -> FusionConfig:
@@ -56,6 +59,9 @@ class FusionConfig:
             raise ValueError(f"FusionConfig: patch and search need three odd sizes, got {cfg.patch}, {cfg.search}")
         if cfg.h <= 0 or cfg.chunk < 1:
             raise ValueError(f"FusionConfig: h and chunk must be positive, got {cfg.h}, {cfg.chunk}")
+        if not isinstance(cfg.largest_component, bool):
+            raise ValueError(  # noqa: TRY004 (every config error is a ValueError)
+                f"FusionConfig: largest_component must be true or false, got {cfg.largest_component!r}")
         return cfg
 
 
