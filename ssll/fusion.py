@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from ssll.postprocess import keep_largest_components
 from ssll.types import Array, config_kwargs
 
 __all__ = ["FusionConfig", "fuse_labels", "majority_vote"]
@@ -42,7 +43,7 @@ class FusionConfig:
             (``bench/README.md``, "The paper's h").
         chunk: voxels per vectorised block (memory bound). Defaults to 2048.
         largest_component: after fusion keep only each structure's largest 26-connected component
-            (:func:`ssll.postprocess.keep_largest_components`; ``ssll.refine`` applies it). Defaults to False.
+            (:func:`ssll.postprocess.keep_largest_components`). Defaults to False.
     """
 
     patch: tuple[int, int, int] = (7, 7, 1)
@@ -94,8 +95,8 @@ def fuse_labels(
         cfg: settings. Defaults to :class:`FusionConfig`.
 
     Returns:
-        ``(labels, fraction)``: fused ``(I, J, K)`` uint8 labels and the fraction of voxels computed
-        (where the atlases disagree).
+        ``(labels, fraction)``: fused ``(I, J, K)`` uint8 labels (largest component per structure with
+        ``cfg.largest_component``) and the fraction of voxels computed (where the atlases disagree).
 
     Raises:
         ValueError: shapes differ.
@@ -111,7 +112,7 @@ def fuse_labels(
     lo, hi = al.min(0), al.max(0)
     todo = np.flatnonzero(lo != hi)
     if todo.size == 0:
-        return out, 0.0
+        return _cleaned(out, cfg), 0.0
     patch, search = np.asarray(cfg.patch), np.asarray(cfg.search)
     block = patch + search - 1  # the voxels any patch in the search window touches
     pad = block // 2
@@ -160,4 +161,9 @@ def fuse_labels(
         votes.scatter_add_(1, lab.reshape(m, -1), w.reshape(m, -1))
         fused[s : s + cfg.chunk] = votes.argmax(1).to(torch.uint8).cpu().numpy()
     out.reshape(-1)[todo] = fused
-    return out, float(todo.size / f.size)
+    return _cleaned(out, cfg), float(todo.size / f.size)
+
+
+def _cleaned(labels: Array, cfg: FusionConfig) -> Array:
+    """``labels`` with only each structure's largest component where ``cfg.largest_component`` asks for it."""
+    return keep_largest_components(labels) if cfg.largest_component else labels

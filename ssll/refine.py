@@ -30,7 +30,6 @@ from ssll.errors import AtlasError
 from ssll.fusion import FusionConfig, fuse_labels
 from ssll.labels import Landmark
 from ssll.motion import shift_slices
-from ssll.postprocess import keep_largest_components
 from ssll.preprocess import GridRecord, input_fov_mask
 from ssll.register import FFDConfig, register_affine_labels, register_labels_batch, warp_atlas
 from ssll.types import Array, PathLike
@@ -144,8 +143,6 @@ def refine(
         shifts = np.mean([r.slice_shifts for r in results], axis=0)
         ti = shift_slices(ti, results[0].slices, shifts, np.linalg.norm(taff[:3, :3], axis=0))
     fused, frac = fuse_labels(ti, np.stack(w_img), np.stack(w_lab), cfg.fusion, device=device)
-    if cfg.fusion.largest_component:
-        fused = keep_largest_components(fused)
     t_fuse = time.perf_counter() - t2
     out = np.zeros(labels.shape, np.uint8)
     out[box] = fused

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from ssll.fusion import FusionConfig, fuse_labels, majority_vote
 
@@ -84,6 +85,21 @@ def test_small_h_is_the_best_patch_vote_not_an_underflow() -> None:
     best = [_by_hand(target, imgs, labs, v, 1.0)[1] for v in voxels]
     assert [int(out[v]) for v in voxels] == best
     assert len(set(best)) == 3  # the known answers are not all background
+
+
+def test_largest_component_removes_an_island_only_when_asked() -> None:
+    # every atlas holds a stray LV-cavity voxel far from the heart: unanimous, so the vote keeps it
+    labs = np.stack([_blocks(0), _blocks(2)])
+    labs[:, 22, 22, 4] = 1
+    imgs = labs / 2.0
+    kept, _ = fuse_labels(imgs[0], imgs, labs, FusionConfig(h=0.5))
+    cleaned, _ = fuse_labels(imgs[0], imgs, labs, FusionConfig(h=0.5, largest_component=True))
+    assert kept[22, 22, 4] == 1 and cleaned[22, 22, 4] == 0
+    np.testing.assert_array_equal(cleaned, np.where((kept == 1) & (np.arange(24)[:, None, None] >= 20), 0, kept))
+    for c in (1, 2):
+        assert ndimage.label(cleaned == c, structure=np.ones((3, 3, 3)))[1] == 1
+    with pytest.raises(ValueError, match="largest_component"):
+        FusionConfig.from_mapping({"largest_component": "yes"})
 
 
 def test_majority_vote_and_config_checks() -> None:

@@ -11,7 +11,6 @@ import pytest
 from conftest import biv_phantom, image_from_labels, write_nifti
 from scipy import ndimage
 
-import ssll.refine as refine_module
 from ssll.atlases import AtlasConfig, load_bank, write_atlas, write_manifest
 from ssll.cli import main
 from ssll.evaluate import dice
@@ -86,6 +85,7 @@ def test_refinement_beats_the_staircase(bank_dir) -> None:
     assert dice(refined == 2, truth == 2) > 0.9
     assert len(record["selected"]) == 3 and record["selected"][0]["nmi"] >= record["selected"][-1]["nmi"]
     assert {"selection", "registration", "fusion", "total"} <= set(record["seconds"])
+    assert record["fusion"]["largest_component"] is False
 
 
 def test_cli_refine_writes_outputs_on_both_grids(bank_dir, tmp_path) -> None:
@@ -254,29 +254,13 @@ def test_cli_refine_fits_slice_shifts_and_writes_the_input_grid_as_acquired(bank
     assert dice(orig == 2, shifted == 2) > dice(motion_free == 2, shifted == 2) + 0.05
 
 
-def test_largest_component_option_removes_islands_the_fusion_leaves(bank_dir, monkeypatch) -> None:
-    real = refine_module.fuse_labels
-
-    def with_island(*args, **kwargs):  # the real fusion, plus one stray LV-cavity voxel in a corner of the box
-        fused, frac = real(*args, **kwargs)
-        fused = fused.copy()
-        fused[0, 0, 0] = 1
-        return fused, frac
-
-    monkeypatch.setattr(refine_module, "fuse_labels", with_island)
+def test_refine_passes_largest_component_to_the_fusion_and_records_it(bank_dir) -> None:
     _truth, aff, lr, lr_aff = _lr_target()
     staircase = nearest_upsample(lr, lr_aff, SHAPE, aff)
     image = image_from_labels(staircase, 7) / 450.0
-    outs = {}
-    for keep in (False, True):
-        cfg = RefineConfig(atlases=AtlasConfig(top_k=2), fusion=FusionConfig(largest_component=keep))
-        outs[keep], record = refine(image, staircase, aff, _landmarks_world(aff), load_bank(bank_dir), cfg,
-                                    slices=np.arange(2, SHAPE[2], 5))
-        assert record["fusion"]["largest_component"] is keep
-    box = tuple(slice(a, b) for a, b in record["box_voxels"])
-    corner = tuple(s.start for s in box)
-    assert outs[False][corner] == 1 and outs[True][corner] == 0
+    cfg = RefineConfig(atlases=AtlasConfig(top_k=2), fusion=FusionConfig(largest_component=True))
+    out, record = refine(image, staircase, aff, _landmarks_world(aff), load_bank(bank_dir), cfg,
+                         slices=np.arange(2, SHAPE[2], 5))
+    assert record["fusion"]["largest_component"] is True
     for c in (1, 2, 3):
-        assert ndimage.label(outs[True] == c, structure=np.ones((3, 3, 3)))[1] == 1
-    with pytest.raises(ValueError, match="largest_component"):
-        FusionConfig.from_mapping({"largest_component": "yes"})
+        assert ndimage.label(out == c, structure=np.ones((3, 3, 3)))[1] == 1
