@@ -363,6 +363,7 @@ def _add_qc_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument(f"--{ph}-landmarks", required=True, help=f"landmarks JSON at {up}")
         p.add_argument(f"--{ph}-refine-record", help=f"ssll refine record JSON at {up}")
         p.add_argument(f"--{ph}-record", help=f"grid record JSON at {up} (acquired slices)")
+        p.add_argument(f"--{ph}-expected-dice", help=f"ssll segment's expected-Dice JSON at {up}")
     p.add_argument("--measures", required=True, help="the subject's measures TSV")
     p.add_argument("--out-json", required=True)
 
@@ -375,7 +376,7 @@ def _run_qc_flags(a: argparse.Namespace) -> None:
 
     flags = run_qc_flags(subject=a.subject or "subject", segmentations=pick("labels"), refined=pick("refined"),
                          landmarks=pick("landmarks"), measures_tsv=a.measures, refine_records=pick("refine_record"),
-                         records=pick("record"), out_json=a.out_json)
+                         records=pick("record"), out_json=a.out_json, expected_dice=pick("expected_dice"))
     log.info("%d QC flag(s)", len(flags))
 
 

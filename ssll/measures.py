@@ -85,7 +85,10 @@ def run_cohort_table(*, inputs: list[str] | None = None, out_csv: str, out_parqu
                      results: str | None = None) -> None:
     """Concatenate per-subject measure rows into the cohort table: one row per subject, units in
     the column names; with ``flags`` (``ssll qc-flags`` JSON files) also ``qc_n_flags`` and
-    ``qc_flags`` (``flag@phase`` joined by ``;``). CSV, and Parquet when asked.
+    ``qc_flags`` (``flag@phase`` joined by ``;``), and where the flags record the network's expected
+    Dice, ``<phase>_expected_dice_<structure>`` and ``qc_expected_dice_min`` (the lowest over both
+    phases of the LV cavity, LV wall and RV cavity: sort by it to review the doubtful first).
+    CSV, and Parquet when asked.
 
     With ``sheet`` and ``results`` instead of file lists: every subject of the sheet that has
     ``results/measures/<subject>.tsv`` (and its ``results/qc/<subject>/flags.json``), so a cohort
@@ -108,12 +111,20 @@ def run_cohort_table(*, inputs: list[str] | None = None, out_csv: str, out_parqu
     frames = [pd.read_csv(p, sep="\t") for p in inputs if Path(p).stat().st_size > 0]
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["subject"])
     if flags:
-        fl = {}
+        fl, scores = {}, {}
         for f in flags:
             d = json.loads(Path(f).read_text())
             fl[d["subject"]] = ";".join(f"{x['flag']}@{x['phase']}" for x in d["flags"])
+            scores[d["subject"]] = {f"{ph.lower()}_expected_dice_{name}": v
+                                    for ph, per in (d.get("expected_dice") or {}).items() for name, v in per.items()}
         df["qc_n_flags"] = [len(fl[s].split(";")) if fl.get(s) else 0 for s in df["subject"]]
         df["qc_flags"] = [fl.get(s, "") for s in df["subject"]]
+        if any(scores.values()):
+            cols = sorted({c for per in scores.values() for c in per})
+            for c in cols:
+                df[c] = [scores.get(s, {}).get(c, np.nan) for s in df["subject"]]
+            main = [c for c in cols if not c.endswith("_rv_wall")]
+            df["qc_expected_dice_min"] = df[main].astype(float).min(axis=1, skipna=True)
     with atomic_path(out_csv) as tmp:
         df.to_csv(tmp, index=False, float_format="%.3f")
     if out_parquet:

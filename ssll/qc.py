@@ -16,6 +16,7 @@ from ssll.types import Array, PathLike
 
 __all__ = [
     "COLOURS",
+    "MIN_EXPECTED_DICE",
     "RANGES",
     "landmark_problems",
     "montage",
@@ -111,6 +112,11 @@ RANGES = {
     "rv_ef_pct": (10.0, 85.0),
 }
 
+#: below this expected Dice (``ssll.nn.confidence.expected_dice``) of the LV cavity, LV wall or RV cavity
+#: a segmentation is flagged: the Dice under which a segmentation is commonly called failed, not a value
+#: tuned here (on the 20 held-out ACDC patients the flag caught the two worst volumes; README, QC section)
+MIN_EXPECTED_DICE = 0.7
+
 
 def _components(mask: Array) -> list[int]:
     from scipy import ndimage
@@ -174,6 +180,7 @@ def qc_flags(
     measures: dict[str, float],
     refine_records: dict[str, dict] | None = None,
     acquired: dict[str, Array | None] | None = None,
+    expected_dice: dict[str, dict[str, float | None]] | None = None,
 ) -> list[dict[str, str]]:
     """Automatic QC flags of one subject.
 
@@ -186,6 +193,9 @@ def qc_flags(
         measures: the subject's measures row (``ssll measures``).
         refine_records: phase -> the ``ssll refine`` record (registration convergence).
         acquired: phase -> working-grid indices of the acquired slices (None: all).
+        expected_dice: phase -> the network's expected Dice per structure (``ssll segment``'s
+            ``<phase>_expected_dice.json``); flagged below :data:`MIN_EXPECTED_DICE` for the LV
+            cavity, LV wall and RV cavity (the thin RV wall scores low even when right).
 
     Returns:
         One ``{"flag", "phase", "reason"}`` per problem; empty when none fired.
@@ -221,6 +231,12 @@ def qc_flags(
                 sizes = _components(refined[phase] == c)
                 if len(sizes) > 1 and sizes[1] > 0.05 * sizes[0]:
                     add("refined_in_pieces", phase, f"refined {c.name.lower()} in {len(sizes)} pieces")
+        scores = (expected_dice or {}).get(phase) or {}
+        low = {name: v for name in ("lv_cavity", "lv_wall", "rv_cavity")
+               if (v := scores.get(name)) is not None and v < MIN_EXPECTED_DICE}
+        if low:
+            add("low_expected_dice", phase, "the network expects Dice " + ", ".join(
+                f"{name} {v:.2f}" for name, v in low.items()) + f" (< {MIN_EXPECTED_DICE:.2f})")
         rec = (refine_records or {}).get(phase)
         if rec:
             ends = [s["levels"][-1]["consistency_end"] for s in rec.get("selected", [])]
@@ -234,9 +250,24 @@ def qc_flags(
     return flags
 
 
+def _read_expected_dice(path: str) -> dict[str, float | None]:
+    """``ssll segment``'s ``<phase>_expected_dice.json``: structure -> number in [0, 1] or null."""
+    from ssll.errors import SsllError
+    from ssll.io import read_json
+
+    d = read_json(path)
+    if not isinstance(d, dict) or not all(
+            v is None or (isinstance(v, int | float) and not isinstance(v, bool) and 0.0 <= v <= 1.0)
+            for v in d.values()):
+        raise SsllError(f"{path}: not an expected-Dice record (structure -> number in [0, 1] or null)")
+    return {str(k): (None if v is None else float(v)) for k, v in d.items()}
+
+
 def run_qc_flags(*, subject: str, segmentations: dict[str, str], refined: dict[str, str], landmarks: dict[str, str],
-                 measures_tsv: str, refine_records: dict[str, str], records: dict[str, str], out_json: str) -> list:
-    """I/O layer of ``ssll qc-flags``: read one subject's outputs, write ``{"subject", "flags": [...]}``."""
+                 measures_tsv: str, refine_records: dict[str, str], records: dict[str, str], out_json: str,
+                 expected_dice: dict[str, str] | None = None) -> list:
+    """I/O layer of ``ssll qc-flags``: read one subject's outputs, write ``{"subject", "flags": [...]}``
+    and, with ``expected_dice`` (phase -> ``ssll segment``'s JSON), ``"expected_dice": {phase: {...}}``."""
     import pandas as pd
 
     from ssll.io import load_labels, read_json, write_json
@@ -245,6 +276,7 @@ def run_qc_flags(*, subject: str, segmentations: dict[str, str], refined: dict[s
     from ssll.refine import acquired_slices, labels_as_acquired
 
     row = pd.read_csv(measures_tsv, sep="\t").iloc[0].to_dict()
+    scores = {ph: _read_expected_dice(p) for ph, p in (expected_dice or {}).items()}
     ref_records = {ph: read_json(p) for ph, p in refine_records.items()}
     models = {ph: load_labels(p) for ph, p in refined.items()}
     flags = qc_flags(
@@ -254,6 +286,7 @@ def run_qc_flags(*, subject: str, segmentations: dict[str, str], refined: dict[s
         measures={k: float(v) for k, v in row.items() if k != "subject"},
         refine_records=ref_records,
         acquired={ph: acquired_slices(GridRecord.from_dict(read_json(p))) for ph, p in records.items()},
+        expected_dice=scores,
     )
-    write_json(out_json, {"subject": subject, "flags": flags})
+    write_json(out_json, {"subject": subject, "flags": flags, **({"expected_dice": scores} if scores else {})})
     return flags

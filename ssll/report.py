@@ -8,7 +8,8 @@ be written after a run in which some subjects failed) and shows:
 * evaluation, where the subject sheet gives ground truth: Dice / HD / HD95 per structure and
   method (mean +- sd), paired Wilcoxon tests between methods, Bland-Altman and correlation
   plots of the clinical measures against the ground truth (Duan et al. 2019, Tables IV-V);
-* the flagged subjects with their reasons and QC montages;
+* the flagged subjects with their reasons and QC montages, and the segmentations of lowest expected
+  Dice (the network's own quality estimate, :mod:`ssll.nn.confidence`) to review first;
 * the failed subjects with the error line of the stage that failed;
 * per-stage runtimes and peak memory from Snakemake's benchmark files.
 
@@ -28,6 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ssll.qc import MIN_EXPECTED_DICE
 from ssll.subjects import missing_input, read_subject_sheet, result_paths
 from ssll.types import PathLike
 
@@ -68,7 +70,7 @@ def collect(*, sheet: PathLike, results: PathLike, logs: PathLike, benchmarks: P
     """Gather a run's outputs into tables (see module docstring)."""
     sheet_rows = read_subject_sheet(sheet)
     res, logs_p, bench_p = Path(results), Path(logs), Path(benchmarks)
-    rows, failed, flags, evals = [], [], [], []
+    rows, failed, flags, evals, scores = [], [], [], [], []
     for row in sheet_rows:
         s = row["subject"]
         paths = result_paths(res, s)
@@ -83,8 +85,11 @@ def collect(*, sheet: PathLike, results: PathLike, logs: PathLike, benchmarks: P
                            "or stopped before the measures stage"})
         f = paths["flags"]
         if f.is_file():
-            for fl in json.loads(f.read_text())["flags"]:
+            qc = json.loads(f.read_text())
+            for fl in qc["flags"]:
                 flags.append({"subject": s, **fl})
+            for ph, per in (qc.get("expected_dice") or {}).items():
+                scores.append({"subject": s, "phase": ph, **per})
         e = paths["evaluate"]
         if e.is_file():
             evals.append(json.loads(e.read_text()))
@@ -108,7 +113,7 @@ def collect(*, sheet: PathLike, results: PathLike, logs: PathLike, benchmarks: P
         bench.append({"stage": rule, "seconds": seconds, "max_rss_mb": rss})
     return {"subjects": [r["subject"] for r in sheet_rows], "measures": pd.DataFrame(rows), "failed": pd.DataFrame(failed),
             "flags": pd.DataFrame(flags), "evaluations": evals, "benchmarks": pd.DataFrame(bench),
-            "results": res}
+            "expected_dice": pd.DataFrame(scores), "results": res}
 
 
 def measure_agreement(auto: pd.Series, truth: pd.Series) -> dict[str, float]:
@@ -228,11 +233,13 @@ def _evaluation_section(data: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
-def render_html(data: dict[str, Any], *, title: str = "ssll cohort report", max_montages: int = 40) -> str:
+def render_html(data: dict[str, Any], *, title: str = "ssll cohort report", max_montages: int = 40,
+                max_review: int = 10) -> str:
     """The report page (see module docstring).
 
     QC montages are embedded for at most ``max_montages`` flagged subjects (most flags first): a
-    large cohort's page stays small; the others are named with the folder of their montages.
+    large cohort's page stays small; the others are named with the folder of their montages. The
+    ``max_review`` segmentations of lowest expected Dice are listed for review.
     """
     m, failed, flags, bench = data["measures"], data["failed"], data["flags"], data["benchmarks"]
     n_flagged = flags["subject"].nunique() if not flags.empty else 0
@@ -244,6 +251,14 @@ def render_html(data: dict[str, Any], *, title: str = "ssll cohort report", max_
              _histograms(m),
              "<h2>Evaluation against ground truth</h2>", _evaluation_section(data),
              "<h2>Flagged subjects</h2>", _table(flags)]
+    scores = data.get("expected_dice", pd.DataFrame())
+    if not scores.empty:
+        main = [c for c in ("lv_cavity", "lv_wall", "rv_cavity") if c in scores.columns]
+        low = scores.assign(lowest=scores[main].astype(float).min(axis=1)).nsmallest(max_review, "lowest")
+        parts += [f"<h3>Review first: the {len(low)} segmentation(s) of lowest expected Dice</h3>",
+                  ("<p>The Dice the network expects of its own labels under its class probabilities (no ground truth "
+                   f"needed; flagged below {MIN_EXPECTED_DICE:.2f} for the LV cavity, LV wall or RV cavity). The whole "
+                   "cohort's are in <code>cohort/measures.csv</code>.</p>"), _table(low.round(3))]
     if not flags.empty:
         ranked = flags["subject"].value_counts(sort=True).index.tolist()  # most flags first
         shown, rest = ranked[:max_montages], ranked[max_montages:]

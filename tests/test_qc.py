@@ -63,6 +63,55 @@ def test_flags_fire_for_known_faults_and_stay_quiet_on_a_good_subject() -> None:
                                       measures=good))
 
 
+def test_low_expected_dice_is_flagged_below_the_threshold_for_the_cavities_and_lv_wall_only() -> None:
+    from ssll.qc import MIN_EXPECTED_DICE, qc_flags
+
+    lab = biv_phantom((64, 60, 24), spacing=(1.5, 1.5, 4.0))
+    good = {"ed_lv_cavity_ml": 150.0, "es_lv_cavity_ml": 60.0, "ed_lv_mass_g": 120.0, "ed_rv_cavity_ml": 160.0,
+            "lv_ef_pct": 60.0, "rv_ef_pct": 55.0}
+    fine = {"lv_cavity": 0.93, "lv_wall": 0.80, "rv_cavity": MIN_EXPECTED_DICE, "rv_wall": 0.2}  # thin RV wall: not flagged
+    poor = {"lv_cavity": 0.42, "lv_wall": 0.78, "rv_cavity": 0.47, "rv_wall": None}
+
+    def flags(scores: dict) -> list[dict]:
+        return qc_flags(segmentations={"ED": lab, "ES": lab}, refined=None,
+                        landmarks_mm={"ED": _landmarks_ok(), "ES": _landmarks_ok()}, measures=good,
+                        expected_dice=scores)
+
+    assert flags({"ED": fine, "ES": fine}) == [] and flags({}) == []
+    assert flags({"ED": fine, "ES": poor}) == [
+        {"flag": "low_expected_dice", "phase": "ES",
+         "reason": f"the network expects Dice lv_cavity 0.42, rv_cavity 0.47 (< {MIN_EXPECTED_DICE:.2f})"}]
+
+
+def test_run_qc_flags_records_the_expected_dice_and_refuses_a_bad_record(tmp_path: Path) -> None:
+    import json
+
+    import pandas as pd
+    import pytest
+    from conftest import write_nifti
+
+    from ssll.errors import SsllError
+    from ssll.qc import run_qc_flags
+
+    lab = biv_phantom((64, 60, 24), spacing=(1.5, 1.5, 4.0))
+    write_nifti(tmp_path / "lab.nii.gz", lab, spacing=(1.5, 1.5, 4.0))
+    (tmp_path / "l.json").write_text(json.dumps({"landmarks": [
+        {"landmark": i, "x_mm": float(x), "y_mm": float(y), "z_mm": float(z)}
+        for i, (x, y, z) in enumerate(_landmarks_ok(), 1)]}))
+    pd.DataFrame([{"subject": "s", "lv_ef_pct": 60.0}]).to_csv(tmp_path / "m.tsv", sep="\t", index=False)
+    scores = {"lv_cavity": 0.5, "lv_wall": 0.8, "rv_cavity": 0.9, "rv_wall": None}
+    (tmp_path / "d.json").write_text(json.dumps(scores))
+    kw = {"subject": "s", "segmentations": {"ED": str(tmp_path / "lab.nii.gz")}, "refined": {},
+          "landmarks": {"ED": str(tmp_path / "l.json")}, "measures_tsv": str(tmp_path / "m.tsv"),
+          "refine_records": {}, "records": {}, "out_json": str(tmp_path / "f.json")}
+    flags = run_qc_flags(**kw, expected_dice={"ED": str(tmp_path / "d.json")})
+    assert [f["flag"] for f in flags] == ["low_expected_dice"]
+    assert json.loads((tmp_path / "f.json").read_text())["expected_dice"] == {"ED": scores}
+    (tmp_path / "d.json").write_text(json.dumps({"lv_cavity": 1.7}))
+    with pytest.raises(SsllError, match="d.json: not an expected-Dice record"):
+        run_qc_flags(**kw, expected_dice={"ED": str(tmp_path / "d.json")})
+
+
 def test_open_wall_fraction_is_zero_for_a_closed_ring() -> None:
     from ssll.qc import open_wall_fraction
 

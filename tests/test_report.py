@@ -63,8 +63,14 @@ def _cohort(tmp_path):
         (res / "evaluate" / f"{s}.json").write_text(json.dumps({"subject": s, "overlap": ov, "measures_truth": truth}))
         (bench / "refine" / f"{s}_ED.tsv").write_text("s\th:m:s\tmax_rss\n6.5\t0:00:06\t900\n")
     flags = [{"flag": "lv_wall_open", "phase": "ED", "reason": "30% of the border has no LV wall"}]
-    (res / "qc" / "s1" / "flags.json").write_text(json.dumps({"subject": "s1", "flags": flags}))
-    (res / "qc" / "s2" / "flags.json").write_text(json.dumps({"subject": "s2", "flags": []}))
+    s1_scores = {"ED": {"lv_cavity": 0.93, "lv_wall": 0.64, "rv_cavity": 0.88, "rv_wall": 0.41},
+                 "ES": {"lv_cavity": 0.85, "lv_wall": 0.81, "rv_cavity": 0.79, "rv_wall": 0.38}}
+    s2_scores = {"ED": {"lv_cavity": 0.95, "lv_wall": 0.83, "rv_cavity": 0.90, "rv_wall": None},
+                 "ES": {"lv_cavity": 0.91, "lv_wall": 0.84, "rv_cavity": 0.87, "rv_wall": None}}
+    (res / "qc" / "s1" / "flags.json").write_text(json.dumps({"subject": "s1", "flags": flags,
+                                                              "expected_dice": s1_scores}))
+    (res / "qc" / "s2" / "flags.json").write_text(json.dumps({"subject": "s2", "flags": [],
+                                                              "expected_dice": s2_scores}))
     from conftest import biv_phantom
 
     from ssll.qc import montage
@@ -87,6 +93,11 @@ def test_cohort_table_csv_and_parquet_with_flags(tmp_path) -> None:
     pq = pd.read_parquet(tmp_path / "m.parquet")
     assert list(csv["qc_n_flags"]) == [1, 0] and csv.loc[0, "qc_flags"] == "lv_wall_open@ED"
     assert list(pq.columns) == list(csv.columns) and pq["ed_lv_cavity_ml"].tolist() == [150.0, 180.0]
+    # the network's expected Dice per phase and structure, and the lowest of the LV cavity, LV wall and
+    # RV cavity over both phases (the RV wall left out: s1's 0.38 is not its minimum)
+    assert csv["ed_expected_dice_lv_wall"].tolist() == [0.64, 0.83]
+    assert csv["qc_expected_dice_min"].tolist() == [0.64, 0.83]
+    assert csv.loc[0, "es_expected_dice_rv_wall"] == 0.38 and np.isnan(csv.loc[1, "es_expected_dice_rv_wall"])
     # the same table found from the sheet and the results folder (no file list on the command line);
     # subjects of the sheet without measures (failed, missing input) have no row
     run_cohort_table(sheet=str(sheet), results=str(res), out_csv=str(tmp_path / "s.csv"))
@@ -105,6 +116,8 @@ def test_report_lists_failures_and_renders_in_chromium(tmp_path) -> None:
     page = html_path.read_text()
     assert "<b>4</b> subjects: <b>2</b> done, <b>1</b> flagged, <b>2</b> failed" in page
     assert "lv_wall_open" in page and "Bland-Altman" in page and "wilcoxon p" in page
+    review = page.split("Review first")[1]
+    assert review.index("0.64") < review.index("0.79") < review.index("0.83")  # lowest expected Dice first
     assert "src=\"http" not in page and page.count("data:image/png;base64,") >= 3  # self-contained
     assert len(data["measures"]) == 2
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")

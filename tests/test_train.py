@@ -92,6 +92,12 @@ def test_run_segment_isolates_a_bad_subject(trained: tuple[TrainConfig, Path], t
 
     orig = nib.load(str(tmp_path / "good/ED_labels_original.nii.gz"))
     np.testing.assert_allclose(orig.affine, nib.load(str(src)).affine, atol=1e-5)
+    # the network's own quality estimate: a number in [0, 1] per trained structure, null for the RV wall
+    # (folded into the background of this ACDC-trained model)
+    scores = json.loads((tmp_path / "good/ED_expected_dice.json").read_text())
+    assert list(scores) == ["lv_cavity", "lv_wall", "rv_cavity", "rv_wall"] and scores["rv_wall"] is None
+    assert all(v is None or 0.0 <= v <= 1.0 for v in scores.values())
+    assert not (tmp_path / "bad/ED_expected_dice.json").exists()
 
 
 def test_augment_is_consistent() -> None:

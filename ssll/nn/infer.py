@@ -14,6 +14,9 @@ Outputs per subject and phase in ``out_dir``:
 * ``<phase>_landmark_confidence.json`` - per landmark, the peak softmax probability. A landmark
   that no voxel's argmax selects is marked at its peak-probability voxel, so the map always
   holds all six (their confidence tells how much to trust them).
+* ``<phase>_expected_dice.json`` - per structure, the Dice the network expects of its own working-grid
+  labels under its class probabilities (:func:`ssll.nn.confidence.expected_dice`; null for a class it
+  was never trained on): a quality estimate without ground truth, read by ``ssll qc-flags``.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import torch
 from ssll.errors import ModelError, SsllError
 from ssll.labels import LANDMARK_NAMES
 from ssll.landmarks import points_from_landmark_map, restrict_landmark_map, voxel_to_world
+from ssll.nn.confidence import expected_dice
 from ssll.nn.device import select_device
 from ssll.nn.network import SSLLN
 from ssll.postprocess import keep_largest_components
@@ -228,6 +232,7 @@ def _write_outputs(item: SegmentItem, record: GridRecord, labels: Array, lmap: A
     save_nifti(out / f"{item.phase}_landmarkmap.nii.gz", Volume(seg.landmark_map, w_aff), dtype=np.uint8)
     write_json(out / f"{item.phase}_landmark_confidence.json",
                {name: float(c) for name, c in zip(LANDMARK_NAMES, conf)})
+    write_json(out / f"{item.phase}_expected_dice.json", expected_dice(prob, seg.labels, seg.fov))
 
 
 def run_segment(items: list[SegmentItem], weights: PathLike, *, batch_size: int = 4) -> dict[str, str]:

@@ -132,10 +132,12 @@ def test_demo_cohort_end_to_end(tmp_path: Path) -> None:
             assert (work / "results/refine" / subject / f"{phase}_labels.nii.gz.prov.json").exists()
     table = (work / "results/cohort/measures.csv").read_text()
     assert "patient020" in table and "lv_ef_pct" in table and "refined_lv_ef_pct" in table and "qc_flags" in table
+    # the network's expected Dice: written by segment, carried by qc into the cohort table and the report
+    assert "es_expected_dice_lv_cavity" in table and "qc_expected_dice_min" in table
     assert (work / "results/cohort/measures.parquet").exists()
     assert (work / "results/evaluate/patient020.json").exists()  # the demo sheet gives ground truth
     page = (work / "results/cohort/report.html").read_text()
-    assert "<b>2</b> subjects: <b>2</b> done" in page and "Bland-Altman" in page
+    assert "<b>2</b> subjects: <b>2</b> done" in page and "Bland-Altman" in page and "lowest expected Dice" in page
     # a rerun has nothing to do
     r2 = _run([*SNAKEMAKE, "--profile", "profiles/local", *FAST, "-n"], work)
     assert "Nothing to be done" in r2.stdout + r2.stderr

@@ -2,11 +2,15 @@ rule qc:
     """Quality control of a subject: the QC montages (short-axis slices base to apex and two
     long-axis cuts; SSLLN labels and landmarks, refined model below) of ED and ES, and the
     automatic QC flags (missing or broken structures, measures out of range, open LV wall,
-    implausible landmarks, refinement disagreeing or not converged)."""
+    implausible landmarks, low expected Dice, refinement disagreeing or not
+    converged)."""
     input:
         image=by_phase(f"{RESULTS}/preprocess/{{subject}}/{{phase}}.nii.gz"),
         record=by_phase(f"{RESULTS}/preprocess/{{subject}}/{{phase}}.json"),
         labels=by_phase(f"{RESULTS}/segment/{{subject}}/{{phase}}_labels.nii.gz"),
+        expected_dice=by_phase(
+            f"{RESULTS}/segment/{{subject}}/{{phase}}_expected_dice.json"
+        ),
         landmarks=by_phase(f"{RESULTS}/landmarks/{{subject}}/{{phase}}.json"),
         refined=by_phase(f"{RESULTS}/refine/{{subject}}/{{phase}}_labels.nii.gz"),
         refine_record=by_phase(f"{RESULTS}/refine/{{subject}}/{{phase}}.json"),
@@ -27,4 +31,5 @@ rule qc:
         " --ed-labels {input.labels[0]} --es-labels {input.labels[1]} --ed-refined {input.refined[0]} --es-refined {input.refined[1]}"
         " --ed-landmarks {input.landmarks[0]} --es-landmarks {input.landmarks[1]} --ed-refine-record {input.refine_record[0]}"
         " --es-refine-record {input.refine_record[1]} --ed-record {input.record[0]} --es-record {input.record[1]}"
+        " --ed-expected-dice {input.expected_dice[0]} --es-expected-dice {input.expected_dice[1]}"
         " --measures {input.measures} --out-json {output.flags}) > {log} 2>&1"

@@ -23,6 +23,10 @@ rule segment:
             f"{RESULTS}/segment/{{{{subject}}}}/{{phase}}_landmark_confidence.json",
             phase=PHASES,
         ),
+        expected_dice=expand(
+            f"{RESULTS}/segment/{{{{subject}}}}/{{phase}}_expected_dice.json",
+            phase=PHASES,
+        ),
     log:
         "logs/segment/{subject}.log",
     benchmark:
