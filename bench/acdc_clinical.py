@@ -4,7 +4,8 @@ For each validation patient (config/train_lr.yaml), ED and ES, as the workflow d
 shipped SSLLN-LR (labels on the input grid, landmarks), then LVEDV, LVESV, LVEF, LV mass and
 RVEDV from the network's labels and from the expert labels (both on the input grid, canonical
 labels, 1.05 g/ml); agreement as mean difference +- sd, 95% limits and Pearson r; the automatic
-QC flags (``ssll.qc.qc_flags``, segmentation-only checks) that fired and why.
+QC flags (``ssll.qc.qc_flags``, the checks that need no refinement, the network's expected Dice included) that
+fired and why.
 
 Run:  python bench/acdc_clinical.py --out bench/results/acdc_clinical
 """
@@ -25,6 +26,7 @@ import yaml  # noqa: E402
 
 from ssll.io import load_image, load_labels  # noqa: E402
 from ssll.measures import cardiac_measures, phase_measures  # noqa: E402
+from ssll.nn.confidence import expected_dice  # noqa: E402
 from ssll.nn.data import acdc_cases  # noqa: E402
 from ssll.nn.infer import finish_segmentation, landmark_points, load_model, predict  # noqa: E402
 from ssll.preprocess import preprocess_volume  # noqa: E402
@@ -53,13 +55,14 @@ def main() -> None:
         if c["patient"] in val:
             by_patient.setdefault(c["patient"], {})[c["phase"]] = c
     for patient, phases in sorted(by_patient.items()):
-        auto_ph, gt_ph, segs, lms = {}, {}, {}, {}
+        auto_ph, gt_ph, segs, lms, scores = {}, {}, {}, {}, {}
         for ph, c in phases.items():
             img = load_image(c["image"])
             gt = load_labels(c["labels"], "acdc")
             work, rec = preprocess_volume(img)
             lab, lmap, _, prob = predict(model, work.array[None], return_prob=True)
             seg = finish_segmentation(lab[0], lmap[0], prob[0], rec)
+            scores[ph] = expected_dice(prob[0], seg.labels, seg.fov)
             auto_ph[ph] = phase_measures(seg.original, gt.spacing)
             gt_ph[ph] = phase_measures(gt.array, gt.spacing)
             segs[ph] = seg.labels
@@ -68,7 +71,7 @@ def main() -> None:
         truth = {"patient": patient, **cardiac_measures(gt_ph["ED"], gt_ph["ES"])}
         auto_rows.append(auto)
         gt_rows.append(truth)
-        for f in qc_flags(segmentations=segs, refined=None, landmarks_mm=lms, measures=auto):
+        for f in qc_flags(segmentations=segs, refined=None, landmarks_mm=lms, measures=auto, expected_dice=scores):
             flag_rows.append({"patient": patient, **f})
         print(patient, {k: round(auto[k], 1) for k in COLS}, "truth", {k: round(truth[k], 1) for k in COLS}, flush=True)
     auto_df, gt_df = pd.DataFrame(auto_rows), pd.DataFrame(gt_rows)

@@ -46,12 +46,13 @@ from ssll.nn.infer import finish_segmentation, load_model, predict  # noqa: E402
 from ssll.phantom import require_bank  # noqa: E402
 from ssll.preprocess import preprocess_volume  # noqa: E402
 from ssll.qc import MIN_EXPECTED_DICE  # noqa: E402
+from ssll.types import Volume  # noqa: E402
 
 STRUCTS = ["lv_cavity", "lv_wall", "rv_cavity", "rv_wall"]
 FLAGGED = ["lv_cavity", "lv_wall", "rv_cavity"]
 
 
-def one_volume(model, image, record_truth=None):
+def one_volume(model, image):
     """Network output as ``ssll segment`` writes it, and its expected Dice (working grid)."""
     work, rec = preprocess_volume(image)
     lab, lmap, _, prob = predict(model, work.array[None], return_prob=True)
@@ -103,8 +104,6 @@ def main() -> None:
     shapes = require_bank(a.biv_me)
     for seed in range(30000, 30000 + a.n_phantoms):
         t = lr_target(shapes, seed)
-        from ssll.types import Volume
-
         seg, _, exp = one_volume(model, Volume(t.sim["image"], t.sim["affine"]))
         r = {"set": "phantom", "case": str(seed), "phase": "ED", "group": "phantom"}
         for k, s in enumerate(STRUCTS, 1):

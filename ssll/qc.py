@@ -236,7 +236,7 @@ def qc_flags(
                if (v := scores.get(name)) is not None and v < MIN_EXPECTED_DICE}
         if low:
             add("low_expected_dice", phase, "the network expects Dice " + ", ".join(
-                f"{name} {v:.2f}" for name, v in low.items()) + f" (< {MIN_EXPECTED_DICE:.2f})")
+                f"{name} {v:.3f}" for name, v in low.items()) + f" (< {MIN_EXPECTED_DICE:.2f})")
         rec = (refine_records or {}).get(phase)
         if rec:
             ends = [s["levels"][-1]["consistency_end"] for s in rec.get("selected", [])]

@@ -80,7 +80,7 @@ def test_low_expected_dice_is_flagged_below_the_threshold_for_the_cavities_and_l
     assert flags({"ED": fine, "ES": fine}) == [] and flags({}) == []
     assert flags({"ED": fine, "ES": poor}) == [
         {"flag": "low_expected_dice", "phase": "ES",
-         "reason": f"the network expects Dice lv_cavity 0.42, rv_cavity 0.47 (< {MIN_EXPECTED_DICE:.2f})"}]
+         "reason": f"the network expects Dice lv_cavity 0.420, rv_cavity 0.470 (< {MIN_EXPECTED_DICE:.2f})"}]
 
 
 def test_run_qc_flags_records_the_expected_dice_and_refuses_a_bad_record(tmp_path: Path) -> None:
