@@ -5,7 +5,9 @@ increasing column index) and the column direction ``c`` (towards increasing row 
 PixelSpacing is (row spacing, column spacing) in mm. Slices are ordered along the slice normal
 ``n = r x c`` by the projection of ImagePositionPatient on ``n``; the third axis of the volume
 is the mean step between consecutive slice positions (so a tilted stack stays exact). Phases
-within a slice position are ordered by TriggerTime, or InstanceNumber where that is absent.
+within a slice position are ordered by TriggerTime, or InstanceNumber where that is absent. A
+stack may be one series or one series per slice position (UK Biobank); a slice position held by
+several series (acquired again) takes the series of highest SeriesNumber.
 The array is indexed ``[column, row, slice, phase]`` and the affine is converted to RAS+.
 
 ED/ES choice for a cine: ED is frame 0 unless given; ES, unless given, is the frame whose
@@ -15,6 +17,7 @@ segmentation exists, the frame with the smallest LV cavity (:func:`es_from_lv_vo
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +28,8 @@ import SimpleITK as sitk
 from ssll.errors import DicomError, InputImageError
 from ssll.types import Array, PathLike, Volume
 
+log = logging.getLogger("ssll.ingest")
+
 __all__ = ["CinePhases", "choose_phases", "dicom_layout", "es_from_lv_volumes", "frame", "read_dicom_cine", "run_ingest"]
 
 _TAGS = {
@@ -34,6 +39,7 @@ _TAGS = {
     "trigger": "0018|1060",
     "instance": "0020|0013",
     "series": "0020|000e",
+    "series_number": "0020|0011",
     "rows": "0028|0010",
     "cols": "0028|0011",
 }
@@ -98,20 +104,61 @@ def _floats(text: str, n: int, tag: str, path: Path) -> Array:
     return vals
 
 
+def _one_series_per_slice(root: Path, infos: list[tuple[Path, dict]], normal: Array) -> list[tuple[Path, dict]]:
+    """The images of a stack stored as one series per slice position (as UK Biobank stores its
+    short-axis cines): every series must hold a single slice position; where several series hold the
+    same position (a slice acquired again), the one of highest SeriesNumber (the later) is kept and the
+    others are logged as dropped.
+
+    Raises:
+        DicomError: a series holds several slice positions (several multi-slice series in one folder),
+            or repeated series of one position cannot be ordered (SeriesNumber missing or equal).
+    """
+    by_series: dict[str, list[tuple[Path, dict]]] = defaultdict(list)
+    for p, m in infos:
+        by_series[m["series"]].append((p, m))
+    by_pos: dict[float, list[tuple[float, str]]] = defaultdict(list)
+    for uid, items in by_series.items():
+        pos = {round(float(_floats(m["ipp"], 3, "ImagePositionPatient", p) @ normal), 2) for p, m in items}
+        if len(pos) > 1:
+            raise DicomError(f"{root}: {len(by_series)} series in one folder, and series {uid} ({items[0][0].name}) "
+                             f"holds {len(pos)} slice positions; give one series per folder, or one series per slice "
+                             "position")
+        num = items[0][1]["series_number"]
+        try:
+            number = float(num) if num not in (None, "") else float("nan")
+        except ValueError:
+            number = float("nan")
+        by_pos[pos.pop()].append((number, uid))
+    keep: set[str] = set()
+    for pos, cands in sorted(by_pos.items()):
+        if len(cands) > 1:
+            numbers = [n for n, _ in cands]
+            if not all(np.isfinite(numbers)) or len(set(numbers)) != len(numbers):
+                raise DicomError(f"{root}: {len(cands)} series at slice position {pos} mm and no distinct "
+                                 "SeriesNumber to tell which was acquired last")
+            cands.sort()
+            log.warning("%s: slice position %s mm was acquired %d times; using series %g, dropping %s", root, pos,
+                        len(cands), cands[-1][0], ", ".join(f"{n:g}" for n, _ in cands[:-1]))
+        keep.add(cands[-1][1])
+    return [(p, m) for p, m in infos if m["series"] in keep]
+
+
 def dicom_layout(folder: PathLike) -> tuple[list[list[Path]], Array]:
     """Read a short-axis cine DICOM series from a folder into a 4D volume.
 
     See :func:`dicom_layout` for the ordering rules and the errors raised.
 
     Args:
-        folder: folder holding the DICOM files of one series (any file names).
+        folder: folder holding the DICOM files of one series (any file names), or of one series per
+            slice position (UK Biobank's layout; a position acquired again: the later series is used).
 
     Returns:
         ``paths[k][t]``, the file of slice ``k`` (ordered along the normal) and phase ``t``, and
         the RAS+ voxel-to-world affine (mm) of the stack.
 
     Raises:
-        DicomError: no DICOM files, several series, mixed orientations or pixel spacings,
+        DicomError: no DICOM files, several multi-slice series, mixed orientations or pixel spacings,
             duplicate slices, slice positions with different phase counts (missing images),
             or uneven slice spacing (a missing slice).
     """
@@ -134,15 +181,14 @@ def dicom_layout(folder: PathLike) -> tuple[list[list[Path]], Array]:
         infos.append((p, meta))
     if not infos:
         raise DicomError(f"{root}: no readable DICOM image files")
-    series = {m["series"] for _, m in infos}
-    if len(series) > 1:
-        raise DicomError(f"{root}: {len(series)} series mixed in one folder; give one series per folder")
     iop0 = _floats(infos[0][1]["iop"], 6, "ImageOrientationPatient", infos[0][0])
     sp0 = _floats(infos[0][1]["spacing"], 2, "PixelSpacing", infos[0][0])
     r, c = iop0[:3], iop0[3:]
     normal = np.cross(r, c)
     if abs(np.linalg.norm(normal) - 1.0) > 1e-3:
         raise DicomError(f"{infos[0][0]}: ImageOrientationPatient is not two orthonormal vectors")
+    if len({m["series"] for _, m in infos}) > 1:
+        infos = _one_series_per_slice(root, infos, normal)
     by_pos: dict[float, list[tuple[float, int, Path, Array]]] = defaultdict(list)
     positions: dict[float, Array] = {}
     for p, m in infos:

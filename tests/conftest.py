@@ -87,8 +87,16 @@ def write_dicom_series(
     skip: set[tuple[int, int]] = frozenset(),
     duplicate: tuple[int, int] | None = None,
     tilt_slice: int | None = None,
+    series_per_slice: bool = False,
+    repeat_slice: int | None = None,
+    series_numbers: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Write a synthetic cine series; pixel value encodes (slice, phase, row, col).
+
+    ``series_per_slice``: each slice position its own series (UK Biobank's layout), SeriesNumber
+    10 + slice; ``repeat_slice``: that slice acquired again, as a second series of SeriesNumber 99
+    written first, with pixel values 5000 higher (the expected array holds the repeat's values);
+    ``series_numbers``: False leaves SeriesNumber out.
 
     Returns the expected array ``(cols, rows, slices, phases)`` and RAS affine.
     """
@@ -100,13 +108,19 @@ def write_dicom_series(
     data = np.zeros((cols, rows, n_slices, n_phases), np.float32)
     inst = 0
     # write slices in a scrambled order so reading must sort them
-    for k in [2, 0, 3, 1] + list(range(4, n_slices)) if n_slices >= 4 else range(n_slices):
+    order = [2, 0, 3, 1] + list(range(4, n_slices)) if n_slices >= 4 else list(range(n_slices))
+    writes = ([(repeat_slice, True)] if repeat_slice is not None else []) + [(k, False) for k in order]
+    for k, again in writes:
         for t in range(n_phases):
             inst += 1
             if (k, t) in skip:
                 continue
             arr = (1000 * k + 100 * t + np.add.outer(np.arange(rows), 2 * np.arange(cols))).astype(np.int16)
-            data[:, :, k, t] = arr.T
+            if again:
+                arr = arr + 5000
+                data[:, :, k, t] = arr.T
+            elif k != repeat_slice:
+                data[:, :, k, t] = arr.T
             img = sitk.GetImageFromArray(arr[None])
             img.SetSpacing((spacing[1], spacing[0], step))
             ipp = origin + k * step * n
@@ -115,7 +129,7 @@ def write_dicom_series(
                 iop = np.concatenate([[1.0, 0.0, 0.0], [0.0, 0.6, -0.8]])
             tags = {
                 "0008|0060": "MR",
-                "0020|000e": "1.2.826.0.1.3680043.2.1125.1",
+                "0020|000e": "1.2.826.0.1.3680043.2.1125.1" + (f".{k}{'.9' if again else ''}" if series_per_slice else ""),
                 "0020|000d": "1.2.826.0.1.3680043.2.1125.2",
                 "0020|0032": "\\".join(f"{v:.4f}" for v in ipp),
                 "0020|0037": "\\".join(f"{v:.6f}" for v in iop),
@@ -124,6 +138,8 @@ def write_dicom_series(
                 "0020|0013": str(inst),
                 "0018|0050": str(step),
             }
+            if series_numbers:
+                tags["0020|0011"] = str(99 if again else 10 + k if series_per_slice else 1)
             for key, v in tags.items():
                 img.SetMetaData(key, v)
             w = sitk.ImageFileWriter()

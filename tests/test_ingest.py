@@ -92,6 +92,35 @@ def test_dicom_empty_folder(tmp_path: Path) -> None:
         read_dicom_cine(tmp_path / "e")
 
 
+def test_dicom_one_series_per_slice_reads_as_the_same_stack(tmp_path: Path) -> None:
+    # UK Biobank stores a short-axis cine as one series per slice position
+    expected, affine = write_dicom_series(tmp_path / "s", n_slices=5, series_per_slice=True)
+    vol = read_dicom_cine(tmp_path / "s")
+    np.testing.assert_array_equal(vol.array, expected)
+    np.testing.assert_allclose(vol.affine, affine, atol=1e-3)
+
+
+def test_dicom_slice_acquired_again_uses_the_later_series(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    expected, _ = write_dicom_series(tmp_path / "s", series_per_slice=True, repeat_slice=1)
+    with caplog.at_level("WARNING", logger="ssll.ingest"):
+        vol = read_dicom_cine(tmp_path / "s")
+    np.testing.assert_array_equal(vol.array, expected)  # slice 1 from the repeat (SeriesNumber 99, not 11)
+    assert vol.array[0, 0, 1, 0] == 6000 and vol.array[0, 0, 2, 0] == 2000
+    assert "acquired 2 times; using series 99, dropping 11" in caplog.text
+    write_dicom_series(tmp_path / "n", series_per_slice=True, repeat_slice=1, series_numbers=False)
+    with pytest.raises(DicomError, match="no distinct SeriesNumber"):
+        read_dicom_cine(tmp_path / "n")
+
+
+def test_dicom_two_multi_slice_series_in_one_folder(tmp_path: Path) -> None:
+    write_dicom_series(tmp_path / "s", series_per_slice=True)
+    write_dicom_series(tmp_path / "t")  # one series over all four positions
+    for f in (tmp_path / "t").iterdir():
+        f.rename(tmp_path / "s" / f"t_{f.name}")
+    with pytest.raises(DicomError, match="holds 4 slice positions; give one series per folder"):
+        read_dicom_cine(tmp_path / "s")
+
+
 @pytest.mark.real_data
 def test_sunnybrook_real_series() -> None:
     folder = SHARED_DATA / "sunnybrook" / "dicoms" / "SCD0000101"
