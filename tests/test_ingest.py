@@ -5,6 +5,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import SimpleITK as sitk
 from conftest import SHARED_DATA, write_dicom_series, write_nifti
 
 from ssll.errors import DicomError, InputImageError
@@ -129,6 +130,31 @@ def test_sunnybrook_real_series() -> None:
     vol = read_dicom_cine(folder)
     assert vol.array.shape == (256, 256, 12, 20)
     np.testing.assert_allclose(vol.spacing, (1.367188, 1.367188, 10.0), atol=1e-3)
+
+
+@pytest.mark.real_data
+def test_sunnybrook_split_into_one_series_per_slice_reads_the_same(tmp_path: Path) -> None:
+    folder = SHARED_DATA / "sunnybrook" / "dicoms" / "SCD0000101"
+    if not folder.is_dir():
+        pytest.skip("Sunnybrook data absent")
+    ref = read_dicom_cine(folder)
+    uids: dict[str, str] = {}
+    for p in sorted(folder.iterdir()):
+        try:
+            img = sitk.ReadImage(str(p))
+        except RuntimeError:
+            continue
+        ipp = img.GetMetaData("0020|0032")  # each slice position its own series, as UK Biobank stores a stack
+        uids.setdefault(ipp, f"{img.GetMetaData('0020|000e')}.{len(uids) + 1}")
+        img.SetMetaData("0020|000e", uids[ipp])
+        w = sitk.ImageFileWriter()
+        w.KeepOriginalImageUIDOn()
+        w.SetFileName(str(tmp_path / p.name))
+        w.Execute(img)
+    assert len(uids) == 12
+    vol = read_dicom_cine(tmp_path)
+    np.testing.assert_array_equal(vol.array, ref.array)
+    np.testing.assert_array_equal(vol.affine, ref.affine)
 
 
 def test_run_ingest_dicom_series(tmp_path: Path) -> None:
