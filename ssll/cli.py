@@ -93,7 +93,8 @@ def _params(text: str | None) -> dict[str, Any]:
 # ---------------------------------------------------------------- ingest
 def _add_ingest(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--image", help="4D cine NIfTI or a folder holding one DICOM cine series")
+    g.add_argument("--image", help="4D cine NIfTI, a folder holding one DICOM cine series (or one series per slice "
+                   "position), or a zip archive of such a folder")
     g.add_argument("--ed-image", help="3D ED volume (with --es-image)")
     p.add_argument("--es-image", help="3D ES volume (with --ed-image)")
     p.add_argument("--ed", type=int, default=None, help="ED frame index (0-based); default 0")

@@ -30,7 +30,8 @@ from ssll.types import Array, PathLike, Volume
 
 log = logging.getLogger("ssll.ingest")
 
-__all__ = ["CinePhases", "choose_phases", "dicom_layout", "es_from_lv_volumes", "frame", "read_dicom_cine", "run_ingest"]
+__all__ = ["CinePhases", "choose_phases", "dicom_layout", "es_from_lv_volumes", "frame", "read_dicom_cine",
+           "read_dicom_zip", "run_ingest"]
 
 _TAGS = {
     "ipp": "0020|0032",
@@ -266,6 +267,34 @@ def read_dicom_cine(folder: PathLike) -> Volume:
     return Volume(data, ras)
 
 
+def read_dicom_zip(path: PathLike) -> Volume:
+    """Read a short-axis cine DICOM series from a zip archive (as UK Biobank ships each study),
+    without unpacking it beside the data: the archive's files are extracted, flat and under their
+    index (no member path is followed), into a temporary folder that is removed afterwards, and read
+    as :func:`read_dicom_cine` reads a folder. Non-DICOM members (a manifest) are skipped.
+
+    Raises:
+        DicomError: not a readable zip archive, or see :func:`dicom_layout` (messages name the archive).
+    """
+    import tempfile
+    import zipfile
+
+    src = Path(path)
+    try:
+        with zipfile.ZipFile(src) as zf, tempfile.TemporaryDirectory(prefix="ssll-dicom-") as tmp:
+            for i, info in enumerate(m for m in zf.infolist() if not m.is_dir()):
+                name = Path(info.filename.replace("\\", "/")).name
+                with zf.open(info) as fin, open(Path(tmp) / f"{i:06d}_{name}", "wb") as fout:
+                    while chunk := fin.read(1 << 20):
+                        fout.write(chunk)
+            try:
+                return read_dicom_cine(tmp)
+            except InputImageError as exc:
+                raise type(exc)(str(exc).replace(tmp, str(src))) from None
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as exc:
+        raise DicomError(f"{src}: not a readable zip archive of DICOM files ({exc})") from None
+
+
 def run_ingest(
     *,
     out_ed: PathLike,
@@ -279,7 +308,7 @@ def run_ingest(
 ) -> CinePhases:
     """Write the ED and ES 3D volumes of a study (I/O layer of the ``ingest`` stage).
 
-    Input is either ``image`` (a 4D cine NIfTI or a DICOM cine folder; frames chosen by
+    Input is either ``image`` (a 4D cine NIfTI, a DICOM cine folder or a zip archive of one; frames chosen by
     :func:`choose_phases`) or the two 3D files ``ed_image`` and ``es_image`` (copied with
     their geometry unchanged).
 
@@ -290,8 +319,8 @@ def run_ingest(
 
     if image is not None:
         src = Path(image)
-        if src.is_dir():
-            cine = read_dicom_cine(src)
+        if src.is_dir() or src.suffix.lower() == ".zip":
+            cine = read_dicom_cine(src) if src.is_dir() else read_dicom_zip(src)
             if cine.array.shape[3] == 1:
                 raise DicomError(f"{src}: a single-phase series; ED and ES need a cine")
         else:

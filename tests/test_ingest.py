@@ -157,6 +157,36 @@ def test_sunnybrook_split_into_one_series_per_slice_reads_the_same(tmp_path: Pat
     np.testing.assert_array_equal(vol.affine, ref.affine)
 
 
+def test_run_ingest_reads_a_zip_archive_and_follows_no_member_path(tmp_path: Path) -> None:
+    import zipfile
+
+    expected, affine = write_dicom_series(tmp_path / "s", n_phases=4, series_per_slice=True)
+    archive = tmp_path / "study" / "1234567_20209_2_0.zip"
+    archive.parent.mkdir()
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("manifest.csv", "filename,series description\n")  # not DICOM: skipped
+        for i, f in enumerate(sorted((tmp_path / "s").iterdir())):
+            # nested names and one that climbs out of the folder: extracted flat, under their index
+            zf.write(f, f"../escape_{f.name}" if i == 0 else f"sax/{f.name}")
+    ph = run_ingest(image=archive, ed=0, es=3, out_ed=tmp_path / "ed.nii.gz", out_es=tmp_path / "es.nii.gz",
+                    out_record=tmp_path / "r.json")
+    es = nib.load(str(tmp_path / "es.nii.gz"))
+    np.testing.assert_allclose(es.affine, affine, atol=1e-3)
+    np.testing.assert_array_equal(np.asarray(es.dataobj), expected[..., 3])
+    assert (ph.ed, ph.es) == (0, 3)
+    assert sorted(p.name for p in (tmp_path / "study").iterdir()) == ["1234567_20209_2_0.zip"]  # nothing unpacked
+    assert not any(p.name.startswith("escape_") for p in tmp_path.rglob("*"))
+    bad = tmp_path / "bad.zip"
+    bad.write_bytes(b"PK not really")
+    with pytest.raises(DicomError, match="bad.zip: not a readable zip archive"):
+        run_ingest(image=bad, out_ed=tmp_path / "e2.nii.gz", out_es=tmp_path / "s2.nii.gz", out_record=tmp_path / "r2.json")
+    with zipfile.ZipFile(tmp_path / "empty.zip", "w") as zf:
+        zf.writestr("manifest.csv", "nothing\n")
+    with pytest.raises(DicomError, match=r"empty.zip: no readable DICOM image files"):
+        run_ingest(image=tmp_path / "empty.zip", out_ed=tmp_path / "e3.nii.gz", out_es=tmp_path / "s3.nii.gz",
+                   out_record=tmp_path / "r3.json")
+
+
 def test_run_ingest_dicom_series(tmp_path: Path) -> None:
     expected, affine = write_dicom_series(tmp_path / "s", n_phases=4)
     ph = run_ingest(image=tmp_path / "s", ed=0, es=2, out_ed=tmp_path / "ed.nii.gz", out_es=tmp_path / "es.nii.gz",
