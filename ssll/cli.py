@@ -321,6 +321,23 @@ def _run_evaluate(a: argparse.Namespace) -> None:
                  convention=a.convention, out_json=a.out_json)
 
 
+# ---------------------------------------------------------------- sheet
+def _add_sheet(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="folder with one study per entry: ACDC patient folders (Info.cfg), "
+                   "DICOM cine folders, zipped DICOM cines (UK Biobank), 4D NIfTI cines")
+    p.add_argument("--out-tsv", required=True, help="the subject sheet to write (config: subjects)")
+
+
+def _run_sheet(a: argparse.Namespace) -> None:
+    from ssll.subjects import run_sheet
+
+    n, skipped = run_sheet(data=a.data, out_tsv=a.out_tsv)
+    for line in skipped:
+        log.warning("left out: %s", line)
+    log.info("%d subject(s) written to %s, %d entr%s left out", n, a.out_tsv, len(skipped),
+             "y" if len(skipped) == 1 else "ies")
+
+
 # ---------------------------------------------------------------- report
 def _add_report(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sheet", required=True, help="the subject sheet (TSV)")
@@ -455,6 +472,8 @@ def _run_refine(a: argparse.Namespace) -> None:
 
 
 _REGISTRY: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], Any]]] = [
+    ("sheet", "the subject sheet of a data folder (ACDC folders, DICOM folders or zips, 4D NIfTI)", _add_sheet,
+     _run_sheet),
     ("ingest", "study (4D NIfTI, DICOM cine or ED/ES files) -> ED and ES volumes", _add_ingest, _run_ingest),
     ("preprocess", "resample to 1.25x1.25x2 mm, fit to 192x192x80, clip and scale intensities", _add_preprocess, _run_preprocess),
     ("segment", "SSLLN: segmentation (5 classes) and landmark maps for many volumes, one model load", _add_segment, _run_segment),

@@ -8,7 +8,11 @@ from pathlib import Path
 
 from ssll.errors import SsllError
 
-__all__ = ["SUBJECT_ID_PATTERN", "missing_input", "read_subject_sheet", "result_paths", "validate_subject_id"]
+__all__ = ["SHEET_COLUMNS", "SUBJECT_ID_PATTERN", "discover_subjects", "missing_input", "read_subject_sheet",
+           "result_paths", "run_sheet", "validate_subject_id"]
+
+#: the subject sheet's columns (workflow/schemas/subjects.schema.yaml)
+SHEET_COLUMNS = ["subject", "image", "ed_image", "es_image", "ed_frame", "es_frame", "gt_ed", "gt_es", "gt_convention"]
 
 #: Letters, digits, ``_``, ``-`` and ``.``; starts with a letter or digit; at most 64 characters.
 SUBJECT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -63,3 +67,125 @@ def result_paths(results: str | Path, subject: str) -> dict[str, Path]:
     r = Path(results)
     return {"measures": r / "measures" / f"{subject}.tsv", "flags": r / "qc" / subject / "flags.json",
             "evaluate": r / "evaluate" / f"{subject}.json", "qc": r / "qc" / subject}
+
+
+#: files beside the studies that are not studies (a data set's notes and tables): passed over silently
+_NOT_STUDIES = {".md", ".txt", ".csv", ".tsv", ".json", ".cfg", ".pdf", ".html", ".yaml", ".yml"}
+
+
+def _is_dicom(path: Path) -> bool:
+    """A DICOM Part 10 file: ``DICM`` after the 128-byte preamble."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for ext in (".nii.gz", ".nii", ".zip"):
+        if name.lower().endswith(ext):
+            return name[: -len(ext)]
+    return name
+
+
+def _acdc_row(folder: Path) -> dict[str, str]:
+    """A row from an ACDC-style patient folder: ``Info.cfg`` (``ED: n``, ``ES: n``, 1-based frames) and
+    ``<name>_frameNN.nii.gz`` (ground truth ``..._gt.nii.gz`` where present), or ``<name>_4d.nii.gz``."""
+    info: dict[str, str] = {}
+    for line in (folder / "Info.cfg").read_text(errors="replace").splitlines():
+        key, _, value = line.partition(":")
+        info[key.strip()] = value.strip()
+    try:
+        ed, es = int(float(info["ED"])), int(float(info["ES"]))
+    except (KeyError, ValueError):
+        raise SsllError(f"{folder / 'Info.cfg'}: no ED and ES frame numbers") from None
+    name = folder.name
+    frames = {ph: folder / f"{name}_frame{n:02d}.nii.gz" for ph, n in (("ed", ed), ("es", es))}
+    row = dict.fromkeys(SHEET_COLUMNS, "")
+    row["subject"] = name
+    if all(f.is_file() for f in frames.values()):
+        row.update(ed_image=str(frames["ed"]), es_image=str(frames["es"]))
+        gts = {ph: f.with_name(f.name.replace(".nii.gz", "_gt.nii.gz")) for ph, f in frames.items()}
+        if all(g.is_file() for g in gts.values()):
+            row.update(gt_ed=str(gts["ed"]), gt_es=str(gts["es"]), gt_convention="acdc")
+    elif (folder / f"{name}_4d.nii.gz").is_file():
+        row.update(image=str(folder / f"{name}_4d.nii.gz"), ed_frame=str(ed - 1), es_frame=str(es - 1))
+    else:
+        raise SsllError(f"{folder}: Info.cfg names frames {ed} and {es}, but neither {frames['ed'].name} and "
+                        f"{frames['es'].name} nor {name}_4d.nii.gz is there")
+    return row
+
+
+def discover_subjects(data: str | Path) -> tuple[list[dict[str, str]], list[str]]:
+    """The subject sheet of a data folder, one subject per entry (sorted by name):
+
+    * a folder with ``Info.cfg`` (the ACDC layout): its ED and ES frame files, with the expert labels
+      as ground truth (``acdc`` convention) where present, or its 4D file with the frames;
+    * a folder holding DICOM files: a DICOM cine (one series, or one per slice position);
+    * a ``.zip`` file: a zipped DICOM cine (UK Biobank's ``<eid>_20209_<instance>_0.zip``);
+    * a 4D ``.nii``/``.nii.gz`` file: a cine (ED frame 0, ES chosen by ``ssll ingest``).
+
+    The subject id is the folder's name or the file's name without its extension. Paths are absolute.
+
+    Returns:
+        ``(rows, skipped)``: sheet rows (:data:`SHEET_COLUMNS`) and one line per entry left out, saying why
+        (an invalid id, a 3D NIfTI, an ACDC folder without its frames, nothing recognised).
+
+    Raises:
+        SsllError: ``data`` is not a folder, or two entries give the same subject id.
+    """
+    import nibabel as nib
+
+    root = Path(data)
+    if not root.is_dir():
+        raise SsllError(f"{root}: not a folder")
+    rows: list[dict[str, str]] = []
+    skipped: list[str] = []
+    seen: dict[str, Path] = {}
+    for entry in sorted(root.iterdir()):
+        if entry.name.startswith(".") or (entry.is_file() and entry.suffix.lower() in _NOT_STUDIES):
+            continue
+        entry = entry.absolute()
+        subject = _stem(entry) if entry.is_file() else entry.name
+        try:
+            validate_subject_id(subject)
+            if entry.is_dir() and (entry / "Info.cfg").is_file():
+                row = _acdc_row(entry)
+            elif entry.is_dir():
+                if not any(_is_dicom(f) for f in sorted(entry.iterdir())[:20] if f.is_file()):
+                    raise SsllError(f"{entry}: no DICOM files (and no Info.cfg)")
+                row = {**dict.fromkeys(SHEET_COLUMNS, ""), "subject": subject, "image": str(entry)}
+            elif entry.name.lower().endswith(".zip"):
+                row = {**dict.fromkeys(SHEET_COLUMNS, ""), "subject": subject, "image": str(entry)}
+            elif entry.name.lower().endswith((".nii", ".nii.gz")):
+                try:
+                    ndim = len(nib.load(str(entry)).header.get_data_shape())
+                except Exception as exc:  # noqa: BLE001 - any unreadable header is reported, not raised
+                    raise SsllError(f"{entry}: not a readable NIfTI ({exc})") from None
+                if ndim != 4:
+                    raise SsllError(f"{entry}: a {ndim}D NIfTI; a cine needs 4D (give ED and ES files in a sheet)")
+                row = {**dict.fromkeys(SHEET_COLUMNS, ""), "subject": subject, "image": str(entry)}
+            else:
+                raise SsllError(f"{entry}: not a study (folder, .zip or 4D NIfTI)")
+        except SsllError as exc:
+            skipped.append(str(exc))
+            continue
+        if subject in seen:
+            raise SsllError(f"{root}: subject {subject!r} given by both {seen[subject].name} and {entry.name}")
+        seen[subject] = entry
+        rows.append(row)
+    return rows, skipped
+
+
+def run_sheet(*, data: str | Path, out_tsv: str | Path) -> tuple[int, list[str]]:
+    """I/O layer of ``ssll sheet``: write the subject sheet of :func:`discover_subjects` (TSV)."""
+    import pandas as pd
+
+    from ssll.io import atomic_path
+
+    rows, skipped = discover_subjects(data)
+    with atomic_path(out_tsv) as tmp:
+        pd.DataFrame(rows, columns=SHEET_COLUMNS).to_csv(tmp, sep="\t", index=False)
+    return len(rows), skipped
