@@ -7,7 +7,8 @@ PixelSpacing is (row spacing, column spacing) in mm. Slices are ordered along th
 is the mean step between consecutive slice positions (so a tilted stack stays exact). Phases
 within a slice position are ordered by TriggerTime, or InstanceNumber where that is absent. A
 stack may be one series or one series per slice position (UK Biobank); a slice position held by
-several series (acquired again) takes the series of highest SeriesNumber.
+several series (acquired again) takes the series of highest SeriesNumber, and a multi-slice series
+beside per-slice ones (UK Biobank's InlineVF copy) is not read.
 The array is indexed ``[column, row, slice, phase]`` and the affine is converted to RAS+.
 
 ED/ES choice for a cine: ED is frame 0 unless given; ES, unless given, is the frame whose
@@ -41,6 +42,7 @@ _TAGS = {
     "instance": "0020|0013",
     "series": "0020|000e",
     "series_number": "0020|0011",
+    "description": "0008|103e",
     "rows": "0028|0010",
     "cols": "0028|0011",
 }
@@ -107,30 +109,43 @@ def _floats(text: str, n: int, tag: str, path: Path) -> Array:
 
 def _one_series_per_slice(root: Path, infos: list[tuple[Path, dict]], normal: Array) -> list[tuple[Path, dict]]:
     """The images of a stack stored as one series per slice position (as UK Biobank stores its
-    short-axis cines): every series must hold a single slice position; where several series hold the
-    same position (a slice acquired again), the one of highest SeriesNumber (the later) is kept and the
-    others are logged as dropped.
+    short-axis cines): where several series hold the same position (a slice acquired again), the one
+    of highest SeriesNumber (the later) is kept and the others are logged as dropped. A series over
+    several positions beside per-slice series of at least two positions is a copy of the stack (UK
+    Biobank's zips add one, ``CINE_segmented_SAX_InlineVF``, made by the scanner's inline analysis):
+    it is dropped, with a warning naming its SeriesDescription.
 
     Raises:
-        DicomError: a series holds several slice positions (several multi-slice series in one folder),
-            or repeated series of one position cannot be ordered (SeriesNumber missing or equal).
+        DicomError: several series over several positions and fewer than two per-slice positions
+            beside them, or repeated series of one position that cannot be ordered (SeriesNumber
+            missing or equal).
     """
     by_series: dict[str, list[tuple[Path, dict]]] = defaultdict(list)
     for p, m in infos:
         by_series[m["series"]].append((p, m))
     by_pos: dict[float, list[tuple[float, str]]] = defaultdict(list)
+    multi: dict[str, int] = {}
     for uid, items in by_series.items():
         pos = {round(float(_floats(m["ipp"], 3, "ImagePositionPatient", p) @ normal), 2) for p, m in items}
         if len(pos) > 1:
-            raise DicomError(f"{root}: {len(by_series)} series in one folder, and series {uid} ({items[0][0].name}) "
-                             f"holds {len(pos)} slice positions; give one series per folder, or one series per slice "
-                             "position")
+            multi[uid] = len(pos)
+            continue
         num = items[0][1]["series_number"]
         try:
             number = float(num) if num not in (None, "") else float("nan")
         except ValueError:
             number = float("nan")
         by_pos[pos.pop()].append((number, uid))
+    if multi:
+        uid, n_pos = next(iter(multi.items()))
+        if len(by_pos) < 2:
+            raise DicomError(f"{root}: {len(by_series)} series in one folder, and series {uid} "
+                             f"({by_series[uid][0][0].name}) holds {n_pos} slice positions; give one series per "
+                             "folder, or one series per slice position")
+        for uid, n_pos in multi.items():
+            desc = (by_series[uid][0][1].get("description") or "").strip() or "no SeriesDescription"
+            log.warning("%s: series %s (%s) holds %d slice positions beside %d one-slice series; it is taken for a "
+                        "copy of the stack and not read", root, uid, desc, n_pos, len(by_pos))
     keep: set[str] = set()
     for pos, cands in sorted(by_pos.items()):
         if len(cands) > 1:

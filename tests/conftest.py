@@ -90,13 +90,18 @@ def write_dicom_series(
     series_per_slice: bool = False,
     repeat_slice: int | None = None,
     series_numbers: bool = True,
+    description: str | None = None,
+    offset: int = 0,
+    uid: str = "1.2.826.0.1.3680043.2.1125.1",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Write a synthetic cine series; pixel value encodes (slice, phase, row, col).
 
     ``series_per_slice``: each slice position its own series (UK Biobank's layout), SeriesNumber
     10 + slice; ``repeat_slice``: that slice acquired again, as a second series of SeriesNumber 99
     written first, with pixel values 5000 higher (the expected array holds the repeat's values);
-    ``series_numbers``: False leaves SeriesNumber out.
+    ``series_numbers``: False leaves SeriesNumber out; ``description``: the SeriesDescription;
+    ``offset``: added to every pixel value (a second series told apart from the first); ``uid``: the
+    SeriesInstanceUID (per-slice series append ``.k``).
 
     Returns the expected array ``(cols, rows, slices, phases)`` and RAS affine.
     """
@@ -115,7 +120,7 @@ def write_dicom_series(
             inst += 1
             if (k, t) in skip:
                 continue
-            arr = (1000 * k + 100 * t + np.add.outer(np.arange(rows), 2 * np.arange(cols))).astype(np.int16)
+            arr = (offset + 1000 * k + 100 * t + np.add.outer(np.arange(rows), 2 * np.arange(cols))).astype(np.int16)
             if again:
                 arr = arr + 5000
                 data[:, :, k, t] = arr.T
@@ -129,7 +134,7 @@ def write_dicom_series(
                 iop = np.concatenate([[1.0, 0.0, 0.0], [0.0, 0.6, -0.8]])
             tags = {
                 "0008|0060": "MR",
-                "0020|000e": "1.2.826.0.1.3680043.2.1125.1" + (f".{k}{'.9' if again else ''}" if series_per_slice else ""),
+                "0020|000e": uid + (f".{k}{'.9' if again else ''}" if series_per_slice else ""),
                 "0020|000d": "1.2.826.0.1.3680043.2.1125.2",
                 "0020|0032": "\\".join(f"{v:.4f}" for v in ipp),
                 "0020|0037": "\\".join(f"{v:.6f}" for v in iop),
@@ -138,6 +143,8 @@ def write_dicom_series(
                 "0020|0013": str(inst),
                 "0018|0050": str(step),
             }
+            if description is not None:
+                tags["0008|103e"] = description
             if series_numbers:
                 tags["0020|0011"] = str(99 if again else 10 + k if series_per_slice else 1)
             for key, v in tags.items():

@@ -13,7 +13,7 @@ from ssll.ingest import choose_phases, es_from_lv_volumes, read_dicom_cine, run_
 
 
 def _cine(n_frames: int = 8, es: int = 5) -> np.ndarray:
-    ii, jj, kk = np.meshgrid(np.arange(24), np.arange(24), np.arange(5), indexing="ij")
+    ii, jj, _kk = np.meshgrid(np.arange(24), np.arange(24), np.arange(5), indexing="ij")
     r = np.sqrt((ii - 12) ** 2 + (jj - 12) ** 2)
     radii = 8 - 5 * np.sin(np.pi * np.arange(n_frames) / (2 * es)).clip(0) ** 2
     radii[es + 1 :] = np.linspace(radii[es], 8, n_frames - es)[1:]
@@ -113,11 +113,29 @@ def test_dicom_slice_acquired_again_uses_the_later_series(tmp_path: Path, caplog
         read_dicom_cine(tmp_path / "n")
 
 
-def test_dicom_two_multi_slice_series_in_one_folder(tmp_path: Path) -> None:
-    write_dicom_series(tmp_path / "s", series_per_slice=True)
-    write_dicom_series(tmp_path / "t")  # one series over all four positions
+def test_dicom_copy_of_the_stack_beside_per_slice_series_is_not_read(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # UK Biobank's zips hold, beside the per-slice series, one series over every position
+    # (CINE_segmented_SAX_InlineVF); its pixels here are 10000 higher, so reading it would show
+    expected, affine = write_dicom_series(tmp_path / "s", series_per_slice=True, description="CINE_segmented_SAX_b")
+    write_dicom_series(tmp_path / "t", description="CINE_segmented_SAX_InlineVF", offset=10000)
     for f in (tmp_path / "t").iterdir():
         f.rename(tmp_path / "s" / f"t_{f.name}")
+    with caplog.at_level("WARNING", logger="ssll.ingest"):
+        vol = read_dicom_cine(tmp_path / "s")
+    np.testing.assert_array_equal(vol.array, expected)
+    np.testing.assert_allclose(vol.affine, affine, atol=1e-3)
+    assert "(CINE_segmented_SAX_InlineVF) holds 4 slice positions beside 4 one-slice series" in caplog.text
+
+
+def test_dicom_two_multi_slice_series_in_one_folder(tmp_path: Path) -> None:
+    write_dicom_series(tmp_path / "s")  # one series over all four positions
+    write_dicom_series(tmp_path / "t", series_per_slice=True, n_slices=1, offset=10000)  # one slice, its own series
+    write_dicom_series(tmp_path / "u", offset=20000, uid="1.2.826.0.1.3680043.2.1125.77")  # another over all four
+    for sub in ("t", "u"):
+        for f in (tmp_path / sub).iterdir():
+            f.rename(tmp_path / "s" / f"{sub}_{f.name}")
     with pytest.raises(DicomError, match="holds 4 slice positions; give one series per folder"):
         read_dicom_cine(tmp_path / "s")
 
