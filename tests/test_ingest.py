@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import nibabel as nib
@@ -9,7 +10,7 @@ import SimpleITK as sitk
 from conftest import SHARED_DATA, write_dicom_series, write_nifti
 
 from ssll.errors import DicomError, InputImageError
-from ssll.ingest import choose_phases, es_from_lv_volumes, read_dicom_cine, run_ingest
+from ssll.ingest import choose_phases, es_from_lv_volumes, read_dicom_cine, read_dicom_zip, run_ingest
 
 
 def _cine(n_frames: int = 8, es: int = 5) -> np.ndarray:
@@ -173,10 +174,19 @@ def test_sunnybrook_split_into_one_series_per_slice_reads_the_same(tmp_path: Pat
     vol = read_dicom_cine(tmp_path)
     np.testing.assert_array_equal(vol.array, ref.array)
     np.testing.assert_array_equal(vol.affine, ref.affine)
+    # as a UK Biobank zip holds it: the per-slice series plus a copy of the stack as one series (InlineVF)
+    archive = tmp_path.parent / "ukbb_like.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for p in sorted(tmp_path.iterdir()):
+            zf.write(p, f"slices/{p.name}")
+        for p in sorted(folder.iterdir()):
+            zf.write(p, f"inlinevf/{p.name}")
+    vol = read_dicom_zip(archive)
+    np.testing.assert_array_equal(vol.array, ref.array)
+    np.testing.assert_array_equal(vol.affine, ref.affine)
 
 
 def test_run_ingest_reads_a_zip_archive_and_follows_no_member_path(tmp_path: Path) -> None:
-    import zipfile
 
     expected, affine = write_dicom_series(tmp_path / "s", n_phases=4, series_per_slice=True)
     archive = tmp_path / "study" / "1234567_20209_2_0.zip"
