@@ -4,17 +4,22 @@ Each slice of a thick-slice cine stack is acquired in its own breath-hold, so sl
 in-plane against each other. :func:`shift_slices` moves the slices of a working-grid volume by given
 per-slice shifts (mm). :mod:`ssll.simulate` uses it to put the shifts into simulated stacks, and
 :mod:`ssll.refine` uses it to take fitted shifts out before fusion and to put them back on the
-refined model. The module is pure numpy/scipy, so the simulator does not import torch.
+refined model (:func:`labels_as_acquired`); :func:`acquired_slices` names the working-grid slices
+nearest the acquired ones. The module is pure numpy/scipy, so the simulator and the QC do not import
+torch.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from scipy import ndimage
 
+from ssll.preprocess import GridRecord
 from ssll.types import Array
 
-__all__ = ["shift_slices"]
+__all__ = ["acquired_slices", "labels_as_acquired", "shift_slices"]
 
 
 def shift_slices(volume: Array, slices: Array, shifts_mm: Array, spacing_mm: Array, *, order: int = 1) -> Array:
@@ -23,7 +28,7 @@ def shift_slices(volume: Array, slices: Array, shifts_mm: Array, spacing_mm: Arr
     With the shifts a registration fitted (:attr:`ssll.register.FFDResult.slice_shifts`: voxel
     ``v`` of acquired slice ``k`` shows the motion-free model at ``v + shift_k / spacing``),
     ``+shifts`` moves the target's slices onto the model (motion correction, before fusion) and
-    ``-shifts`` moves the model onto the slices as they were acquired (:func:`ssll.refine.labels_as_acquired`).
+    ``-shifts`` moves the model onto the slices as they were acquired (:func:`labels_as_acquired`).
 
     Args:
         volume: ``(I, J, K)`` working-grid array (axis 2 the slice axis).
@@ -51,3 +56,38 @@ def shift_slices(volume: Array, slices: Array, shifts_mm: Array, spacing_mm: Arr
         out[:, :, k] = ndimage.shift(volume[:, :, k], per_k[k], order=order,
                                      mode="nearest" if order else "constant", cval=0)
     return out
+
+
+def labels_as_acquired(refined: Array, affine: Array, record: dict[str, Any]) -> Array:
+    """The motion-free refined model moved back onto each acquired slice's breath-hold position.
+
+    Args:
+        refined: ``(I, J, K)`` refined labels on the working grid (:func:`ssll.refine.refine`).
+        affine: 4x4 working voxel -> world mm.
+        record: :func:`ssll.refine.refine`'s record; its ``slice_shifts_mm`` (None when no shifts were fitted).
+
+    Returns:
+        ``(I, J, K)`` uint8 labels that overlay the input's slices as acquired (``refined`` itself
+        when there are no shifts): what ``ssll refine`` resamples to the input grid.
+    """
+    ss = record.get("slice_shifts_mm")
+    if not ss:
+        return np.asarray(refined, np.uint8)
+    spacing = np.linalg.norm(np.asarray(affine, float)[:3, :3], axis=0)
+    return shift_slices(np.asarray(refined, np.uint8), ss["slices"], -np.asarray(ss["shifts"], float), spacing, order=0)
+
+
+def acquired_slices(record: GridRecord) -> Array | None:
+    """Working-grid slice indices (axis 2) nearest to the input's slice centres, or None when the
+    input is not thicker-sliced than the working grid (every working slice is then informative).
+    """
+    sp_in = np.linalg.norm(np.asarray(record.input_affine)[:3, :3], axis=0)
+    sp_w = np.linalg.norm(np.asarray(record.working_affine)[:3, :3], axis=0)
+    if sp_in[2] < 1.5 * sp_w[2]:
+        return None
+    n = record.input_shape[2]
+    centre = (np.asarray(record.input_shape[:2], float) - 1) / 2
+    vox = np.c_[np.tile(centre, (n, 1)), np.arange(n), np.ones(n)]
+    k = (np.linalg.inv(record.working_affine) @ np.asarray(record.input_affine) @ vox.T)[2]
+    k = np.rint(k).astype(int)
+    return np.unique(k[(k >= 0) & (k < record.working_shape[2])])

@@ -187,7 +187,7 @@ def qc_flags(
     Args:
         segmentations: phase -> SSLLN labels ``(I, J, K)`` on the working grid.
         refined: phase -> refined labels on the same grid, or None. Where the refinement fitted
-            slice shifts, pass the model as acquired (:func:`ssll.refine.labels_as_acquired`),
+            slice shifts, pass the model as acquired (:func:`ssll.motion.labels_as_acquired`),
             so that it is compared with each slice where that slice was imaged.
         landmarks_mm: phase -> ``(6, 3)`` world mm.
         measures: the subject's measures row (``ssll measures``).
@@ -272,8 +272,8 @@ def run_qc_flags(*, subject: str, segmentations: dict[str, str], refined: dict[s
 
     from ssll.io import load_labels, read_json, write_json
     from ssll.landmarks import read_landmarks
+    from ssll.motion import acquired_slices, labels_as_acquired
     from ssll.preprocess import GridRecord
-    from ssll.refine import acquired_slices, labels_as_acquired
 
     row = pd.read_csv(measures_tsv, sep="\t").iloc[0].to_dict()
     scores = {ph: _read_expected_dice(p) for ph, p in (expected_dice or {}).items()}

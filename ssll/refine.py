@@ -29,7 +29,7 @@ from ssll.atlases import Atlas, AtlasConfig, crop, crop_box, select_atlases
 from ssll.errors import AtlasError
 from ssll.fusion import FusionConfig, fuse_labels
 from ssll.labels import Landmark
-from ssll.motion import shift_slices
+from ssll.motion import acquired_slices, labels_as_acquired, shift_slices
 from ssll.preprocess import GridRecord, input_fov_mask
 from ssll.register import FFDConfig, register_affine_labels, register_labels_batch, warp_atlas
 from ssll.types import Array, PathLike
@@ -166,25 +166,6 @@ def refine(
     return out, record
 
 
-def labels_as_acquired(refined: Array, affine: Array, record: dict[str, Any]) -> Array:
-    """The motion-free refined model moved back onto each acquired slice's breath-hold position.
-
-    Args:
-        refined: ``(I, J, K)`` refined labels on the working grid (:func:`refine`).
-        affine: 4x4 working voxel -> world mm.
-        record: :func:`refine`'s record; its ``slice_shifts_mm`` (None when no shifts were fitted).
-
-    Returns:
-        ``(I, J, K)`` uint8 labels that overlay the input's slices as acquired (``refined`` itself
-        when there are no shifts): what ``ssll refine`` resamples to the input grid.
-    """
-    ss = record.get("slice_shifts_mm")
-    if not ss:
-        return np.asarray(refined, np.uint8)
-    spacing = np.linalg.norm(np.asarray(affine, float)[:3, :3], axis=0)
-    return shift_slices(np.asarray(refined, np.uint8), ss["slices"], -np.asarray(ss["shifts"], float), spacing, order=0)
-
-
 def stack_slab(record: GridRecord, *, fov: Array | None = None) -> tuple[int, int] | None:
     """First and last working-grid slice (axis 2) inside the input's field of view
     (:func:`ssll.preprocess.input_fov_mask`, the slab the network segments), or None when the input
@@ -243,22 +224,6 @@ def clip_beyond_stack(labels: Array, affine: Array, landmarks_mm: Array, stack: 
     return out, {"keep": keep, "slab": [int(lo), int(hi)], "base_known": known,
                  "cut_ends": [names.get(e, f"{e} slice index") for e in ends],
                  "removed_voxels": {str(c): n for c, n in sorted(removed.items())}}
-
-
-def acquired_slices(record: GridRecord) -> Array | None:
-    """Working-grid slice indices (axis 2) nearest to the input's slice centres, or None when the
-    input is not thicker-sliced than the working grid (every working slice is then informative).
-    """
-    sp_in = np.linalg.norm(np.asarray(record.input_affine)[:3, :3], axis=0)
-    sp_w = np.linalg.norm(np.asarray(record.working_affine)[:3, :3], axis=0)
-    if sp_in[2] < 1.5 * sp_w[2]:
-        return None
-    n = record.input_shape[2]
-    centre = (np.asarray(record.input_shape[:2], float) - 1) / 2
-    vox = np.c_[np.tile(centre, (n, 1)), np.arange(n), np.ones(n)]
-    k = (np.linalg.inv(record.working_affine) @ np.asarray(record.input_affine) @ vox.T)[2]
-    k = np.rint(k).astype(int)
-    return np.unique(k[(k >= 0) & (k < record.working_shape[2])])
 
 
 def run_refine(

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -83,15 +85,12 @@ def test_low_expected_dice_is_flagged_below_the_threshold_for_the_cavities_and_l
          "reason": f"the network expects Dice lv_cavity 0.420, rv_cavity 0.470 (< {MIN_EXPECTED_DICE:.2f})"}]
 
 
-def test_run_qc_flags_records_the_expected_dice_and_refuses_a_bad_record(tmp_path: Path) -> None:
+def _flag_inputs(tmp_path: Path) -> dict:
+    """run_qc_flags' arguments for one phantom subject at ED, with landmarks and measures."""
     import json
 
     import pandas as pd
-    import pytest
     from conftest import write_nifti
-
-    from ssll.errors import SsllError
-    from ssll.qc import run_qc_flags
 
     lab = biv_phantom((64, 60, 24), spacing=(1.5, 1.5, 4.0))
     write_nifti(tmp_path / "lab.nii.gz", lab, spacing=(1.5, 1.5, 4.0))
@@ -99,11 +98,22 @@ def test_run_qc_flags_records_the_expected_dice_and_refuses_a_bad_record(tmp_pat
         {"landmark": i, "x_mm": float(x), "y_mm": float(y), "z_mm": float(z)}
         for i, (x, y, z) in enumerate(_landmarks_ok(), 1)]}))
     pd.DataFrame([{"subject": "s", "lv_ef_pct": 60.0}]).to_csv(tmp_path / "m.tsv", sep="\t", index=False)
+    return {"subject": "s", "segmentations": {"ED": str(tmp_path / "lab.nii.gz")}, "refined": {},
+            "landmarks": {"ED": str(tmp_path / "l.json")}, "measures_tsv": str(tmp_path / "m.tsv"),
+            "refine_records": {}, "records": {}, "out_json": str(tmp_path / "f.json")}
+
+
+def test_run_qc_flags_records_the_expected_dice_and_refuses_a_bad_record(tmp_path: Path) -> None:
+    import json
+
+    import pytest
+
+    from ssll.errors import SsllError
+    from ssll.qc import run_qc_flags
+
+    kw = _flag_inputs(tmp_path)
     scores = {"lv_cavity": 0.5, "lv_wall": 0.8, "rv_cavity": 0.9, "rv_wall": None}
     (tmp_path / "d.json").write_text(json.dumps(scores))
-    kw = {"subject": "s", "segmentations": {"ED": str(tmp_path / "lab.nii.gz")}, "refined": {},
-          "landmarks": {"ED": str(tmp_path / "l.json")}, "measures_tsv": str(tmp_path / "m.tsv"),
-          "refine_records": {}, "records": {}, "out_json": str(tmp_path / "f.json")}
     flags = run_qc_flags(**kw, expected_dice={"ED": str(tmp_path / "d.json")})
     assert [f["flag"] for f in flags] == ["low_expected_dice"]
     assert json.loads((tmp_path / "f.json").read_text())["expected_dice"] == {"ED": scores}
@@ -119,3 +129,18 @@ def test_open_wall_fraction_is_zero_for_a_closed_ring() -> None:
     assert open_wall_fraction(lab) == 0.0
     no_wall = np.where(lab == 2, 0, lab)
     assert open_wall_fraction(no_wall) == 1.0
+
+
+
+def test_qc_flags_and_simulation_do_not_import_torch(tmp_path: Path) -> None:
+    # the QC job runs once per subject: importing torch (it came with ssll.refine) was most of its time
+    import json
+
+    kw = _flag_inputs(tmp_path)
+    (tmp_path / "kw.json").write_text(json.dumps(kw))
+    code = ("import json, sys; from ssll.qc import run_qc_flags; import ssll.simulate; "
+            f"run_qc_flags(**json.load(open({str(tmp_path / 'kw.json')!r}))); "
+            "sys.exit(3 if 'torch' in sys.modules else 0)")
+    r = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "f.json").exists()
