@@ -107,7 +107,7 @@ def _floats(text: str, n: int, tag: str, path: Path) -> Array:
     return vals
 
 
-def _one_series_per_slice(root: Path, infos: list[tuple[Path, dict]], normal: Array) -> list[tuple[Path, dict]]:
+def _one_series_per_slice(root: Path | str, infos: list[tuple[Path, dict]], normal: Array) -> list[tuple[Path, dict]]:
     """The images of a stack stored as one series per slice position (as UK Biobank stores its
     short-axis cines): where several series hold the same position (a slice acquired again), the one
     of highest SeriesNumber (the later) is kept and the others are logged as dropped. A series over
@@ -160,14 +160,14 @@ def _one_series_per_slice(root: Path, infos: list[tuple[Path, dict]], normal: Ar
     return [(p, m) for p, m in infos if m["series"] in keep]
 
 
-def dicom_layout(folder: PathLike) -> tuple[list[list[Path]], Array]:
-    """Read a short-axis cine DICOM series from a folder into a 4D volume.
-
-    See :func:`dicom_layout` for the ordering rules and the errors raised.
+def dicom_layout(folder: PathLike, *, source: str | None = None) -> tuple[list[list[Path]], Array]:
+    """The layout of a short-axis cine DICOM folder: the file of each slice and phase, and the
+    stack's affine (ordering rules in the module docstring).
 
     Args:
         folder: folder holding the DICOM files of one series (any file names), or of one series per
             slice position (UK Biobank's layout; a position acquired again: the later series is used).
+        source: what to call the folder in log messages (the archive it was extracted from).
 
     Returns:
         ``paths[k][t]``, the file of slice ``k`` (ordered along the normal) and phase ``t``, and
@@ -204,7 +204,7 @@ def dicom_layout(folder: PathLike) -> tuple[list[list[Path]], Array]:
     if abs(np.linalg.norm(normal) - 1.0) > 1e-3:
         raise DicomError(f"{infos[0][0]}: ImageOrientationPatient is not two orthonormal vectors")
     if len({m["series"] for _, m in infos}) > 1:
-        infos = _one_series_per_slice(root, infos, normal)
+        infos = _one_series_per_slice(source or root, infos, normal)
     by_pos: dict[float, list[tuple[float, int, Path, Array]]] = defaultdict(list)
     positions: dict[float, Array] = {}
     for p, m in infos:
@@ -253,8 +253,12 @@ def dicom_layout(folder: PathLike) -> tuple[list[list[Path]], Array]:
     return ordered, np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
 
 
-def read_dicom_cine(folder: PathLike) -> Volume:
+def read_dicom_cine(folder: PathLike, *, source: str | None = None) -> Volume:
     """Read a short-axis cine DICOM series from a folder into a 4D volume.
+
+    Args:
+        folder: see :func:`dicom_layout`.
+        source: what to call the folder in log messages (the archive it was extracted from).
 
     Returns:
         :class:`Volume` with array ``(columns, rows, slices, phases)`` (float32) and a RAS+
@@ -264,7 +268,7 @@ def read_dicom_cine(folder: PathLike) -> Volume:
         DicomError: see :func:`dicom_layout`.
     """
     root = Path(folder)
-    ordered, ras = dicom_layout(root)
+    ordered, ras = dicom_layout(root, source=source)
     keys = ordered
     n_phase = len(ordered[0])
     first = sitk.GetArrayFromImage(sitk.ReadImage(str(ordered[0][0])))
@@ -303,7 +307,7 @@ def read_dicom_zip(path: PathLike) -> Volume:
                     while chunk := fin.read(1 << 20):
                         fout.write(chunk)
             try:
-                return read_dicom_cine(tmp)
+                return read_dicom_cine(tmp, source=str(src))
             except InputImageError as exc:
                 raise type(exc)(str(exc).replace(tmp, str(src))) from None
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as exc:

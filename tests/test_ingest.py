@@ -128,6 +128,16 @@ def test_dicom_copy_of_the_stack_beside_per_slice_series_is_not_read(
     np.testing.assert_array_equal(vol.array, expected)
     np.testing.assert_allclose(vol.affine, affine, atol=1e-3)
     assert "(CINE_segmented_SAX_InlineVF) holds 4 slice positions beside 4 one-slice series" in caplog.text
+    # from a zip, as UK Biobank ships it: the log names the archive, not the temporary folder
+    caplog.clear()
+    archive = tmp_path / "1234567_20209_2_0.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for f in sorted((tmp_path / "s").iterdir()):
+            zf.write(f, f.name)
+    with caplog.at_level("WARNING", logger="ssll.ingest"):
+        vol = read_dicom_zip(archive)
+    np.testing.assert_array_equal(vol.array, expected)
+    assert f"{archive}: series" in caplog.text and "ssll-dicom-" not in caplog.text
 
 
 def test_dicom_two_multi_slice_series_in_one_folder(tmp_path: Path) -> None:
