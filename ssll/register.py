@@ -480,7 +480,7 @@ def _warp_at(volume: Array, pts: torch.Tensor, target_shape: tuple[int, int, int
              device: torch.device) -> Array:
     if labels:
         oh = _atlas_maps(volume, 0.0, device)  # one-hot made on the device when it is a GPU
-        return _sample(oh, pts).argmax(0).reshape(target_shape).to(torch.uint8).cpu().numpy()
+        return _sample(oh, pts).max(0).indices.reshape(target_shape).to(torch.uint8).cpu().numpy()
     img = torch.from_numpy(np.asarray(volume, np.float32))[None].to(device)
     return _sample(img, pts)[0].reshape(target_shape).cpu().numpy()
 

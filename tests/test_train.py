@@ -73,6 +73,12 @@ def test_weights_load_and_predict(trained: tuple[TrainConfig, Path]) -> None:
     assert labels.shape == lmap.shape == (2, 192, 192, 80) and conf.shape == (2, 6)
     assert labels.max() <= 3  # the RV wall is folded into background for an ACDC-trained model
     assert set(np.unique(lmap[0])) >= set(range(1, 7))  # every landmark is placed
+    # the labels are the most probable class wherever the (float16) probabilities leave no near-tie
+    labels_p, _, _, prob = predict(model, x, batch_size=2, return_prob=True)
+    np.testing.assert_array_equal(labels_p, labels)
+    top2 = np.sort(prob.astype(np.float32), axis=1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > 1e-2
+    np.testing.assert_array_equal(labels[clear], prob.astype(np.float32).argmax(1)[clear])
 
 
 def test_run_segment_isolates_a_bad_subject(trained: tuple[TrainConfig, Path], tmp_path: Path) -> None:

@@ -124,12 +124,14 @@ def predict(model: LoadedModel, images: Array, *, batch_size: int = 4, return_pr
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
             seg, lmk = model.net(x)
         # (B, C, S=k, H=i, W=j) -> (B, [C,] i, j, k)
+        # max(1).indices, not argmax(1): the same first-maximum index, but torch's CPU argmax over a
+        # non-last dimension took 0.9 s per volume against 0.05 s (2 cores, torch 2.13)
         seg = merge_untrained(seg.float(), model.card.get("untrained_classes", []))
-        labels[s : s + batch_size] = seg.argmax(1).permute(0, 2, 3, 1).to(torch.uint8).cpu().numpy()
+        labels[s : s + batch_size] = seg.max(1).indices.permute(0, 2, 3, 1).to(torch.uint8).cpu().numpy()
         if sprob is not None:
             sprob[s : s + batch_size] = torch.softmax(seg, 1).permute(0, 1, 3, 4, 2).to(torch.float16).cpu().numpy()
         p = torch.softmax(lmk.float(), 1)
-        am = p.argmax(1)  # (B, S, H, W)
+        am = p.max(1).indices  # (B, S, H, W)
         flat = p[:, 1:].flatten(2)
         peak, where = flat.max(2)  # (B, 6)
         for b in range(am.shape[0]):

@@ -168,7 +168,7 @@ def sample_dice(seg_logits: torch.Tensor, target: torch.Tensor, has_rv_wall: boo
     if not has_rv_wall:
         seg = seg.clone()
         seg[int(Label.RV_WALL)] = -1e4
-    return dice_per_class(seg.argmax(0).cpu(), target.cpu())
+    return dice_per_class(seg.max(0).indices.cpu(), target.cpu())
 
 
 def _split(files: list[Path], validation_patients: tuple[str, ...]) -> tuple[list[Path], list[Path]]:
