@@ -22,12 +22,11 @@ import matplotlib
 matplotlib.use("Agg")
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
-import yaml  # noqa: E402
 
 from ssll.io import load_image, load_labels  # noqa: E402
 from ssll.measures import cardiac_measures, phase_measures  # noqa: E402
 from ssll.nn.confidence import expected_dice  # noqa: E402
-from ssll.nn.data import acdc_cases  # noqa: E402
+from ssll.nn.data import held_out_cases  # noqa: E402
 from ssll.nn.infer import finish_segmentation, landmark_points, load_model, predict  # noqa: E402
 from ssll.preprocess import preprocess_volume  # noqa: E402
 from ssll.qc import qc_flags  # noqa: E402
@@ -47,13 +46,11 @@ def main() -> None:
     torch.set_num_threads(2)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    val = set(yaml.safe_load(Path(a.config).read_text())["validation_patients"])
     model = load_model(a.weights)
     auto_rows, gt_rows, flag_rows = [], [], []
     by_patient: dict[str, dict] = {}
-    for c in acdc_cases(a.data):
-        if c["patient"] in val:
-            by_patient.setdefault(c["patient"], {})[c["phase"]] = c
+    for c in held_out_cases(a.data, a.config):
+        by_patient.setdefault(c["patient"], {})[c["phase"]] = c
     for patient, phases in sorted(by_patient.items()):
         auto_ph, gt_ph, segs, lms, scores = {}, {}, {}, {}, {}
         for ph, c in phases.items():

@@ -32,7 +32,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
-import yaml  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -41,7 +40,7 @@ from refinement import lr_target  # noqa: E402
 from ssll.evaluate import dice  # noqa: E402
 from ssll.io import load_image, load_labels  # noqa: E402
 from ssll.nn.confidence import expected_dice  # noqa: E402
-from ssll.nn.data import acdc_cases  # noqa: E402
+from ssll.nn.data import held_out_cases  # noqa: E402
 from ssll.nn.infer import finish_segmentation, load_model, predict  # noqa: E402
 from ssll.phantom import require_bank  # noqa: E402
 from ssll.preprocess import preprocess_volume  # noqa: E402
@@ -88,11 +87,8 @@ def main() -> None:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     model = load_model(a.weights)
-    val = set(yaml.safe_load(Path(a.config).read_text())["validation_patients"])
     rows = []
-    for c in acdc_cases(a.data):
-        if c["patient"] not in val:
-            continue
+    for c in held_out_cases(a.data, a.config):
         gt = load_labels(c["labels"], "acdc")
         seg, _, exp = one_volume(model, load_image(c["image"]))
         r = {"set": "acdc", "case": c["patient"], "phase": c["phase"], "group": c["group"]}

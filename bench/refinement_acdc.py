@@ -55,7 +55,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from refinement import add_fusion_args, fusion_config
@@ -65,7 +64,7 @@ from ssll.evaluate import dice, dice_shift_compensated, hausdorff_slicewise
 from ssll.io import load_image, load_labels
 from ssll.labels import Label
 from ssll.motion import shift_slices
-from ssll.nn.data import acdc_cases
+from ssll.nn.data import held_out_cases
 from ssll.nn.infer import default_weights, finish_segmentation, landmark_points, load_model, predict
 from ssll.preprocess import preprocess_volume, to_original
 from ssll.qc import overlay_rgb
@@ -171,8 +170,7 @@ def main(a: argparse.Namespace) -> None:
     if not (bank_dir / "atlases.tsv").exists():
         raise SystemExit(f"no atlas bank at {bank_dir}: run bench/refinement.py first (it builds the bank)")
     bank = load_bank(bank_dir)
-    val = set(yaml.safe_load(Path(a.config).read_text())["validation_patients"])
-    cases = [c for c in acdc_cases(a.data) if c["patient"] in val and c["phase"] in a.phases]
+    cases = held_out_cases(a.data, a.config, phases=a.phases)
     if a.limit:
         cases = cases[: a.limit]
     model = load_model(a.weights_lr or default_weights("sslln_lr"))

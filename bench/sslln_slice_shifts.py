@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from refinement_acdc import with_slice_shifts  # noqa: E402
@@ -31,7 +30,7 @@ from refinement_acdc import with_slice_shifts  # noqa: E402
 from ssll.evaluate import dice  # noqa: E402
 from ssll.io import load_image, load_labels  # noqa: E402
 from ssll.labels import Label  # noqa: E402
-from ssll.nn.data import acdc_cases  # noqa: E402
+from ssll.nn.data import held_out_cases  # noqa: E402
 from ssll.nn.infer import default_weights, finish_segmentation, load_model, predict  # noqa: E402
 from ssll.preprocess import preprocess_volume  # noqa: E402
 
@@ -54,8 +53,7 @@ def lv_centroids(model, img) -> tuple[np.ndarray, np.ndarray]:
 def main(a: argparse.Namespace) -> None:
     warnings.simplefilter("ignore")
     torch.set_num_threads(2)
-    val = set(yaml.safe_load(Path(a.config).read_text())["validation_patients"])
-    cases = [c for c in acdc_cases(a.data) if c["patient"] in val and c["phase"] == "ED"]
+    cases = held_out_cases(a.data, a.config, phases=("ED",))
     model = load_model(a.weights or default_weights("sslln_lr"))
     rows, num, den = [], 0.0, 0.0
     for c in cases:

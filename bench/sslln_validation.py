@@ -33,13 +33,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 
 from ssll.evaluate import dice, hausdorff, hausdorff_slicewise, landmark_distances
 from ssll.io import load_image, load_labels
 from ssll.labels import LANDMARK_NAMES, Label
 from ssll.landmarks import landmarks_from_labels, voxel_to_world, world_to_voxel
-from ssll.nn.data import acdc_cases
+from ssll.nn.data import held_out_cases
 from ssll.nn.infer import finish_segmentation, landmark_points, load_model, predict
 from ssll.postprocess import keep_largest_components
 from ssll.preprocess import labels_to_working, preprocess_volume
@@ -61,8 +60,7 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    val = set(yaml.safe_load(Path(a.config).read_text())["validation_patients"])
-    cases = [c for c in acdc_cases(a.data) if c["patient"] in val]
+    cases = held_out_cases(a.data, a.config)
     if a.limit:
         cases = cases[: a.limit]
     model = load_model(a.weights)

@@ -144,6 +144,13 @@ def _add_segment(p: argparse.ArgumentParser) -> None:
     p.add_argument("--phase", action="append", help="phase name for output file names, ED or ES (one per --image)")
     p.add_argument("--out-dir", help="output folder")
     p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--orientation", choices=["search", "stored"], default="search",
+                   help="search (default): segment each volume in the orientation of its voxel grid that the network "
+                        "trusts most, of 16 (turns, transposes, reversed slices; outputs stay on the input's grids); "
+                        "stored: as stored")
+    p.add_argument("--orientation-margin", type=float, default=None,
+                   help="how much higher another orientation's mean expected Dice must be than the stored one's "
+                        "(default 0.03)")
     p.add_argument("--allow-failures", action="store_true",
                    help="exit 0 when some volumes failed (their <phase>_error.txt says why)")
 
@@ -171,7 +178,9 @@ def _run_segment(a: argparse.Namespace) -> int:
             raise SsllError("segment: give one --record and one --phase per --image")
         items = [SegmentItem(a.subject or "subject", ph, Path(im), Path(rc), Path(a.out_dir))
                  for im, rc, ph in zip(a.image, a.record, phases)]
-    failures = run_segment(items, a.weights or default_weights("sslln_lr"), batch_size=a.batch_size)
+    margin = {} if a.orientation_margin is None else {"margin": a.orientation_margin}
+    failures = run_segment(items, a.weights or default_weights("sslln_lr"), batch_size=a.batch_size,
+                           orientation=a.orientation, **margin)
     log.info("segmented %d of %d volumes", len(items) - len(failures), len(items))
     return 0 if not failures or a.allow_failures else 2
 
@@ -382,6 +391,7 @@ def _add_qc_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument(f"--{ph}-refine-record", help=f"ssll refine record JSON at {up}")
         p.add_argument(f"--{ph}-record", help=f"grid record JSON at {up} (acquired slices)")
         p.add_argument(f"--{ph}-expected-dice", help=f"ssll segment's expected-Dice JSON at {up}")
+        p.add_argument(f"--{ph}-orientation", help=f"ssll segment's orientation JSON at {up}")
     p.add_argument("--measures", required=True, help="the subject's measures TSV")
     p.add_argument("--out-json", required=True)
 
@@ -394,7 +404,8 @@ def _run_qc_flags(a: argparse.Namespace) -> None:
 
     flags = run_qc_flags(subject=a.subject or "subject", segmentations=pick("labels"), refined=pick("refined"),
                          landmarks=pick("landmarks"), measures_tsv=a.measures, refine_records=pick("refine_record"),
-                         records=pick("record"), out_json=a.out_json, expected_dice=pick("expected_dice"))
+                         records=pick("record"), out_json=a.out_json, expected_dice=pick("expected_dice"),
+                         orientations=pick("orientation"))
     log.info("%d QC flag(s)", len(flags))
 
 

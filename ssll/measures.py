@@ -87,7 +87,9 @@ def run_cohort_table(*, inputs: list[str] | None = None, out_csv: str, out_parqu
     the column names; with ``flags`` (``ssll qc-flags`` JSON files) also ``qc_n_flags`` and
     ``qc_flags`` (``flag@phase`` joined by ``;``), and where the flags record the network's expected
     Dice, ``<phase>_expected_dice_<structure>`` and ``qc_expected_dice_min`` (the lowest over both
-    phases of the LV cavity, LV wall and RV cavity: sort by it to review the doubtful first).
+    phases of the LV cavity, LV wall and RV cavity: sort by it to review the doubtful first), and
+    where they record it, ``<phase>_orientation`` (the voxel-grid orientation ``ssll segment`` used;
+    ``rot0`` = as stored).
     CSV, and Parquet when asked.
 
     With ``sheet`` and ``results`` instead of file lists: every subject of the sheet that has
@@ -111,12 +113,13 @@ def run_cohort_table(*, inputs: list[str] | None = None, out_csv: str, out_parqu
     frames = [pd.read_csv(p, sep="\t") for p in inputs if Path(p).stat().st_size > 0]
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["subject"])
     if flags:
-        fl, scores = {}, {}
+        fl, scores, turned = {}, {}, {}
         for f in flags:
             d = json.loads(Path(f).read_text())
             fl[d["subject"]] = ";".join(f"{x['flag']}@{x['phase']}" for x in d["flags"])
             scores[d["subject"]] = {f"{ph.lower()}_expected_dice_{name}": v
                                     for ph, per in (d.get("expected_dice") or {}).items() for name, v in per.items()}
+            turned[d["subject"]] = {f"{ph.lower()}_orientation": o for ph, o in (d.get("orientation") or {}).items()}
         df["qc_n_flags"] = [len(fl[s].split(";")) if fl.get(s) else 0 for s in df["subject"]]
         df["qc_flags"] = [fl.get(s, "") for s in df["subject"]]
         if any(scores.values()):
@@ -125,6 +128,8 @@ def run_cohort_table(*, inputs: list[str] | None = None, out_csv: str, out_parqu
                 df[c] = [scores.get(s, {}).get(c, np.nan) for s in df["subject"]]
             main = [c for c in cols if not c.endswith("_rv_wall")]
             df["qc_expected_dice_min"] = df[main].astype(float).min(axis=1, skipna=True)
+        for c in sorted({c for per in turned.values() for c in per}):
+            df[c] = [turned.get(s, {}).get(c, "") for s in df["subject"]]
     with atomic_path(out_csv) as tmp:
         df.to_csv(tmp, index=False, float_format="%.3f")
     if out_parquet:

@@ -181,6 +181,7 @@ def qc_flags(
     refine_records: dict[str, dict] | None = None,
     acquired: dict[str, Array | None] | None = None,
     expected_dice: dict[str, dict[str, float | None]] | None = None,
+    orientations: dict[str, str] | None = None,
 ) -> list[dict[str, str]]:
     """Automatic QC flags of one subject.
 
@@ -196,6 +197,9 @@ def qc_flags(
         expected_dice: phase -> the network's expected Dice per structure (``ssll segment``'s
             ``<phase>_expected_dice.json``); flagged below :data:`MIN_EXPECTED_DICE` for the LV
             cavity, LV wall and RV cavity (the thin RV wall scores low even when right).
+        orientations: phase -> the voxel-grid orientation ``ssll segment`` segmented it in
+            (``<phase>_orientation.json``, :mod:`ssll.nn.orientation`). ED and ES come from one stack,
+            so they lie the same way round: different orientations are flagged (one is wrong).
 
     Returns:
         One ``{"flag", "phase", "reason"}`` per problem; empty when none fired.
@@ -242,6 +246,10 @@ def qc_flags(
             ends = [s["levels"][-1]["consistency_end"] for s in rec.get("selected", [])]
             if ends and min(ends) < 0.75:
                 add("registration_not_converged", phase, f"label consistency {min(ends):.2f} after the FFD (< 0.75)")
+    turned = {ph: o for ph, o in (orientations or {}).items() if o}
+    if len(set(turned.values())) > 1:
+        add("orientation_differs", "ED+ES", "segmented in different orientations of the voxel grid ("
+            + ", ".join(f"{ph} {o}" for ph, o in turned.items()) + "): one of them is probably wrong")
     for key, (lo, hi) in RANGES.items():
         v = measures.get(key)
         if v is not None and np.isfinite(v) and not lo <= v <= hi:
@@ -263,11 +271,24 @@ def _read_expected_dice(path: str) -> dict[str, float | None]:
     return {str(k): (None if v is None else float(v)) for k, v in d.items()}
 
 
+def _read_orientation(path: str) -> str:
+    """``ssll segment``'s ``<phase>_orientation.json``: the orientation's name (``rot0`` = as stored)."""
+    from ssll.errors import SsllError
+    from ssll.io import read_json
+
+    d = read_json(path)
+    if not isinstance(d, dict) or not isinstance(d.get("orientation"), str):
+        raise SsllError(f"{path}: not an orientation record (no 'orientation' name)")
+    return d["orientation"]
+
+
 def run_qc_flags(*, subject: str, segmentations: dict[str, str], refined: dict[str, str], landmarks: dict[str, str],
                  measures_tsv: str, refine_records: dict[str, str], records: dict[str, str], out_json: str,
-                 expected_dice: dict[str, str] | None = None) -> list:
+                 expected_dice: dict[str, str] | None = None, orientations: dict[str, str] | None = None) -> list:
     """I/O layer of ``ssll qc-flags``: read one subject's outputs, write ``{"subject", "flags": [...]}``
-    and, with ``expected_dice`` (phase -> ``ssll segment``'s JSON), ``"expected_dice": {phase: {...}}``."""
+    and, with ``expected_dice`` (phase -> ``ssll segment``'s JSON), ``"expected_dice": {phase: {...}}``,
+    with ``orientations`` (phase -> ``ssll segment``'s ``<phase>_orientation.json``),
+    ``"orientation": {phase: name}``."""
     import pandas as pd
 
     from ssll.io import load_labels, read_json, write_json
@@ -277,6 +298,7 @@ def run_qc_flags(*, subject: str, segmentations: dict[str, str], refined: dict[s
 
     row = pd.read_csv(measures_tsv, sep="\t").iloc[0].to_dict()
     scores = {ph: _read_expected_dice(p) for ph, p in (expected_dice or {}).items()}
+    turned = {ph: _read_orientation(p) for ph, p in (orientations or {}).items()}
     ref_records = {ph: read_json(p) for ph, p in refine_records.items()}
     models = {ph: load_labels(p) for ph, p in refined.items()}
     flags = qc_flags(
@@ -287,6 +309,8 @@ def run_qc_flags(*, subject: str, segmentations: dict[str, str], refined: dict[s
         refine_records=ref_records,
         acquired={ph: acquired_slices(GridRecord.from_dict(read_json(p))) for ph, p in records.items()},
         expected_dice=scores,
+        orientations=turned,
     )
-    write_json(out_json, {"subject": subject, "flags": flags, **({"expected_dice": scores} if scores else {})})
+    write_json(out_json, {"subject": subject, "flags": flags, **({"expected_dice": scores} if scores else {}),
+                          **({"orientation": turned} if turned else {})})
     return flags

@@ -85,6 +85,25 @@ def test_low_expected_dice_is_flagged_below_the_threshold_for_the_cavities_and_l
          "reason": f"the network expects Dice lv_cavity 0.420, rv_cavity 0.470 (< {MIN_EXPECTED_DICE:.2f})"}]
 
 
+def test_ed_and_es_segmented_in_different_orientations_are_flagged() -> None:
+    from ssll.qc import qc_flags
+
+    lab = biv_phantom((64, 60, 24), spacing=(1.5, 1.5, 4.0))
+    good = {"ed_lv_cavity_ml": 150.0, "es_lv_cavity_ml": 60.0, "ed_lv_mass_g": 120.0, "ed_rv_cavity_ml": 160.0,
+            "lv_ef_pct": 60.0, "rv_ef_pct": 55.0}
+
+    def flags(orientations: dict) -> list[dict]:
+        return qc_flags(segmentations={"ED": lab, "ES": lab}, refined=None,
+                        landmarks_mm={"ED": _landmarks_ok(), "ES": _landmarks_ok()}, measures=good,
+                        orientations=orientations)
+
+    assert flags({"ED": "rot0", "ES": "rot0"}) == [] == flags({"ED": "rot90+reversed", "ES": "rot90+reversed"})
+    assert flags({}) == [] == flags({"ED": "rot90"})
+    assert flags({"ED": "rot0", "ES": "rot90+reversed"}) == [
+        {"flag": "orientation_differs", "phase": "ED+ES", "reason": "segmented in different orientations of the "
+         "voxel grid (ED rot0, ES rot90+reversed): one of them is probably wrong"}]
+
+
 def _flag_inputs(tmp_path: Path) -> dict:
     """run_qc_flags' arguments for one phantom subject at ED, with landmarks and measures."""
     import json
@@ -117,6 +136,12 @@ def test_run_qc_flags_records_the_expected_dice_and_refuses_a_bad_record(tmp_pat
     flags = run_qc_flags(**kw, expected_dice={"ED": str(tmp_path / "d.json")})
     assert [f["flag"] for f in flags] == ["low_expected_dice"]
     assert json.loads((tmp_path / "f.json").read_text())["expected_dice"] == {"ED": scores}
+    (tmp_path / "o.json").write_text(json.dumps({"orientation": "rot90+reversed", "searched": True}))
+    run_qc_flags(**kw, orientations={"ED": str(tmp_path / "o.json")})
+    assert json.loads((tmp_path / "f.json").read_text())["orientation"] == {"ED": "rot90+reversed"}
+    (tmp_path / "o.json").write_text(json.dumps({"searched": True}))
+    with pytest.raises(SsllError, match="o.json: not an orientation record"):
+        run_qc_flags(**kw, orientations={"ED": str(tmp_path / "o.json")})
     (tmp_path / "d.json").write_text(json.dumps({"lv_cavity": 1.7}))
     with pytest.raises(SsllError, match="d.json: not an expected-Dice record"):
         run_qc_flags(**kw, expected_dice={"ED": str(tmp_path / "d.json")})

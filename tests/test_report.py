@@ -70,7 +70,8 @@ def _cohort(tmp_path):
     (res / "qc" / "s1" / "flags.json").write_text(json.dumps({"subject": "s1", "flags": flags,
                                                               "expected_dice": s1_scores}))
     (res / "qc" / "s2" / "flags.json").write_text(json.dumps({"subject": "s2", "flags": [],
-                                                              "expected_dice": s2_scores}))
+                                                              "expected_dice": s2_scores,
+                                                              "orientation": {"ED": "rot0", "ES": "rot90+reversed"}}))
     from conftest import biv_phantom
 
     from ssll.qc import montage
@@ -98,6 +99,8 @@ def test_cohort_table_csv_and_parquet_with_flags(tmp_path) -> None:
     assert csv["ed_expected_dice_lv_wall"].tolist() == [0.64, 0.83]
     assert csv["qc_expected_dice_min"].tolist() == [0.64, 0.83]
     assert csv.loc[0, "es_expected_dice_rv_wall"] == 0.38 and np.isnan(csv.loc[1, "es_expected_dice_rv_wall"])
+    # the orientation segment used, where the flags record it (s1's predate it: empty)
+    assert csv["es_orientation"].fillna("").tolist() == ["", "rot90+reversed"] and csv.loc[1, "ed_orientation"] == "rot0"
     # the same table found from the sheet and the results folder (no file list on the command line);
     # subjects of the sheet without measures (failed, missing input) have no row
     run_cohort_table(sheet=str(sheet), results=str(res), out_csv=str(tmp_path / "s.csv"))

@@ -12,7 +12,7 @@ import torch
 from conftest import biv_phantom, image_from_labels, write_nifti
 
 from ssll.labels import from_canonical
-from ssll.nn.data import AugmentConfig, VolumeDataset, augment, cache_acdc, drop_slab
+from ssll.nn.data import AugmentConfig, VolumeDataset, augment, cache_acdc, drop_slab, held_out_cases
 from ssll.nn.infer import SegmentItem, load_model, predict, run_segment
 from ssll.nn.train import TrainConfig, train
 
@@ -199,3 +199,17 @@ def test_freeze_batchnorm_keeps_statistics_and_trains_the_rest() -> None:
     for m, (rm, w) in zip(bn, before):
         assert not m.training and torch.equal(m.running_mean, rm) and torch.equal(m.weight, w)
     assert not torch.equal(conv.weight, w0) and net.training
+
+
+def test_held_out_cases(tmp_path: Path) -> None:
+    data = _fake_acdc(tmp_path / "acdc")
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text("validation_patients: [patient002, patient099]\n")
+    assert [(c["patient"], c["phase"]) for c in held_out_cases(data, cfg)] == [("patient002", "ED"), ("patient002", "ES")]
+    assert [c["phase"] for c in held_out_cases(data, cfg, phases=("ES",))] == ["ES"]
+    cfg.write_text("validation_patients: [patient099]\n")
+    with pytest.raises(ValueError, match="none of the 1 validation patients"):
+        held_out_cases(data, cfg)
+    cfg.write_text("epochs: 1\n")
+    with pytest.raises(ValueError, match="no validation_patients"):
+        held_out_cases(data, cfg)

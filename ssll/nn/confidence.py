@@ -15,12 +15,17 @@ it ranks a cohort's segmentations for review and feeds the ``low_expected_dice``
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ssll.labels import Label
 from ssll.types import Array
 
-__all__ = ["STRUCTURES", "expected_dice"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["STRUCTURES", "expected_dice", "expected_dice_batch"]
 
 #: the structures scored, in canonical label order (``Label`` values 1-4)
 STRUCTURES: tuple[Label, ...] = (Label.LV_CAVITY, Label.LV_WALL, Label.RV_CAVITY, Label.RV_WALL)
@@ -65,3 +70,30 @@ def expected_dice(prob: Array, labels: Array, mask: Array | None = None, *,
         else:
             out[c.name.lower()] = 2.0 * inside / (total + n)
     return out
+
+
+def expected_dice_batch(prob: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """:func:`expected_dice` of a batch, on the tensors' device (GPU or CPU), without the None rule.
+
+    Args:
+        prob: ``(B, 5, ...)`` class probabilities in canonical label order (any spatial layout).
+        labels: ``(B, ...)`` integer labels in the same layout.
+        mask: ``(B, ...)`` bool, the voxels that count.
+
+    Returns:
+        ``(B, 4)`` float32 expected Dice of LV cavity, LV wall, RV cavity, RV wall; 0 for a structure
+        neither labelled nor given any probability.
+    """
+    import torch  # here, not at the top: the numpy function above needs no torch
+
+    if prob.ndim < 3 or prob.shape[1] != 5 or prob.shape[:1] + prob.shape[2:] != labels.shape \
+            or mask.shape != labels.shape:
+        raise ValueError(f"expected_dice_batch: probabilities {tuple(prob.shape)}, labels {tuple(labels.shape)} and "
+                         f"mask {tuple(mask.shape)} do not match as (B, 5, ...), (B, ...), (B, ...)")
+    out = []
+    for c in STRUCTURES:
+        p = prob[:, int(c)].float() * mask
+        a = (labels == int(c)) & mask
+        inside, total, n = (p * a).flatten(1).sum(1), p.flatten(1).sum(1), a.flatten(1).sum(1).float()
+        out.append(2.0 * inside / (total + n).clamp_min(1e-12))
+    return torch.stack(out, 1)

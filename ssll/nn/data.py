@@ -26,7 +26,8 @@ from ssll.landmarks import landmark_map, landmarks_from_labels, world_to_voxel
 from ssll.preprocess import WORKING_SPACING, labels_to_working, preprocess_volume
 from ssll.types import Array
 
-__all__ = ["AugmentConfig", "VolumeDataset", "acdc_cases", "augment", "cache_acdc", "cache_phantoms", "phantom_sample"]
+__all__ = ["AugmentConfig", "VolumeDataset", "acdc_cases", "augment", "cache_acdc", "cache_phantoms", "held_out_cases",
+           "phantom_sample"]
 
 
 def acdc_cases(root: str | Path) -> list[dict[str, object]]:
@@ -48,6 +49,24 @@ def acdc_cases(root: str | Path) -> list[dict[str, object]]:
                 "labels": pdir / f"{pdir.name}_frame{fr:02d}_gt.nii.gz",
             })
     return out
+
+
+def held_out_cases(root: str | Path, config: str | Path, *, phases: Sequence[str] = ("ED", "ES")) -> list[dict[str, object]]:
+    """The :func:`acdc_cases` of the patients a training config keeps out (its ``validation_patients``),
+    at ``phases``: the held-out set every SSLLN-LR benchmark scores.
+
+    Raises:
+        ValueError: the config names no validation patients, or none of them is under ``root``.
+    """
+    import yaml
+
+    val = set((yaml.safe_load(Path(config).read_text()) or {}).get("validation_patients") or [])
+    if not val:
+        raise ValueError(f"{config}: no validation_patients")
+    cases = [c for c in acdc_cases(root) if c["patient"] in val and c["phase"] in phases]
+    if not cases:
+        raise ValueError(f"{root}: none of the {len(val)} validation patients of {config} is there")
+    return cases
 
 
 def cache_acdc(root: str | Path, cache_dir: str | Path, *, radius_mm: float = 4.0) -> list[Path]:

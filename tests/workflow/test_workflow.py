@@ -143,6 +143,7 @@ def test_demo_cohort_end_to_end(tmp_path: Path) -> None:
     assert "patient020" in table and "lv_ef_pct" in table and "refined_lv_ef_pct" in table and "qc_flags" in table
     # the network's expected Dice: written by segment, carried by qc into the cohort table and the report
     assert "es_expected_dice_lv_cavity" in table and "qc_expected_dice_min" in table
+    assert "ed_orientation" in table  # the voxel-grid orientation segment chose, per phase
     assert (work / "results/cohort/measures.parquet").exists()
     assert (work / "results/evaluate/patient020.json").exists()  # the demo sheet gives ground truth
     page = (work / "results/cohort/report.html").read_text()

@@ -87,6 +87,11 @@ def get_weights_arg():
     return f"--weights '{w}'" if w else ""
 
 
+def get_orientation_args():
+    s = config["segment"]
+    return f"--orientation {s['orientation']} --orientation-margin {float(s['orientation_margin'])}"
+
+
 BANK = config["atlas_bank"]["path"] or "resources/atlas_bank/bank"
 
 

@@ -11,6 +11,7 @@ rule qc:
         expected_dice=by_phase(
             f"{RESULTS}/segment/{{subject}}/{{phase}}_expected_dice.json"
         ),
+        orientation=by_phase(f"{RESULTS}/segment/{{subject}}/{{phase}}_orientation.json"),
         landmarks=by_phase(f"{RESULTS}/landmarks/{{subject}}/{{phase}}.json"),
         refined=by_phase(f"{RESULTS}/refine/{{subject}}/{{phase}}_labels.nii.gz"),
         refine_record=by_phase(f"{RESULTS}/refine/{{subject}}/{{phase}}.json"),
@@ -32,4 +33,5 @@ rule qc:
         " --ed-landmarks {input.landmarks[0]} --es-landmarks {input.landmarks[1]} --ed-refine-record {input.refine_record[0]}"
         " --es-refine-record {input.refine_record[1]} --ed-record {input.record[0]} --es-record {input.record[1]}"
         " --ed-expected-dice {input.expected_dice[0]} --es-expected-dice {input.expected_dice[1]}"
+        " --ed-orientation {input.orientation[0]} --es-orientation {input.orientation[1]}"
         " --measures {input.measures} --out-json {output.flags}) > {log} 2>&1"

@@ -27,6 +27,10 @@ rule segment:
             f"{RESULTS}/segment/{{{{subject}}}}/{{phase}}_expected_dice.json",
             phase=PHASES,
         ),
+        orientation=expand(
+            f"{RESULTS}/segment/{{{{subject}}}}/{{phase}}_orientation.json",
+            phase=PHASES,
+        ),
     log:
         "logs/segment/{subject}.log",
     benchmark:
@@ -38,6 +42,7 @@ rule segment:
         mem_mb=4000,
     params:
         weights=get_weights_arg(),
+        orientation=get_orientation_args(),
         outdir=f"{RESULTS}/segment/{{subject}}",
     shell:
-        "ssll segment --subject {wildcards.subject} {params.weights} --image {input.images[0]} --record {input.records[0]} --phase ED --image {input.images[1]} --record {input.records[1]} --phase ES --out-dir {params.outdir} > {log} 2>&1"
+        "ssll segment --subject {wildcards.subject} {params.weights} {params.orientation} --image {input.images[0]} --record {input.records[0]} --phase ED --image {input.images[1]} --record {input.records[1]} --phase ES --out-dir {params.outdir} > {log} 2>&1"

@@ -1,0 +1,109 @@
+"""Orientation search: the sixteen voxel-grid orientations, and a real study stored the other way round."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ssll.evaluate import dice
+from ssll.io import load_image, load_labels, save_nifti
+from ssll.nn.confidence import expected_dice, expected_dice_batch
+from ssll.nn.infer import SegmentItem, default_weights, run_segment
+from ssll.nn.orientation import ORIENTATIONS, STORED, Orientation, choose_orientation
+from ssll.preprocess import run_preprocess
+from ssll.types import Volume
+
+DEMO = Path(__file__).resolve().parents[1] / "demo" / "acdc" / "patient080"  # a held-out ACDC patient
+
+
+def test_orientations_are_sixteen_distinct_invertible_permutations() -> None:
+    a = np.arange(2 * 4 * 6 * 3).reshape(2, 4, 6, 3)  # (C, I, J, K), I != J
+    seen = set()
+    for o in ORIENTATIONS:
+        b = o.apply(a)
+        assert b.shape == (2, *o.shape((4, 6, 3)))
+        assert sorted(b.ravel()) == sorted(a.ravel())  # a permutation of the voxels
+        np.testing.assert_array_equal(o.undo(b), a)
+        # slices stay slices: each oriented slice holds the voxels of one stored slice
+        assert all(len({int(v) % 3 for v in b[..., k].ravel()}) == 1 for k in range(3))
+        seen.add(b.tobytes())
+    assert len(seen) == 16 and ORIENTATIONS[0] == STORED and STORED.name == "rot0"
+
+
+def test_expected_dice_batch_matches_numpy() -> None:
+    rng = np.random.default_rng(1)
+    prob = rng.random((2, 5, 6, 7, 4)).astype(np.float32)
+    prob /= prob.sum(1, keepdims=True)
+    labels = prob.argmax(1)
+    mask = rng.random((2, 6, 7, 4)) > 0.3
+    got = expected_dice_batch(torch.from_numpy(prob), torch.from_numpy(labels), torch.from_numpy(mask)).numpy()
+    for b in range(2):
+        want = expected_dice(prob[b], labels[b], mask[b])
+        np.testing.assert_allclose(got[b], list(want.values()), rtol=1e-5)
+
+
+def test_choose_orientation_prefers_stored_within_margin() -> None:
+    scores = np.full(16, 0.5)
+    scores[0], scores[9] = 0.80, 0.82
+    assert choose_orientation(scores, margin=0.03) == STORED  # 0.02 better is not enough
+    assert choose_orientation(scores, margin=0.01) == ORIENTATIONS[9]
+    scores[9] = 0.90
+    assert choose_orientation(scores, margin=0.03) == ORIENTATIONS[9]
+    scores[9] = 0.70
+    assert choose_orientation(scores, margin=0.0) == STORED
+    with pytest.raises(ValueError, match="15 scores for 16"):
+        choose_orientation(scores[:15])
+
+
+def _stored_differently(vol: Volume, o: Orientation) -> Volume:
+    """The same scan stored with its voxels in orientation ``o``: the array permuted and the affine
+    changed so that every voxel stays where it was in world space (as a DICOM reader might give it)."""
+    idx = np.indices(vol.shape3)  # (3, I, J, K): stored index of each voxel
+    old = np.stack([o.apply(idx[a]) for a in range(3)])  # the stored index of each new voxel
+    t = old[:, 0, 0, 0]
+    m = np.stack([old[:, 1, 0, 0] - t, old[:, 0, 1, 0] - t, old[:, 0, 0, 1] - t], axis=1)
+    new_to_old = np.eye(4)
+    new_to_old[:3, :3], new_to_old[:3, 3] = m, t
+    return Volume(np.ascontiguousarray(o.apply(vol.array)), vol.affine @ new_to_old)
+
+
+def test_segment_turns_a_study_stored_the_other_way_round(tmp_path: Path) -> None:
+    """patient080 at ED stored with its slices reversed and turned: the search finds the way back and
+    segments it as well as the original; segmenting it as stored fails on the RV."""
+    img = load_image(DEMO / "patient080_frame01.nii.gz")
+    truth = load_labels(DEMO / "patient080_frame01_gt.nii.gz", "acdc").array
+    o = Orientation(transpose=True, quarter_turns=1, reverse_slices=True)
+    turned = _stored_differently(img, o)
+    idx = np.indices(img.shape3)  # (3, I, J, K)
+    old = o.apply(idx)  # the stored index of each voxel of the turned study
+    pos = np.argwhere(np.all(old == np.array([10, 100, 5])[:, None, None, None], axis=0))[0]
+    np.testing.assert_allclose(turned.affine @ [*pos, 1], img.affine @ [10, 100, 5, 1], atol=1e-6)  # same place
+    save_nifti(tmp_path / "turned.nii.gz", turned)
+    items = []
+    for name, src in (("stored", DEMO / "patient080_frame01.nii.gz"), ("turned", tmp_path / "turned.nii.gz")):
+        run_preprocess(image=str(src), out_image=str(tmp_path / f"{name}_w.nii.gz"),
+                       out_record=str(tmp_path / f"{name}_w.json"))
+        items.append(SegmentItem(name, "ED", tmp_path / f"{name}_w.nii.gz", tmp_path / f"{name}_w.json", tmp_path / name))
+    assert run_segment(items, default_weights("sslln_lr")) == {}
+    assert run_segment([SegmentItem("as_stored", "ED", items[1].image, items[1].record, tmp_path / "as_stored")],
+                       default_weights("sslln_lr"), orientation="stored") == {}
+
+    record = {n: json.loads((tmp_path / n / "ED_orientation.json").read_text()) for n in ("stored", "turned", "as_stored")}
+    assert record["stored"]["orientation"] == "rot0" and record["stored"]["searched"]
+    back = next(c for c in ORIENTATIONS if np.array_equal(c.apply(old), idx))  # the way back to the stored grid
+    assert record["turned"]["orientation"] == back.name
+    assert record["as_stored"] == {"orientation": "rot0", "searched": False}
+
+    got = {n: load_labels(tmp_path / n / "ED_labels_original.nii.gz") for n in ("stored", "turned", "as_stored")}
+    np.testing.assert_allclose(got["turned"].affine, turned.affine, atol=1e-5)
+    truth_turned = o.apply(truth)
+    for c in (1, 2, 3):
+        d_stored = dice(got["stored"].array == c, truth == c)
+        d_turned = dice(got["turned"].array == c, truth_turned == c)
+        assert abs(d_turned - d_stored) < 0.02, (c, d_stored, d_turned)
+    assert dice(got["turned"].array == 3, truth_turned == 3) > 0.8
+    assert dice(got["as_stored"].array == 3, truth_turned == 3) < 0.6  # the network alone fails on the RV
