@@ -11,7 +11,9 @@ rule qc:
         expected_dice=by_phase(
             f"{RESULTS}/segment/{{subject}}/{{phase}}_expected_dice.json"
         ),
-        orientation=by_phase(f"{RESULTS}/segment/{{subject}}/{{phase}}_orientation.json"),
+        orientation=by_phase(
+            f"{RESULTS}/segment/{{subject}}/{{phase}}_orientation.json"
+        ),
         landmarks=by_phase(f"{RESULTS}/landmarks/{{subject}}/{{phase}}.json"),
         refined=by_phase(f"{RESULTS}/refine/{{subject}}/{{phase}}_labels.nii.gz"),
         refine_record=by_phase(f"{RESULTS}/refine/{{subject}}/{{phase}}.json"),
