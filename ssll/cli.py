@@ -144,10 +144,11 @@ def _add_segment(p: argparse.ArgumentParser) -> None:
     p.add_argument("--phase", action="append", help="phase name for output file names, ED or ES (one per --image)")
     p.add_argument("--out-dir", help="output folder")
     p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--orientation", choices=["search", "stored"], default="search",
+    p.add_argument("--orientation", default="search",
                    help="search (default): segment each volume in the orientation of its voxel grid that the network "
                         "trusts most, of 16 (turns, transposes, reversed slices; outputs stay on the input's grids); "
-                        "stored: as stored")
+                        "stored: as stored; or one orientation's name for every volume (e.g. rot90+reversed, as a "
+                        "search on a few subjects of the cohort chose)")
     p.add_argument("--orientation-margin", type=float, default=None,
                    help="how much higher another orientation's mean expected Dice must be than the stored one's "
                         "(default 0.03)")

@@ -89,14 +89,19 @@ def test_segment_turns_a_study_stored_the_other_way_round(tmp_path: Path) -> Non
                        out_record=str(tmp_path / f"{name}_w.json"))
         items.append(SegmentItem(name, "ED", tmp_path / f"{name}_w.nii.gz", tmp_path / f"{name}_w.json", tmp_path / name))
     assert run_segment(items, default_weights("sslln_lr")) == {}
-    assert run_segment([SegmentItem("as_stored", "ED", items[1].image, items[1].record, tmp_path / "as_stored")],
-                       default_weights("sslln_lr"), orientation="stored") == {}
+    for name, how in (("as_stored", "stored"), ("fixed", None)):
+        how = how or json.loads((tmp_path / "turned" / "ED_orientation.json").read_text())["orientation"]
+        assert run_segment([SegmentItem(name, "ED", items[1].image, items[1].record, tmp_path / name)],
+                           default_weights("sslln_lr"), orientation=how) == {}
 
     record = {n: json.loads((tmp_path / n / "ED_orientation.json").read_text()) for n in ("stored", "turned", "as_stored")}
     assert record["stored"]["orientation"] == "rot0" and record["stored"]["searched"]
     back = next(c for c in ORIENTATIONS if np.array_equal(c.apply(old), idx))  # the way back to the stored grid
     assert record["turned"]["orientation"] == back.name
     assert record["as_stored"] == {"orientation": "rot0", "searched": False}
+    # the orientation the search found, given by name: the same labels without the search
+    np.testing.assert_array_equal(load_labels(tmp_path / "fixed/ED_labels.nii.gz").array,
+                                  load_labels(tmp_path / "turned/ED_labels.nii.gz").array)
 
     got = {n: load_labels(tmp_path / n / "ED_labels_original.nii.gz") for n in ("stored", "turned", "as_stored")}
     np.testing.assert_allclose(got["turned"].affine, turned.affine, atol=1e-5)
@@ -107,3 +112,10 @@ def test_segment_turns_a_study_stored_the_other_way_round(tmp_path: Path) -> Non
         assert abs(d_turned - d_stored) < 0.02, (c, d_stored, d_turned)
     assert dice(got["turned"].array == 3, truth_turned == 3) > 0.8
     assert dice(got["as_stored"].array == 3, truth_turned == 3) < 0.6  # the network alone fails on the RV
+
+
+def test_an_unknown_orientation_is_refused_with_the_names() -> None:
+    from ssll.errors import SsllError
+
+    with pytest.raises(SsllError, match=r"orientation's name: no orientation 'sideways'; one of: rot0, .*rot90\+reversed"):
+        run_segment([], "no_weights_needed.pt", orientation="sideways")

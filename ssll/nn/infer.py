@@ -46,6 +46,7 @@ from ssll.nn.orientation import (
     STORED,
     Orientation,
     choose_orientation,
+    orientation_by_name,
     orientation_scores,
 )
 from ssll.postprocess import keep_largest_components
@@ -302,7 +303,8 @@ def run_segment(items: list[SegmentItem], weights: PathLike, *, batch_size: int 
         batch_size: volumes per forward pass.
         orientation: ``search``: segment each volume in the orientation of the voxel grid the network
             trusts most (:mod:`ssll.nn.orientation`; 16 forward passes more per volume); ``stored``:
-            as stored.
+            as stored; an orientation's name (e.g. ``rot90+reversed``): every volume in that one (a
+            cohort from one protocol, once a search on a few subjects has shown which).
         margin: with ``search``, how much higher another orientation's mean expected Dice must be than
             the stored one's for it to be used.
 
@@ -311,8 +313,10 @@ def run_segment(items: list[SegmentItem], weights: PathLike, *, batch_size: int 
     """
     from ssll.io import load_image, read_json
 
-    if orientation not in ("search", "stored"):
-        raise SsllError(f"segment: orientation must be 'search' or 'stored', not {orientation!r}")
+    try:
+        fixed = None if orientation == "search" else STORED if orientation == "stored" else orientation_by_name(orientation)
+    except ValueError as exc:
+        raise SsllError(f"segment: orientation must be 'search', 'stored' or an orientation's name: {exc}") from None
     model = load_model(weights)
     expected = tuple(model.card["preprocessing"]["shape"])
     failures: dict[str, str] = {}
@@ -325,8 +329,8 @@ def run_segment(items: list[SegmentItem], weights: PathLike, *, batch_size: int 
             rec = GridRecord.from_dict(read_json(it.record))
             if vol.shape3 != expected:
                 raise SsllError(f"{it.image}: shape {vol.shape3} is not the model's working shape {expected}")
-            chosen, info = STORED, {"orientation": STORED.name, "searched": False}
-            if orientation == "search":
+            chosen, info = fixed or STORED, {"orientation": (fixed or STORED).name, "searched": False}
+            if fixed is None:
                 scores = orientation_scores(model, vol.array, input_fov_mask(rec), batch_size=batch_size)
                 chosen = choose_orientation(scores, margin=margin)
                 info = {"orientation": chosen.name, "searched": True, "margin": margin,

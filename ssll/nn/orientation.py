@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 
     from ssll.nn.infer import LoadedModel
 
-__all__ = ["DEFAULT_MARGIN", "ORIENTATIONS", "STORED", "Orientation", "choose_orientation", "orientation_scores"]
+__all__ = ["DEFAULT_MARGIN", "ORIENTATIONS", "STORED", "Orientation", "choose_orientation", "orientation_by_name",
+           "orientation_scores"]
 
 #: how much higher (mean expected Dice) another orientation must score than the stored one to be used
 #: (on the held-out ACDC patients, all stored the right way round, the best other orientation came
@@ -85,6 +86,18 @@ STORED = Orientation()
 #: all sixteen, the stored one first
 ORIENTATIONS: tuple[Orientation, ...] = tuple(
     Orientation(t, r, k) for k in (False, True) for t in (False, True) for r in range(4))
+
+
+def orientation_by_name(name: str) -> Orientation:
+    """The orientation called ``name`` (:attr:`Orientation.name`, e.g. ``rot90+reversed``).
+
+    Raises:
+        ValueError: no orientation has that name (the message lists them).
+    """
+    for o in ORIENTATIONS:
+        if o.name == name:
+            return o
+    raise ValueError(f"no orientation {name!r}; one of: {', '.join(o.name for o in ORIENTATIONS)}")
 
 
 @torch.no_grad()
