@@ -239,3 +239,30 @@ def test_cpu_augmentation_applies_the_same_slice_jitter(monkeypatch: pytest.Monk
         di, dj = k % 3, k % 2
         np.testing.assert_allclose(img[: 16 - di, dj:, k], vol[di:, : 12 - dj, k], atol=1e-5)
         np.testing.assert_array_equal(sg[: 16 - di, dj:, k], seg[di:, : 12 - dj, k])
+
+
+def test_grid_turns_give_the_eight_proper_orientations_and_no_mirror_image() -> None:
+    """With everything else still, a grid turn is an exact permutation of the voxels: one of the eight
+    orientations of ssll.nn.orientation that keep handedness, image and targets alike, on both paths."""
+    from ssll.nn.data import augment
+    from ssll.nn.orientation import ORIENTATIONS
+
+    proper = {o.name: o for o in ORIENTATIONS if o.transpose == o.reverse_slices}  # rot*, transpose+rot*+reversed
+    assert len(proper) == 8
+    cfg = AugmentConfig(**{**STILL.__dict__, "grid_turns": True})
+    rng = np.random.default_rng(0)
+    x = rng.random((16, 16, 8)).astype(np.float32)  # (I, J, K), square slices
+    lab = rng.integers(0, 5, (16, 16, 8)).astype(np.uint8)
+
+    def which(img: np.ndarray, targets: np.ndarray) -> str:
+        found = [n for n, o in proper.items() if np.allclose(img, o.apply(x), atol=1e-5)]
+        assert len(found) == 1 and np.array_equal(targets, proper[found[0]].apply(lab)), found
+        return found[0]
+
+    seen_cpu = {which(*augment(x, lab, lab, cfg, rng)[:2]) for _ in range(40)}
+    g = torch.Generator().manual_seed(1)
+    img, out = ga.augment_batch(torch.from_numpy(x).permute(2, 0, 1)[None].repeat(40, 1, 1, 1),
+                                torch.from_numpy(lab).permute(2, 0, 1)[None, None].repeat(40, 1, 1, 1, 1), cfg, g)
+    seen_gpu = {which(img[b].permute(1, 2, 0).numpy(), out[b, 0].permute(1, 2, 0).numpy().astype(np.uint8))
+                for b in range(40)}
+    assert seen_cpu == seen_gpu == set(proper)  # all eight drawn, on both paths

@@ -64,7 +64,7 @@ def main() -> None:
     last = lr_runs[-1]["final"]
     augment = AUGMENT + "".join(f", {k} {v}" for k, v in runs[-1].get("augment", {}).items()
                                 if k in ("translate_slice_mm", "drop_prob", "elastic_mm", "elastic_spacing_mm",
-                                         "noise_sd", "slice_jitter_mm", "slice_jitter_spacing_mm") and v
+                                         "noise_sd", "slice_jitter_mm", "slice_jitter_spacing_mm", "grid_turns") and v
                                 and (k != "elastic_spacing_mm" or runs[-1]["augment"].get("elastic_mm"))
                                 and (k != "slice_jitter_spacing_mm" or runs[-1]["augment"].get("slice_jitter_mm")))
     card = build_card(

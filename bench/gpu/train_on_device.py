@@ -21,7 +21,7 @@ Outputs in ``$OUT``: ``sslln_lr.pt``, ``sslln_hr.pt`` (float16 state dicts), ``l
 
 Run (device, repository root):  PYTHONUNBUFFERED=1 PYTHONPATH=. python3 bench/gpu/train_on_device.py --budget 480
 Width and augmentation are options (``--widths``, ``--side-width``, ``--fuse-width``, ``--upsample``;
-``--translate-slice-mm``, ``--drop-prob``, ``--elastic-mm``, ``--noise-sd``, ``--slice-jitter-mm``);
+``--translate-slice-mm``, ``--drop-prob``, ``--elastic-mm``, ``--noise-sd``, ``--slice-jitter-mm``, ``--grid-turns``);
 ``summary.json`` records both and ``bench/gpu/cards.py`` writes them into the model cards, so
 ``ssll.nn.infer.load_model`` rebuilds the trained width.
 Refinement and network timing only, with the shipped weights (about 2 minutes):
@@ -351,11 +351,14 @@ def main() -> None:
                     help="in-plane shift of each slice, sd (mm) per axis (breath-hold motion; "
                          "AugmentConfig.slice_jitter_mm)")
     ap.add_argument("--slice-jitter-spacing-mm", type=float, default=10.0, help="plane spacing of --slice-jitter-mm")
+    ap.add_argument("--grid-turns", action="store_true",
+                    help="turn each sample by one of the eight handedness-keeping rotations of the grid "
+                         "(AugmentConfig.grid_turns): a network that does not depend on which way round the heart lies")
     a = ap.parse_args()
     arch = {"widths": tuple(a.widths), "side_width": a.side_width, "fuse_width": a.fuse_width, "upsample": a.upsample}
     aug = AugmentConfig(translate_slice_mm=a.translate_slice_mm, drop_prob=a.drop_prob, elastic_mm=a.elastic_mm,
                         elastic_spacing_mm=a.elastic_spacing_mm, noise_sd=a.noise_sd, slice_jitter_mm=a.slice_jitter_mm,
-                        slice_jitter_spacing_mm=a.slice_jitter_spacing_mm)
+                        slice_jitter_spacing_mm=a.slice_jitter_spacing_mm, grid_turns=a.grid_turns)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)

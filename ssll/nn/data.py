@@ -26,7 +26,7 @@ from ssll.landmarks import landmark_map, landmarks_from_labels, world_to_voxel
 from ssll.preprocess import WORKING_SPACING, labels_to_working, preprocess_volume
 from ssll.types import Array
 
-__all__ = ["AugmentConfig", "VolumeDataset", "acdc_cases", "augment", "cache_acdc", "cache_phantoms", "held_out_cases",
+__all__ = ["GRID_ROTATIONS", "AugmentConfig", "VolumeDataset", "acdc_cases", "augment", "cache_acdc", "cache_phantoms", "held_out_cases",
            "phantom_sample"]
 
 
@@ -180,7 +180,10 @@ class AugmentConfig:
     axis, mm, drawn at planes ``slice_jitter_spacing_mm`` apart along the slice axis, linear between
     them; :func:`slice_jitter`), image and targets alike: the breath-hold shift of each acquired slice,
     which the expert's contours follow, so the network learns to follow a slice rather than the stack.
-    All three are off by default (the shipped weights were trained without them), and draw no random
+    ``grid_turns`` composes a random one of the eight rotations that map the working grid onto itself
+    and keep the heart's handedness (:data:`GRID_ROTATIONS`): a network trained with it no longer depends
+    on which way round the heart lies in the grid, except for mirror images (``ssll.nn.orientation``).
+    All four are off by default (the shipped weights were trained without them), and draw no random
     numbers when off.
     """
 
@@ -198,6 +201,17 @@ class AugmentConfig:
     noise_sd: float = 0.0
     slice_jitter_mm: float = 0.0
     slice_jitter_spacing_mm: float = 10.0
+    grid_turns: bool = False
+
+
+#: the eight rotations (``(3, 3)``, acting on ``(i, j, k)`` mm about the grid centre) that map a working grid
+#: with square slices onto itself and keep handedness: the quarter turns about the slice axis, each also
+#: turned half round about the in-plane diagonal (which swaps i and j and reverses the slice order). They are
+#: the proper orientations of ``ssll.nn.orientation`` (``rot*`` and ``transpose+rot*+reversed``).
+GRID_ROTATIONS: tuple[Array, ...] = tuple(
+    np.linalg.matrix_power(np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]), r)
+    @ (np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]]) if half else np.eye(3))
+    for half in (False, True) for r in range(4))
 
 
 def slice_jitter(n_slices: int, cfg: AugmentConfig, normal: Callable[..., Any]) -> Array:
@@ -303,6 +317,8 @@ def augment(image: Array, seg: Array, lmk: Array, cfg: AugmentConfig, rng: np.ra
     rot = np.eye(3)
     a, b = [d for d in range(3) if d != axis]
     rot[a, a], rot[a, b], rot[b, a], rot[b, b] = c, -s, s, c
+    if cfg.grid_turns:
+        rot = rot @ GRID_ROTATIONS[int(rng.integers(len(GRID_ROTATIONS)))]
     scale = rng.uniform(*cfg.scale)
     tx = sitk.AffineTransform(3)
     tx.SetCenter(centre)

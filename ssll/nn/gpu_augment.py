@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ssll.nn.data import AugmentConfig, drop_slab, elastic_coarse, elastic_field, slice_jitter
+from ssll.nn.data import GRID_ROTATIONS, AugmentConfig, drop_slab, elastic_coarse, elastic_field, slice_jitter
 from ssll.preprocess import WORKING_SPACING
 
 __all__ = ["augment_batch", "random_affines"]
@@ -45,6 +45,9 @@ def random_affines(n: int, cfg: AugmentConfig, generator: torch.Generator) -> to
         rot = torch.eye(3, dtype=torch.float64)
         a, bb = [d for d in range(3) if d != ax]
         rot[a, a], rot[a, bb], rot[bb, a], rot[bb, bb] = c, -s, s, c
+        if cfg.grid_turns:
+            turn = int(torch.randint(0, len(GRID_ROTATIONS), (1,), generator=generator))
+            rot = rot @ torch.from_numpy(GRID_ROTATIONS[turn])
         scale = cfg.scale[0] + float(u[b, 1]) * (cfg.scale[1] - cfg.scale[0])
         out[b, :, :3] = rot / scale
         out[b, 0, 3] = (2 * float(u[b, 2]) - 1) * cfg.translate_mm
