@@ -80,12 +80,15 @@ def _copy_workflow(work: Path) -> None:
     shutil.copy(ROOT / "tests/workflow/fast.yaml", work / "fast.yaml")
 
 
-def _one_subject(work: Path) -> None:
-    """Cut the copied demo sheet to its first subject (patient020): the tests that need the whole
-    pipeline's plumbing, not a second heart, stay short."""
+def _one_subject(work: Path) -> list[str]:
+    """Cut the copied demo sheet to its first subject (patient020), segmented as stored (no orientation
+    search: 16 forward passes a volume): the tests that need the whole pipeline's plumbing, not a second
+    heart or the search (the end-to-end test runs both), stay short. Returns the config arguments."""
     lines = (work / "config/subjects.tsv").read_text().splitlines()
     assert lines[1].startswith("patient020\t")
     (work / "config/subjects.tsv").write_text("\n".join(lines[:2]) + "\n")
+    (work / "stored.yaml").write_text("segment:\n  orientation: stored\n")
+    return [*FAST, "stored.yaml"]
 
 
 def _slurm_up() -> bool:
@@ -105,10 +108,10 @@ def test_demo_cohort_on_slurm(tmp_path: Path) -> None:
         pytest.skip("no SLURM cluster here (start one with .ci/slurm-cluster start)")
     work = tmp_path / "run"
     _copy_workflow(work)
-    _one_subject(work)
+    config = _one_subject(work)
     shutil.copytree(ROOT / "tests/workflow/slurm-ci", work / "slurm-ci")
     r = subprocess.run(["timeout", "-s", "INT", "900", *SNAKEMAKE, "--profile", "profiles/slurm",
-                        "--profile", "slurm-ci", *FAST], cwd=work, env=_env(), capture_output=True, text=True,
+                        "--profile", "slurm-ci", *config], cwd=work, env=_env(), capture_output=True, text=True,
                        encoding="utf-8", errors="replace")
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     assert "Using profiles" in r.stdout + r.stderr or "slurm" in r.stdout + r.stderr
@@ -182,14 +185,14 @@ def test_failures_kill_and_rerun(tmp_path: Path) -> None:
     leaves every completed output unchanged, and the report names the failed subjects and why."""
     work = tmp_path / "run"
     _copy_workflow(work)
-    _one_subject(work)
+    config = _one_subject(work)
     good = (work / "demo/acdc/patient020/patient020_frame01.nii.gz").read_bytes()
     (work / "corrupt_ed.nii.gz").write_bytes(good[: len(good) // 3])  # truncated gzip
     sheet = (work / "config/subjects.tsv").read_text().splitlines()
     sheet += ["corrupt\t\tcorrupt_ed.nii.gz\tdemo/acdc/patient020/patient020_frame11.nii.gz\t\t\t\t\t",
               "missing\t\tdemo/acdc/patient999/nowhere.nii.gz\tdemo/acdc/patient020/patient020_frame11.nii.gz\t\t\t\t\t"]
     (work / "config/subjects.tsv").write_text("\n".join(sheet) + "\n")
-    cmd = [*SNAKEMAKE, "--profile", "profiles/local", *FAST]
+    cmd = [*SNAKEMAKE, "--profile", "profiles/local", *config]
     # run 1: killed with SIGKILL once the first refinement is written
     log1 = work / "run1.log"
     with log1.open("w") as fh:
