@@ -12,22 +12,19 @@ Run:  python bench/acdc_clinical.py --out bench/results/acdc_clinical
 
 from __future__ import annotations
 
-import argparse
 import json
-import warnings
-from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import pandas as pd  # noqa: E402
-import torch  # noqa: E402
+from held_out import held_out_parser, start  # noqa: E402
 
 from ssll.io import load_image, load_labels  # noqa: E402
 from ssll.measures import cardiac_measures, phase_measures  # noqa: E402
 from ssll.nn.confidence import expected_dice  # noqa: E402
 from ssll.nn.data import held_out_cases  # noqa: E402
-from ssll.nn.infer import finish_segmentation, landmark_points, load_model, predict  # noqa: E402
+from ssll.nn.infer import finish_segmentation, landmark_points, predict  # noqa: E402
 from ssll.preprocess import preprocess_volume  # noqa: E402
 from ssll.qc import qc_flags  # noqa: E402
 from ssll.report import _agreement_plots, measure_agreement  # noqa: E402
@@ -36,17 +33,9 @@ COLS = ["ed_lv_cavity_ml", "es_lv_cavity_ml", "lv_ef_pct", "ed_lv_mass_g", "ed_r
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--weights", default="ssll/weights/sslln_lr.pt")
-    ap.add_argument("--data", default="../shared/data/acdc/training")
-    ap.add_argument("--config", default="config/train_lr.yaml")
-    ap.add_argument("--out", default="bench/results/acdc_clinical")
+    ap = held_out_parser(__doc__, "bench/results/acdc_clinical")
     a = ap.parse_args()
-    warnings.simplefilter("ignore")
-    torch.set_num_threads(2)
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    model = load_model(a.weights)
+    out, model = start(a)
     auto_rows, gt_rows, flag_rows = [], [], []
     by_patient: dict[str, dict] = {}
     for c in held_out_cases(a.data, a.config):

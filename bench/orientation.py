@@ -21,21 +21,19 @@ Run:  python bench/orientation.py --out bench/results/orientation   (about 25 mi
 
 from __future__ import annotations
 
-import argparse
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
+from held_out import held_out_parser, start
 from sunnybrook_geometry import _contour_to_voxels, _mask
 
 from ssll.evaluate import dice
 from ssll.ingest import dicom_layout, frame, read_dicom_cine
 from ssll.io import load_image, load_labels
 from ssll.nn.data import held_out_cases
-from ssll.nn.infer import finish_segmentation, load_model, predict_oriented
+from ssll.nn.infer import finish_segmentation, predict_oriented
 from ssll.nn.orientation import ORIENTATIONS, choose_orientation, orientation_scores
 from ssll.preprocess import input_fov_mask, labels_to_working, preprocess_volume
 
@@ -84,20 +82,12 @@ def choices(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--weights", default="ssll/weights/sslln_lr.pt")
-    ap.add_argument("--data", default="../shared/data/acdc/training")
+    ap = held_out_parser(__doc__, "bench/results/orientation")
     ap.add_argument("--sunnybrook", default="../shared/data/sunnybrook/dicoms/SCD0000101")
     ap.add_argument("--contours", default="../shared/data/sunnybrook/contourfiles/SC-HF-I-1")
-    ap.add_argument("--config", default="config/train_lr.yaml")
     ap.add_argument("--phases", nargs="+", default=["ED", "ES"], choices=["ED", "ES"])
-    ap.add_argument("--out", default="bench/results/orientation")
     a = ap.parse_args()
-    warnings.simplefilter("ignore")
-    torch.set_num_threads(2)
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    model = load_model(a.weights)
+    out, model = start(a)
     rows = []
     for c in held_out_cases(a.data, a.config, phases=a.phases):
         work, rec = preprocess_volume(load_image(c["image"]))

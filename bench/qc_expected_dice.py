@@ -20,10 +20,8 @@ Run:  python bench/qc_expected_dice.py --out bench/results/qc_expected_dice   (a
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-import warnings
 from pathlib import Path
 
 import matplotlib
@@ -31,17 +29,17 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
-import torch  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from held_out import held_out_parser, start  # noqa: E402
 from refinement import lr_target  # noqa: E402
 
 from ssll.evaluate import dice  # noqa: E402
 from ssll.io import load_image, load_labels  # noqa: E402
 from ssll.nn.confidence import expected_dice  # noqa: E402
 from ssll.nn.data import held_out_cases  # noqa: E402
-from ssll.nn.infer import finish_segmentation, load_model, predict  # noqa: E402
+from ssll.nn.infer import finish_segmentation, predict  # noqa: E402
 from ssll.phantom import require_bank  # noqa: E402
 from ssll.preprocess import preprocess_volume  # noqa: E402
 from ssll.qc import MIN_EXPECTED_DICE  # noqa: E402
@@ -74,19 +72,11 @@ def agreement(df: pd.DataFrame, structs: list[str]) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--weights", default="ssll/weights/sslln_lr.pt")
-    ap.add_argument("--data", default="../shared/data/acdc/training")
-    ap.add_argument("--config", default="config/train_lr.yaml")
+    ap = held_out_parser(__doc__, "bench/results/qc_expected_dice")
     ap.add_argument("--biv-me", default="../shared/data/biv-me")
     ap.add_argument("--n-phantoms", type=int, default=20)
-    ap.add_argument("--out", default="bench/results/qc_expected_dice")
     a = ap.parse_args()
-    warnings.simplefilter("ignore")
-    torch.set_num_threads(2)
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    model = load_model(a.weights)
+    out, model = start(a)
     rows = []
     for c in held_out_cases(a.data, a.config):
         gt = load_labels(c["labels"], "acdc")

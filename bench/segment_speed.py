@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ssll.io import load_image, read_json
+from ssll.nn.data import acdc_cases
 from ssll.nn.infer import SegmentItem, default_weights, forward, load_model, run_segment
 from ssll.nn.orientation import orientation_scores
 from ssll.preprocess import GridRecord, input_fov_mask, run_preprocess
@@ -40,13 +41,11 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     tmp = Path(tempfile.mkdtemp(prefix="segment_speed_"))
     items = []
-    for pdir in sorted(DEMO.glob("patient*")):
-        info = dict(line.split(":", 1) for line in (pdir / "Info.cfg").read_text().splitlines() if ":" in line)
-        for phase in ("ED", "ES"):
-            src = pdir / f"{pdir.name}_frame{int(info[phase]):02d}.nii.gz"
-            w, r = tmp / f"{pdir.name}_{phase}.nii.gz", tmp / f"{pdir.name}_{phase}.json"
-            run_preprocess(image=str(src), out_image=str(w), out_record=str(r))
-            items.append(SegmentItem(pdir.name, phase, w, r, tmp / "out" / pdir.name))
+    for c in acdc_cases(DEMO):
+        name, phase = str(c["patient"]), str(c["phase"])
+        w, r = tmp / f"{name}_{phase}.nii.gz", tmp / f"{name}_{phase}.json"
+        run_preprocess(image=str(c["image"]), out_image=str(w), out_record=str(r))
+        items.append(SegmentItem(name, phase, w, r, tmp / "out" / name))
     weights = default_weights("sslln_lr")
     result: dict[str, object] = {"volumes": len(items), "threads": a.threads, "repeats": a.repeats,
                                  "device": "cuda" if torch.cuda.is_available() else "cpu"}

@@ -48,6 +48,7 @@ from ssll.nn.orientation import (
     choose_orientation,
     orientation_by_name,
     orientation_scores,
+    same_shape_groups,
 )
 from ssll.postprocess import keep_largest_components
 from ssll.preprocess import GridRecord, grow_along_slices, input_fov_mask, original_header, probabilities_to_original
@@ -186,10 +187,7 @@ def predict_oriented(model: LoadedModel, images: list[Array], orientations: list
     if len(images) != len(orientations):
         raise ValueError(f"predict_oriented: {len(images)} volumes, {len(orientations)} orientations")
     out: list[tuple[Array, Array, Array, Array]] = [None] * len(images)  # type: ignore[list-item]
-    groups: dict[tuple[int, ...], list[int]] = {}  # a turned non-square grid cannot batch with the rest
-    for n, (img, o) in enumerate(zip(images, orientations)):
-        groups.setdefault(o.shape(img.shape), []).append(n)
-    for members in groups.values():
+    for members in same_shape_groups([img.shape for img in images], orientations):
         x = np.stack([orientations[n].apply(images[n]) for n in members])
         labels, lmap, conf, prob = predict(model, x, batch_size=batch_size, return_prob=True)
         for q, n in enumerate(members):
@@ -329,8 +327,9 @@ def run_segment(items: list[SegmentItem], weights: PathLike, *, batch_size: int 
             rec = GridRecord.from_dict(read_json(it.record))
             if vol.shape3 != expected:
                 raise SsllError(f"{it.image}: shape {vol.shape3} is not the model's working shape {expected}")
-            chosen, info = fixed or STORED, {"orientation": (fixed or STORED).name, "searched": False}
-            if fixed is None:
+            if fixed is not None:
+                chosen, info = fixed, {"orientation": fixed.name, "searched": False}
+            else:
                 scores = orientation_scores(model, vol.array, input_fov_mask(rec), batch_size=batch_size)
                 chosen = choose_orientation(scores, margin=margin)
                 info = {"orientation": chosen.name, "searched": True, "margin": margin,
