@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -20,6 +21,12 @@ from ssll.errors import SsllError
 from ssll.subjects import validate_subject_id
 
 __all__ = ["build_parser", "main", "split_groups", "write_provenance"]
+
+# Set before torch (imported lazily by the subcommands) starts its OpenMP runtime, which reads it once.
+# With the default policy, OpenMP threads spin between parallel regions; the registration's many small
+# steps then ran 2-30x slower whenever another process held a core (a refine job beside any other job on
+# a shared node). PASSIVE lets an idle thread sleep. A value the user exported is kept.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 log = logging.getLogger("ssll")
 

@@ -35,6 +35,7 @@ __all__ = [
     "normalise_intensity",
     "original_header",
     "preprocess_volume",
+    "probabilities_on_original",
     "probabilities_to_original",
     "resample",
     "to_original",
@@ -269,25 +270,31 @@ def labels_to_working_soft(labels: Array, record: GridRecord, n_classes: int = 5
     return out
 
 
-def probabilities_to_original(prob: Array, record: GridRecord) -> Array:
-    """Labels on the input grid from class probabilities on the working grid.
-
-    Each class map ``(C, I, J, K)`` is interpolated linearly onto the input grid and the most
-    probable class taken; this keeps sub-voxel boundary information that nearest-neighbour
-    transport of hard labels loses when the input grid is finer than 1.25 mm. Outside the
-    working field of view the result is background.
-
-    Returns:
-        ``uint8`` labels of shape ``record.input_shape``.
-    """
+def probabilities_on_original(prob: Array, record: GridRecord) -> Array:
+    """Class probabilities ``(C, I, J, K)`` on the working grid put onto the input grid, each class map
+    interpolated linearly (outside the working field of view: background). Returns ``(C, *input_shape)``
+    float32."""
     if tuple(prob.shape[1:]) != tuple(record.working_shape):
         raise ValueError(f"probabilities_to_original: shape {prob.shape} does not match {record.working_shape}")
-    back = np.stack([
+    return np.stack([
         resample(np.asarray(prob[c], np.float32), record.working_affine, record.input_affine, record.input_shape,
                  order=1, cval=1.0 if c == 0 else 0.0)
         for c in range(prob.shape[0])
     ])
-    return back.argmax(axis=0).astype(np.uint8)
+
+
+def probabilities_to_original(prob: Array, record: GridRecord) -> Array:
+    """Labels on the input grid from class probabilities on the working grid.
+
+    Each class map ``(C, I, J, K)`` is interpolated linearly onto the input grid
+    (:func:`probabilities_on_original`) and the most probable class taken; this keeps sub-voxel boundary
+    information that nearest-neighbour transport of hard labels loses when the input grid is finer than
+    1.25 mm. Outside the working field of view the result is background.
+
+    Returns:
+        ``uint8`` labels of shape ``record.input_shape``.
+    """
+    return probabilities_on_original(prob, record).argmax(axis=0).astype(np.uint8)
 
 
 def to_original(array: Array, record: GridRecord, *, order: int = 0) -> Array:

@@ -2,7 +2,8 @@
 overlaid and the landmarks marked, and automatic per-subject flags (:func:`qc_flags`).
 
 The montage shows, on the working grid: up to 8 short-axis slices evenly spread over the heart
-(base to apex, in slice order), and two long-axis cuts through the LV centre (along i and j).
+(in the stack's slice order: base to apex as ACDC stores a stack, apex to base as the Sunnybrook
+cine does), and two long-axis cuts through the LV centre (along i and j).
 Colours: LV cavity red, LV wall green, RV cavity yellow, RV wall blue; landmarks as numbered
 white crosses on the short-axis slices within 2 mm of them.
 """

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -114,3 +117,15 @@ def test_every_output_gets_a_provenance_record(tmp_path) -> None:
         assert prov["ssll_version"] == __version__ and prov["command"] == "preprocess"
         assert prov["subject"] == "s1" and prov["params"] == {"order": 1}
         assert prov["output"].endswith(name)
+
+
+@pytest.mark.parametrize(("exported", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_the_cli_makes_openmp_threads_sleep_before_torch_loads(exported: str | None, expected: str) -> None:
+    # the OpenMP runtime reads OMP_WAIT_POLICY once, when torch loads: the CLI must set it first
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if exported:
+        env["OMP_WAIT_POLICY"] = exported
+    code = ("import os, sys; import ssll.cli; "
+            "print('torch' in sys.modules, os.environ['OMP_WAIT_POLICY'])")
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert r.stdout.split() == ["False", expected]

@@ -62,7 +62,9 @@ def test_batch_gives_each_atlas_its_own_registration() -> None:
         np.testing.assert_array_equal(res.init, init)
         for (c_b, s_b), (c_1, s_1) in zip(res.levels, one.levels):
             assert s_b == s_1
-            np.testing.assert_allclose(c_b.numpy(), c_1.numpy(), atol=2e-3)  # mm
+            # float rounding differs between a batch of 3 and of 1 (up to 0.005 mm on some CPUs, against 6-9 mm
+            # displacements); an atlas pulled by another's loss would be off by millimetres
+            np.testing.assert_allclose(c_b.numpy(), c_1.numpy(), atol=0.02)  # mm
         assert res.history[-1]["consistency_end"] == pytest.approx(one.history[-1]["consistency_end"], abs=1e-4)
         assert res.history[-1]["atlases_in_batch"] == 3 and one.history[-1]["atlases_in_batch"] == 1
     bad = [(atlases[0][0], atlases[0][1], np.full((4, 4), np.nan))]

@@ -67,6 +67,9 @@ def test_shell_commands_do_not_grow_with_the_cohort(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr[-2000:]
     cmds = [ln for ln in r.stdout.splitlines() if ln.startswith("Shell command: ")]
     assert len(cmds) > 300 * 8 and max(map(len, cmds)) < 4000, max(cmds, key=len)[:300]
+    # the default config searches each volume's orientation (the workflow tests below segment as stored)
+    segment = [c for c in cmds if "ssll segment" in c]
+    assert segment and all("--orientation search" in c for c in segment), segment[:1]
 
 
 FAST = ["--configfile", "config/config.yaml", "fast.yaml"]
@@ -80,15 +83,21 @@ def _copy_workflow(work: Path) -> None:
     shutil.copy(ROOT / "tests/workflow/fast.yaml", work / "fast.yaml")
 
 
+def _stored(work: Path) -> list[str]:
+    """Config arguments for the copied workflow with the volumes segmented as stored: the orientation
+    search (16 forward passes a volume, about 20 s on 2 cores) is tested on real data in
+    tests/test_orientation.py and its wiring by the dry run above; these tests need the plumbing."""
+    (work / "stored.yaml").write_text("segment:\n  orientation: stored\n")
+    return [*FAST, "stored.yaml"]
+
+
 def _one_subject(work: Path) -> list[str]:
-    """Cut the copied demo sheet to its first subject (patient020), segmented as stored (no orientation
-    search: 16 forward passes a volume): the tests that need the whole pipeline's plumbing, not a second
-    heart or the search (the end-to-end test runs both), stay short. Returns the config arguments."""
+    """Cut the copied demo sheet to its first subject (patient020), segmented as stored: the tests that
+    need the whole pipeline's plumbing, not a second heart, stay short. Returns the config arguments."""
     lines = (work / "config/subjects.tsv").read_text().splitlines()
     assert lines[1].startswith("patient020\t")
     (work / "config/subjects.tsv").write_text("\n".join(lines[:2]) + "\n")
-    (work / "stored.yaml").write_text("segment:\n  orientation: stored\n")
-    return [*FAST, "stored.yaml"]
+    return _stored(work)
 
 
 def _slurm_up() -> bool:
@@ -125,7 +134,8 @@ def test_demo_cohort_on_slurm(tmp_path: Path) -> None:
 def test_demo_cohort_end_to_end(tmp_path: Path) -> None:
     work = tmp_path / "run"
     _copy_workflow(work)
-    r = _run([*SNAKEMAKE, "--profile", "profiles/local", *FAST], work)
+    config = _stored(work)
+    r = _run([*SNAKEMAKE, "--profile", "profiles/local", *config], work)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     for subject in ("patient020", "patient080"):
         for phase in ("ED", "ES"):
@@ -152,7 +162,7 @@ def test_demo_cohort_end_to_end(tmp_path: Path) -> None:
     page = (work / "results/cohort/report.html").read_text()
     assert "<b>2</b> subjects: <b>2</b> done" in page and "Bland-Altman" in page and "lowest expected Dice" in page
     # a rerun has nothing to do
-    r2 = _run([*SNAKEMAKE, "--profile", "profiles/local", *FAST, "-n"], work)
+    r2 = _run([*SNAKEMAKE, "--profile", "profiles/local", *config, "-n"], work)
     assert "Nothing to be done" in r2.stdout + r2.stderr
 
 

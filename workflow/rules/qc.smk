@@ -1,5 +1,5 @@
 rule qc:
-    """Quality control of a subject: the QC montages (short-axis slices base to apex and two
+    """Quality control of a subject: the QC montages (short-axis slices in the stack's order and two
     long-axis cuts; SSLLN labels and landmarks, refined model below) of ED and ES, and the
     automatic QC flags (missing or broken structures, measures out of range, open LV wall,
     implausible landmarks, low expected Dice, refinement disagreeing or not
