@@ -144,9 +144,12 @@ def orientation_scores(model: LoadedModel, image: Array, fov: Array, *,
             m = np.stack([np.ascontiguousarray(candidates[n].apply(fov)) for n in members])
             logp, _ = forward(model, x)  # (B, 5, K, I, J): the network's slice-as-channel layout
             mask = torch.from_numpy(m).to(model.device).permute(0, 3, 1, 2)
-            prob = torch.softmax(logp, 1)
-            ed = expected_dice_batch(prob, prob.max(1).indices, mask)[:, :3]  # LV cavity, LV wall, RV cavity
-            scores[members] = ed.mean(1).double().cpu().numpy()
+            # one volume at a time: on 2 CPU cores the batch's volume-sized temporaries doubled this step's
+            # cost (0.26 against 0.12 s a volume)
+            for q, n in enumerate(members):
+                prob = torch.softmax(logp[q : q + 1], 1)
+                ed = expected_dice_batch(prob, prob.max(1).indices, mask[q : q + 1])[0, :3]  # LV cav, wall, RV cav
+                scores[n] = float(ed.mean())
     return scores
 
 
