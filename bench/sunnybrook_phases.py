@@ -1,0 +1,96 @@
+"""Which frames are ED and ES on the one real cine (Sunnybrook SCD0000101), by each rule we have?
+
+Every frame of the cine is segmented as ``ssll segment`` does by default (orientation searched, labels on
+the DICOM grid: :func:`ssll.nn.orientation.orientation_scores`, :func:`ssll.nn.orientation.choose_orientation`,
+:func:`ssll.nn.infer.predict_oriented`, :func:`ssll.nn.infer.finish_segmentation`), and its LV and RV cavity
+volumes (ml) measured on that grid (:func:`ssll.measures.phase_measures`). Compared:
+
+* the expert's frames: those with contours (SCD0000101: ED 18, ES 7, 0-based);
+* ``ssll ingest``'s default: ED = frame 0, ES = the frame that differs most from it in intensity
+  (:func:`ssll.ingest.choose_phases`);
+* the network's volume curve: ED = largest LV cavity, ES = smallest (:func:`ssll.ingest.es_from_lv_volumes`);
+  and the EF each pair gives.
+
+Run:  python bench/sunnybrook_phases.py --out bench/results/sunnybrook_phases.json   (about 4 min on 2 cores)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ssll.ingest import choose_phases, dicom_layout, es_from_lv_volumes, frame, read_dicom_cine
+from ssll.measures import phase_measures
+from ssll.nn.infer import finish_segmentation, load_model, predict_oriented
+from ssll.nn.orientation import choose_orientation, orientation_scores
+from ssll.preprocess import input_fov_mask, preprocess_volume
+
+
+def expert_frames(contours: Path, dicom: Path) -> list[int]:
+    """The 0-based frames the expert contoured: each contour file names its DICOM image, placed in the
+    series by :func:`ssll.ingest.dicom_layout` (as ``bench/orientation.py`` reads the contours)."""
+    layout, _ = dicom_layout(dicom)
+    frame_of = {p.name: t for row in layout for t, p in enumerate(row)}
+    return sorted({frame_of[f"{int(f.name.split('-')[2])}.dcm"] for f in contours.rglob("*contour-manual.txt")})
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sunnybrook", default="../shared/data/sunnybrook/dicoms/SCD0000101")
+    ap.add_argument("--contours", default="../shared/data/sunnybrook/contourfiles/SC-HF-I-1")
+    ap.add_argument("--weights", default="ssll/weights/sslln_lr.pt")
+    ap.add_argument("--out", default="bench/results/sunnybrook_phases.json")
+    a = ap.parse_args()
+    warnings.simplefilter("ignore")
+    torch.set_num_threads(2)
+    t0 = time.perf_counter()
+    model = load_model(a.weights)
+    cine = read_dicom_cine(a.sunnybrook)
+    spacing = tuple(float(s) for s in np.linalg.norm(cine.affine[:3, :3], axis=0))
+    n = cine.array.shape[3]
+    rows = []
+    for t in range(n):
+        vol = frame(cine, t)
+        work, rec = preprocess_volume(vol)
+        fov = input_fov_mask(rec)
+        o = choose_orientation(orientation_scores(model, work.array, fov))
+        labels, lmap, _, prob = predict_oriented(model, [work.array], [o])[0]
+        m = phase_measures(finish_segmentation(labels, lmap, prob, rec).original, spacing)
+        rows.append({"frame": t, "orientation": o.name, "lv_cavity_ml": round(float(m["lv_cavity_ml"]), 1),
+                     "rv_cavity_ml": round(float(m["rv_cavity_ml"]), 1)})
+        print(rows[-1], flush=True)
+    lv = np.array([r["lv_cavity_ml"] for r in rows])
+
+    def ef(ed: int, es: int) -> float:
+        return round(float(100.0 * (lv[ed] - lv[es]) / lv[ed]), 1)
+
+    expert = expert_frames(Path(a.contours), Path(a.sunnybrook))
+    default = choose_phases(cine.array)
+    curve_ed, curve_es = int(np.argmax(lv)), es_from_lv_volumes(lv)
+    summary = {
+        "study": "Sunnybrook SCD0000101 (heart failure), 20 frames",
+        "weights": a.weights,
+        "per_frame": rows,
+        "expert_contoured_frames": expert,
+        "rules": {
+            "ingest_default": {"ed": default.ed, "es": default.es, "lv_ef_pct": ef(default.ed, default.es)},
+            "network_volume_curve": {"ed": curve_ed, "es": curve_es, "lv_ef_pct": ef(curve_ed, curve_es)},
+            "expert_frames": ({"ed": max(expert, key=lambda f: lv[f]), "es": min(expert, key=lambda f: lv[f]),
+                               "lv_ef_pct": ef(max(expert, key=lambda f: lv[f]), min(expert, key=lambda f: lv[f]))}
+                              if len(expert) == 2 else None),
+        },
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(summary, indent=1) + "\n")
+    print(json.dumps(summary["rules"], indent=1), summary["expert_contoured_frames"])
+
+
+if __name__ == "__main__":
+    main()
