@@ -379,6 +379,7 @@ def _add_qc(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labels", required=True, help="canonical labels on the same grid")
     p.add_argument("--landmarks", help="landmarks JSON from ssll landmarks")
     p.add_argument("--refined", help="refined model on the same grid (ssll refine): a second row")
+    p.add_argument("--orientation", help="ssll segment's orientation JSON: show the volume the way it was segmented")
     p.add_argument("--out-png", required=True)
 
 
@@ -386,7 +387,7 @@ def _run_qc(a: argparse.Namespace) -> None:
     from ssll.qc import run_qc
 
     run_qc(image=a.image, labels=a.labels, landmarks_json=a.landmarks, out_png=a.out_png, title=a.subject or "",
-           refined=a.refined)
+           refined=a.refined, orientation_json=a.orientation)
 
 
 # ---------------------------------------------------------------- qc-flags

@@ -2,8 +2,10 @@
 overlaid and the landmarks marked, and automatic per-subject flags (:func:`qc_flags`).
 
 The montage shows, on the working grid: up to 8 short-axis slices evenly spread over the heart
-(in the stack's slice order: base to apex as ACDC stores a stack, apex to base as the Sunnybrook
-cine does), and two long-axis cuts through the LV centre (along i and j).
+and two long-axis cuts through the LV centre, in the orientation of the grid the volume was segmented
+in (:mod:`ssll.orientation`; ``ssll segment`` turns each volume the way the network knows, so every
+subject appears the same way round, base to apex as ACDC stores a stack); the panel titles give the
+stored grid's slice and plane indices.
 Colours: LV cavity red, LV wall green, RV cavity yellow, RV wall blue; landmarks as numbered
 white crosses on the short-axis slices within 2 mm of them.
 """
@@ -12,7 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ssll.errors import SsllError
 from ssll.labels import Label
+from ssll.orientation import STORED, Orientation, orientation_by_name
 from ssll.types import Array, PathLike
 
 __all__ = [
@@ -44,11 +48,14 @@ def overlay_rgb(image2d: Array, labels2d: Array, *, alpha: float = 0.4) -> Array
 
 
 def montage(image: Array, labels: Array, spacing: tuple[float, float, float], out_png: PathLike, *,
-            landmarks_vox: Array | None = None, title: str = "", refined: Array | None = None) -> None:
+            landmarks_vox: Array | None = None, title: str = "", refined: Array | None = None,
+            orientation: Orientation = STORED) -> None:
     """Write the QC montage PNG (see module docstring). Arrays ``(I, J, K)`` on one grid, spacing in mm.
 
     One row for ``labels`` (the SSLLN segmentation, with landmarks) and, when given, a second row
-    with the ``refined`` model on the same slices and cuts.
+    with the ``refined`` model on the same slices and cuts. ``orientation``: show the volume in that
+    orientation of its grid (:mod:`ssll.orientation`; the one ``ssll segment`` used, so that every
+    subject's montage shows the heart the way the network saw it); slice titles keep the stored ``k``.
     """
     import matplotlib
 
@@ -56,6 +63,28 @@ def montage(image: Array, labels: Array, spacing: tuple[float, float, float], ou
     import matplotlib.pyplot as plt
 
     from ssll.io import atomic_path
+
+    stored_shape, n_k = image.shape, image.shape[2]
+    if orientation != STORED:
+        if orientation.transpose != bool(orientation.quarter_turns % 2) and spacing[0] != spacing[1]:
+            spacing = (spacing[1], spacing[0], spacing[2])
+        if landmarks_vox is not None:
+            landmarks_vox = orientation.points(landmarks_vox, image.shape)
+        image, labels = orientation.apply(image), orientation.apply(labels)
+        refined = orientation.apply(refined) if refined is not None else None
+
+    def stored_k(k: int) -> int:
+        return n_k - 1 - k if orientation.reverse_slices else k
+
+    def stored_plane(axis: int, index: int) -> str:
+        """``i=..`` or ``j=..``: the stored grid's plane that is the shown grid's plane ``index`` along ``axis``."""
+        shown = [orientation.apply(np.broadcast_to(g[..., None], stored_shape))[..., 0]
+                 for g in np.indices(stored_shape[:2])]  # the stored i and j of each shown (i, j)
+        for name, g in zip("ij", shown):
+            line = g[index, :] if axis == 0 else g[:, index]
+            if np.all(line == line[0]):
+                return f"{name}={int(line[0])}"
+        raise AssertionError("an orientation maps in-plane axes to in-plane axes")
 
     heart = np.nonzero((labels > 0).any(axis=(0, 1)))[0]
     ks = np.linspace(heart[0], heart[-1], min(8, heart.size)).round().astype(int) if heart.size else \
@@ -71,20 +100,20 @@ def montage(image: Array, labels: Array, spacing: tuple[float, float, float], ou
         for n, k in enumerate(ks):
             ax = axes[r, n]
             ax.imshow(overlay_rgb(image[:, :, k], lab[:, :, k]))
-            ax.set_title(f"{name} SA k={k}", fontsize=7)
+            ax.set_title(f"{name} SA k={stored_k(k)}", fontsize=7)
             if landmarks_vox is not None and r == 0:
                 for idx, p in enumerate(landmarks_vox, start=1):
                     if np.all(np.isfinite(p)) and abs(p[2] - k) * spacing[2] <= 2.0:
                         ax.plot(p[0], p[1], "w+", ms=8, mew=1.5)
                         ax.text(p[0] + 3, p[1] - 3, str(idx), color="w", fontsize=8)
-        for c, (cut_img, cut_lab, cut) in enumerate(((image[:, cj, :], lab[:, cj, :], f"LA j={cj}"),
-                                                      (image[ci, :, :], lab[ci, :, :], f"LA i={ci}"))):
+        for c, (cut_img, cut_lab, cut) in enumerate(((image[:, cj, :], lab[:, cj, :], f"LA {stored_plane(1, cj)}"),
+                                                      (image[ci, :, :], lab[ci, :, :], f"LA {stored_plane(0, ci)}"))):
             ax = axes[r, len(ks) + c]
             ax.imshow(overlay_rgb(cut_img, cut_lab), aspect=asp)
             ax.set_title(f"{name} {cut}", fontsize=7)
     for ax in axes.ravel():
         ax.axis("off")
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(title + (f" (shown {orientation.name}, as segmented)" if orientation != STORED else ""), fontsize=9)
     fig.tight_layout()
     with atomic_path(out_png) as tmp:
         fig.savefig(tmp, dpi=70)
@@ -92,15 +121,21 @@ def montage(image: Array, labels: Array, spacing: tuple[float, float, float], ou
 
 
 def run_qc(*, image: str, labels: str, out_png: str, landmarks_json: str | None = None, title: str = "",
-           refined: str | None = None) -> None:
-    """I/O layer of ``ssll qc``: working-grid image, labels, optional landmarks JSON and refined model -> PNG."""
+           refined: str | None = None, orientation_json: str | None = None) -> None:
+    """I/O layer of ``ssll qc``: working-grid image, labels, optional landmarks JSON, refined model and
+    ``ssll segment``'s orientation record (the montage is shown in that orientation) -> PNG."""
     from ssll.io import load_image, load_labels
     from ssll.landmarks import read_landmarks, world_to_voxel
 
     img, lab = load_image(image), load_labels(labels)
     pts = world_to_voxel(read_landmarks(landmarks_json), lab.affine) if landmarks_json else None
     ref = load_labels(refined).array if refined else None
-    montage(img.array, lab.array, lab.spacing, out_png, landmarks_vox=pts, title=title, refined=ref)
+    try:
+        turned = orientation_by_name(_read_orientation(orientation_json)) if orientation_json else STORED
+    except ValueError as exc:
+        raise SsllError(f"{orientation_json}: {exc}") from None
+    montage(img.array, lab.array, lab.spacing, out_png, landmarks_vox=pts, title=title, refined=ref,
+            orientation=turned)
 
 
 #: physiological ranges of adult measures, broad on purpose: outside them the segmentation is suspect
@@ -261,7 +296,6 @@ def qc_flags(
 
 def _read_expected_dice(path: str) -> dict[str, float | None]:
     """``ssll segment``'s ``<phase>_expected_dice.json``: structure -> number in [0, 1] or null."""
-    from ssll.errors import SsllError
     from ssll.io import read_json
 
     d = read_json(path)
@@ -274,7 +308,6 @@ def _read_expected_dice(path: str) -> dict[str, float | None]:
 
 def _read_orientation(path: str) -> str:
     """``ssll segment``'s ``<phase>_orientation.json``: the orientation's name (``rot0`` = as stored)."""
-    from ssll.errors import SsllError
     from ssll.io import read_json
 
     d = read_json(path)

@@ -34,6 +34,18 @@ def test_orientations_are_sixteen_distinct_invertible_permutations() -> None:
     assert len(seen) == 16 and ORIENTATIONS[0] == STORED and STORED.name == "rot0"
 
 
+def test_points_go_where_apply_puts_their_voxel() -> None:
+    shape = (5, 7, 4)  # I != J, so a transpose or an odd turn swaps them
+    for o in ORIENTATIONS:
+        for p in ((0, 0, 0), (4, 6, 3), (1, 5, 2), (3, 2, 0)):
+            a = np.zeros(shape)
+            a[p] = 1.0
+            np.testing.assert_array_equal(o.points(np.array([p]), shape)[0], np.argwhere(o.apply(a))[0])
+        # fractional coordinates: the map is affine, so a midpoint goes to the midpoint
+        ends = o.points(np.array([[0, 1, 0], [3, 6, 2]]), shape)
+        np.testing.assert_allclose(o.points(np.array([[1.5, 3.5, 1.0]]), shape)[0], ends.mean(0))
+
+
 def test_expected_dice_batch_matches_numpy() -> None:
     rng = np.random.default_rng(1)
     prob = rng.random((2, 5, 6, 7, 4)).astype(np.float32)

@@ -5,9 +5,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from conftest import biv_phantom, image_from_labels
+import pytest
+from conftest import biv_phantom, image_from_labels, write_nifti
 
-from ssll.qc import COLOURS, montage, overlay_rgb
+from ssll.errors import SsllError
+from ssll.orientation import orientation_by_name
+from ssll.qc import COLOURS, montage, overlay_rgb, run_qc
 
 
 def test_overlay_colours_labels() -> None:
@@ -27,6 +30,41 @@ def test_montage_writes_png(tmp_path: Path) -> None:
     montage(img, lab, (1.5, 1.5, 8.0), tmp_path / "qc.png", landmarks_vox=pts, title="phantom")
     data = (tmp_path / "qc.png").read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_montage_shows_a_turned_study_the_way_it_was_segmented(tmp_path: Path, monkeypatch) -> None:
+    import ssll.qc
+
+    lab = biv_phantom((64, 60, 12))
+    img = image_from_labels(lab) / 400.0
+    turn = orientation_by_name("transpose+rot90+reversed")
+    panels: list[tuple[np.ndarray, np.ndarray]] = []
+    monkeypatch.setattr(ssll.qc, "overlay_rgb", lambda i, la: panels.append((i.copy(), la.copy())) or overlay_rgb(i, la))
+    montage(img, lab, (1.5, 1.5, 8.0), tmp_path / "a.png", refined=lab)
+    as_segmented, panels[:] = list(panels), []
+    # the same study stored the other way round, shown in the orientation that turns it back
+    montage(turn.undo(img), turn.undo(lab), (1.5, 1.5, 8.0), tmp_path / "b.png", refined=turn.undo(lab),
+            orientation=turn)
+    assert len(panels) == len(as_segmented) == 2 * (8 + 2)
+    for (i1, l1), (i2, l2) in zip(panels, as_segmented):
+        np.testing.assert_array_equal(i1, i2)
+        np.testing.assert_array_equal(l1, l2)
+    # without it, the montage shows the stored grid: other pictures
+    panels[:] = []
+    montage(turn.undo(img), turn.undo(lab), (1.5, 1.5, 8.0), tmp_path / "c.png")
+    assert not np.array_equal(panels[0][1], as_segmented[0][1])
+
+
+def test_run_qc_names_a_bad_orientation_record(tmp_path: Path) -> None:
+    lab = biv_phantom((32, 30, 6))
+    write_nifti(tmp_path / "img.nii.gz", image_from_labels(lab).astype(np.float32))
+    write_nifti(tmp_path / "lab.nii.gz", lab)
+    bad = tmp_path / "ED_orientation.json"
+    bad.write_text('{"orientation": "rot45"}')
+    with pytest.raises(SsllError, match=r"ED_orientation\.json: no orientation 'rot45'"):
+        run_qc(image=str(tmp_path / "img.nii.gz"), labels=str(tmp_path / "lab.nii.gz"), out_png=str(tmp_path / "q.png"),
+               orientation_json=str(bad))
+    assert not (tmp_path / "q.png").exists()
 
 
 def _landmarks_ok() -> np.ndarray:

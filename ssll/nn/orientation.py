@@ -17,17 +17,20 @@ is an exact permutation of voxels (no resampling), undone on the outputs, so the
 results is untouched. The stored orientation is kept unless another beats it by a margin: a study
 already the right way round keeps its result, while one the wrong way round (the Sunnybrook cine: mean
 expected Dice 0.62 as stored, 0.83 with its slices reversed and turned a quarter) is turned.
+
+The permutations themselves (:class:`Orientation`, :data:`ORIENTATIONS`, :data:`STORED`) live in the
+torch-free :mod:`ssll.orientation` and are re-exported here.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ssll.nn.confidence import expected_dice_batch
+from ssll.orientation import ORIENTATIONS, STORED, Orientation, orientation_by_name, same_shape_groups
 from ssll.types import Array
 
 if TYPE_CHECKING:
@@ -42,73 +45,6 @@ __all__ = ["DEFAULT_MARGIN", "ORIENTATIONS", "STORED", "Orientation", "choose_or
 #: (on the held-out ACDC patients, all stored the right way round, the best other orientation came
 #: within 0.02 of the stored one in 3 of 20 volumes and the stored one was truly better in each)
 DEFAULT_MARGIN = 0.03
-
-
-@dataclass(frozen=True)
-class Orientation:
-    """A permutation of a volume's voxels that keeps the slice axis: optionally transpose the in-plane
-    axes (i, j), then turn ``quarter_turns`` times in the (i, j) plane (``numpy.rot90`` sense), then
-    optionally reverse the slice axis k.
-
-    Arrays are oriented on their last three axes ``(..., I, J, K)``, so one orientation serves an image
-    ``(I, J, K)``, a batch ``(N, I, J, K)`` and class probabilities ``(C, I, J, K)`` alike.
-    """
-
-    transpose: bool = False
-    quarter_turns: int = 0
-    reverse_slices: bool = False
-
-    @property
-    def name(self) -> str:
-        """``rot0`` for the stored orientation; e.g. ``transpose+rot90+reversed``."""
-        return (("transpose+" if self.transpose else "") + f"rot{90 * (self.quarter_turns % 4)}"
-                + ("+reversed" if self.reverse_slices else ""))
-
-    def apply(self, a: Array) -> Array:
-        """The array ``(..., I, J, K)`` seen in this orientation (a view where numpy allows)."""
-        a = np.swapaxes(a, -3, -2) if self.transpose else a
-        a = np.rot90(a, self.quarter_turns, axes=(-3, -2))
-        return a[..., ::-1] if self.reverse_slices else a
-
-    def undo(self, a: Array) -> Array:
-        """The inverse of :meth:`apply`: an array in this orientation back on the stored grid."""
-        a = a[..., ::-1] if self.reverse_slices else a
-        a = np.rot90(a, -self.quarter_turns, axes=(-3, -2))
-        return np.swapaxes(a, -3, -2) if self.transpose else a
-
-    def shape(self, shape: tuple[int, int, int]) -> tuple[int, int, int]:
-        """Grid shape ``(I, J, K)`` after :meth:`apply`: I and J swap after a transpose or an odd turn."""
-        i, j, k = shape
-        return (j, i, k) if self.transpose != bool(self.quarter_turns % 2) else (i, j, k)
-
-
-#: the stored orientation (the identity)
-STORED = Orientation()
-#: all sixteen, the stored one first
-ORIENTATIONS: tuple[Orientation, ...] = tuple(
-    Orientation(t, r, k) for k in (False, True) for t in (False, True) for r in range(4))
-
-
-def same_shape_groups(volumes: Sequence[tuple[int, int, int]], orientations: Sequence[Orientation]) -> list[list[int]]:
-    """Indices of the volumes (grid shapes ``(I, J, K)``) that have the same shape in their orientation,
-    in first-seen order: what can be stacked into one batch (a non-square grid turned a quarter cannot
-    batch with the rest)."""
-    groups: dict[tuple[int, int, int], list[int]] = {}
-    for n, (shape, o) in enumerate(zip(volumes, orientations, strict=True)):
-        groups.setdefault(o.shape(shape), []).append(n)
-    return list(groups.values())
-
-
-def orientation_by_name(name: str) -> Orientation:
-    """The orientation called ``name`` (:attr:`Orientation.name`, e.g. ``rot90+reversed``).
-
-    Raises:
-        ValueError: no orientation has that name (the message lists them).
-    """
-    for o in ORIENTATIONS:
-        if o.name == name:
-            return o
-    raise ValueError(f"no orientation {name!r}; one of: {', '.join(o.name for o in ORIENTATIONS)}")
 
 
 @torch.no_grad()

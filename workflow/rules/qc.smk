@@ -1,9 +1,9 @@
 rule qc:
-    """Quality control of a subject: the QC montages (short-axis slices in the stack's order and two
-    long-axis cuts; SSLLN labels and landmarks, refined model below) of ED and ES, and the
-    automatic QC flags (missing or broken structures, measures out of range, open LV wall,
-    implausible landmarks, low expected Dice, refinement disagreeing or not
-    converged)."""
+    """Quality control of a subject: the QC montages (short-axis slices and two long-axis cuts,
+    shown in the orientation the volume was segmented in; SSLLN labels and landmarks, refined
+    model below) of ED and ES, and the automatic QC flags (missing or broken structures,
+    measures out of range, open LV wall, implausible landmarks, low expected Dice, refinement
+    disagreeing or not converged)."""
     input:
         image=by_phase(f"{RESULTS}/preprocess/{{subject}}/{{phase}}.nii.gz"),
         record=by_phase(f"{RESULTS}/preprocess/{{subject}}/{{phase}}.json"),
@@ -28,7 +28,7 @@ rule qc:
     shell:
         "(ssll qc --subject {wildcards.subject}"
         + per_phase(
-            "--image {input.image[#]} --labels {input.labels[#]} --landmarks {input.landmarks[#]} --refined {input.refined[#]} --out-png {output.png[#]}"
+            "--image {input.image[#]} --labels {input.labels[#]} --landmarks {input.landmarks[#]} --refined {input.refined[#]} --orientation {input.orientation[#]} --out-png {output.png[#]}"
         )
         + " && ssll qc-flags --subject {wildcards.subject}"
         " --ed-labels {input.labels[0]} --es-labels {input.labels[1]} --ed-refined {input.refined[0]} --es-refined {input.refined[1]}"
