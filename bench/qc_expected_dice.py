@@ -13,7 +13,8 @@ estimate with the true Dice, volume by volume:
 
 Per structure: Spearman's rank correlation, mean error (estimate - true) and mean absolute error; for
 ACDC also what the flag catches among the volumes with a true Dice below the same line (any of the LV
-cavity, LV wall and RV cavity), and which volumes rank lowest.
+cavity, LV wall and RV cavity), what other lines (the workflow's ``qc: min_expected_dice``) would flag and
+catch, and which volumes rank lowest.
 
 Run:  python bench/qc_expected_dice.py --out bench/results/qc_expected_dice   (about 6 min on 2 cores)
 """
@@ -112,6 +113,12 @@ def main() -> None:
                       "flagged": int(flagged.sum()), "flagged_and_below": int((flagged & failed).sum()),
                       "flagged_volumes": [f"{r.case} {r.phase}" for r in acdc[flagged].itertuples()],
                       "below_volumes": [f"{r.case} {r.phase}" for r in acdc[failed].itertuples()]},
+        # the workflow's line is a setting (qc: min_expected_dice): what other lines flag and catch, the
+        # poor volumes still those truly below MIN_EXPECTED_DICE
+        "acdc_flag_by_line": [{"line": line, "flagged": int((worst_exp < line).sum()),
+                               "flagged_and_below": int(((worst_exp < line) & failed).sum()),
+                               "true_dice_below_threshold": int(failed.sum())}
+                              for line in (0.60, 0.65, 0.70, 0.72, 0.74, 0.76, 0.78, 0.80, 0.85)],
         "acdc_lowest_expected": [{"volume": f"{r.case} {r.phase}", "lowest_expected": round(r.lowest_expected, 3),
                                   "lowest_true": round(r.lowest_true, 3)} for r in ranked.itertuples()],
         "phantoms": agreement(ph, STRUCTS),

@@ -218,6 +218,7 @@ def qc_flags(
     acquired: dict[str, Array | None] | None = None,
     expected_dice: dict[str, dict[str, float | None]] | None = None,
     orientations: dict[str, str] | None = None,
+    min_expected_dice: float = MIN_EXPECTED_DICE,
 ) -> list[dict[str, str]]:
     """Automatic QC flags of one subject.
 
@@ -231,11 +232,14 @@ def qc_flags(
         refine_records: phase -> the ``ssll refine`` record (registration convergence).
         acquired: phase -> working-grid indices of the acquired slices (None: all).
         expected_dice: phase -> the network's expected Dice per structure (``ssll segment``'s
-            ``<phase>_expected_dice.json``); flagged below :data:`MIN_EXPECTED_DICE` for the LV
+            ``<phase>_expected_dice.json``); flagged below ``min_expected_dice`` for the LV
             cavity, LV wall and RV cavity (the thin RV wall scores low even when right).
         orientations: phase -> the voxel-grid orientation ``ssll segment`` segmented it in
             (``<phase>_orientation.json``, :mod:`ssll.nn.orientation`). ED and ES come from one stack,
             so they lie the same way round: different orientations are flagged (one is wrong).
+        min_expected_dice: the line for ``expected_dice`` (default :data:`MIN_EXPECTED_DICE`; higher flags more
+            subjects and catches more poor segmentations: ``bench/results/qc_expected_dice/summary.json``
+            tabulates both against the line).
 
     Returns:
         One ``{"flag", "phase", "reason"}`` per problem; empty when none fired.
@@ -273,10 +277,10 @@ def qc_flags(
                     add("refined_in_pieces", phase, f"refined {c.name.lower()} in {len(sizes)} pieces")
         scores = (expected_dice or {}).get(phase) or {}
         low = {name: v for name in ("lv_cavity", "lv_wall", "rv_cavity")
-               if (v := scores.get(name)) is not None and v < MIN_EXPECTED_DICE}
+               if (v := scores.get(name)) is not None and v < min_expected_dice}
         if low:
             add("low_expected_dice", phase, "the network expects Dice " + ", ".join(
-                f"{name} {v:.3f}" for name, v in low.items()) + f" (< {MIN_EXPECTED_DICE:.2f})")
+                f"{name} {v:.3f}" for name, v in low.items()) + f" (< {min_expected_dice:.2f})")
         rec = (refine_records or {}).get(phase)
         if rec:
             ends = [s["levels"][-1]["consistency_end"] for s in rec.get("selected", [])]
@@ -318,11 +322,18 @@ def _read_orientation(path: str) -> str:
 
 def run_qc_flags(*, subject: str, segmentations: dict[str, str], refined: dict[str, str], landmarks: dict[str, str],
                  measures_tsv: str, refine_records: dict[str, str], records: dict[str, str], out_json: str,
-                 expected_dice: dict[str, str] | None = None, orientations: dict[str, str] | None = None) -> list:
+                 expected_dice: dict[str, str] | None = None, orientations: dict[str, str] | None = None,
+                 min_expected_dice: float = MIN_EXPECTED_DICE) -> list:
     """I/O layer of ``ssll qc-flags``: read one subject's outputs, write ``{"subject", "flags": [...]}``
-    and, with ``expected_dice`` (phase -> ``ssll segment``'s JSON), ``"expected_dice": {phase: {...}}``,
-    with ``orientations`` (phase -> ``ssll segment``'s ``<phase>_orientation.json``),
-    ``"orientation": {phase: name}``."""
+    and, with ``expected_dice`` (phase -> ``ssll segment``'s JSON), ``"expected_dice": {phase: {...}}``
+    and the line it was flagged below (``"min_expected_dice"``), with ``orientations`` (phase ->
+    ``ssll segment``'s ``<phase>_orientation.json``), ``"orientation": {phase: name}``.
+
+    Raises:
+        ValueError: ``min_expected_dice`` outside [0, 1].
+    """
+    if not 0.0 <= min_expected_dice <= 1.0:
+        raise ValueError(f"min_expected_dice {min_expected_dice}: must be in [0, 1]")
     import pandas as pd
 
     from ssll.io import load_labels, read_json, write_json
@@ -344,7 +355,9 @@ def run_qc_flags(*, subject: str, segmentations: dict[str, str], refined: dict[s
         acquired={ph: acquired_slices(GridRecord.from_dict(read_json(p))) for ph, p in records.items()},
         expected_dice=scores,
         orientations=turned,
+        min_expected_dice=min_expected_dice,
     )
-    write_json(out_json, {"subject": subject, "flags": flags, **({"expected_dice": scores} if scores else {}),
+    write_json(out_json, {"subject": subject, "flags": flags,
+                          **({"expected_dice": scores, "min_expected_dice": min_expected_dice} if scores else {}),
                           **({"orientation": turned} if turned else {})})
     return flags

@@ -71,6 +71,7 @@ def collect(*, sheet: PathLike, results: PathLike, logs: PathLike, benchmarks: P
     sheet_rows = read_subject_sheet(sheet)
     res, logs_p, bench_p = Path(results), Path(logs), Path(benchmarks)
     rows, failed, flags, evals, scores = [], [], [], [], []
+    dice_lines: set[float] = set()  # the expected-Dice lines the subjects were flagged below (qc: min_expected_dice)
     for row in sheet_rows:
         s = row["subject"]
         paths = result_paths(res, s)
@@ -90,6 +91,8 @@ def collect(*, sheet: PathLike, results: PathLike, logs: PathLike, benchmarks: P
                 flags.append({"subject": s, **fl})
             for ph, per in (qc.get("expected_dice") or {}).items():
                 scores.append({"subject": s, "phase": ph, **per})
+            if "min_expected_dice" in qc:
+                dice_lines.add(float(qc["min_expected_dice"]))
         e = paths["evaluate"]
         if e.is_file():
             evals.append(json.loads(e.read_text()))
@@ -113,7 +116,8 @@ def collect(*, sheet: PathLike, results: PathLike, logs: PathLike, benchmarks: P
         bench.append({"stage": rule, "seconds": seconds, "max_rss_mb": rss})
     return {"subjects": [r["subject"] for r in sheet_rows], "measures": pd.DataFrame(rows), "failed": pd.DataFrame(failed),
             "flags": pd.DataFrame(flags), "evaluations": evals, "benchmarks": pd.DataFrame(bench),
-            "expected_dice": pd.DataFrame(scores), "results": res}
+            "expected_dice": pd.DataFrame(scores), "results": res,
+            "min_expected_dice": sorted(dice_lines) or [MIN_EXPECTED_DICE]}
 
 
 def measure_agreement(auto: pd.Series, truth: pd.Series) -> dict[str, float]:
@@ -257,7 +261,8 @@ def render_html(data: dict[str, Any], *, title: str = "ssll cohort report", max_
         low = scores.assign(lowest=scores[main].astype(float).min(axis=1)).nsmallest(max_review, "lowest")
         parts += [f"<h3>Review first: the {len(low)} segmentation(s) of lowest expected Dice</h3>",
                   ("<p>The Dice the network expects of its own labels under its class probabilities (no ground truth "
-                   f"needed; flagged below {MIN_EXPECTED_DICE:.2f} for the LV cavity, LV wall or RV cavity). The whole "
+                   f"needed; flagged below {' / '.join(f'{v:.2f}' for v in data.get('min_expected_dice', [MIN_EXPECTED_DICE]))}"
+                   " for the LV cavity, LV wall or RV cavity). The whole "
                    "cohort's are in <code>cohort/measures.csv</code>.</p>"), _table(low.round(3))]
     if not flags.empty:
         ranked = flags["subject"].value_counts(sort=True).index.tolist()  # most flags first

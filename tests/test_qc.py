@@ -121,6 +121,13 @@ def test_low_expected_dice_is_flagged_below_the_threshold_for_the_cavities_and_l
     assert flags({"ED": fine, "ES": poor}) == [
         {"flag": "low_expected_dice", "phase": "ES",
          "reason": f"the network expects Dice lv_cavity 0.420, rv_cavity 0.470 (< {MIN_EXPECTED_DICE:.2f})"}]
+    # a higher line (qc: min_expected_dice) also catches the LV wall at 0.78 and the fine RV cavity
+    strict = qc_flags(segmentations={"ED": lab, "ES": lab}, refined=None,
+                      landmarks_mm={"ED": _landmarks_ok(), "ES": _landmarks_ok()}, measures=good,
+                      expected_dice={"ED": fine, "ES": poor}, min_expected_dice=0.79)
+    assert [(f["phase"], f["reason"]) for f in strict] == [
+        ("ED", f"the network expects Dice rv_cavity {MIN_EXPECTED_DICE:.3f} (< 0.79)"),
+        ("ES", "the network expects Dice lv_cavity 0.420, lv_wall 0.780, rv_cavity 0.470 (< 0.79)")]
 
 
 def test_ed_and_es_segmented_in_different_orientations_are_flagged() -> None:
@@ -173,7 +180,12 @@ def test_run_qc_flags_records_the_expected_dice_and_refuses_a_bad_record(tmp_pat
     (tmp_path / "d.json").write_text(json.dumps(scores))
     flags = run_qc_flags(**kw, expected_dice={"ED": str(tmp_path / "d.json")})
     assert [f["flag"] for f in flags] == ["low_expected_dice"]
-    assert json.loads((tmp_path / "f.json").read_text())["expected_dice"] == {"ED": scores}
+    written = json.loads((tmp_path / "f.json").read_text())
+    assert written["expected_dice"] == {"ED": scores} and written["min_expected_dice"] == 0.70
+    assert run_qc_flags(**kw, expected_dice={"ED": str(tmp_path / "d.json")}, min_expected_dice=0.45) == []
+    assert json.loads((tmp_path / "f.json").read_text())["min_expected_dice"] == 0.45
+    with pytest.raises(ValueError, match="min_expected_dice 70.0: must be in"):
+        run_qc_flags(**kw, expected_dice={"ED": str(tmp_path / "d.json")}, min_expected_dice=70.0)
     (tmp_path / "o.json").write_text(json.dumps({"orientation": "rot90+reversed", "searched": True}))
     run_qc_flags(**kw, orientations={"ED": str(tmp_path / "o.json")})
     assert json.loads((tmp_path / "f.json").read_text())["orientation"] == {"ED": "rot90+reversed"}

@@ -68,7 +68,7 @@ def _cohort(tmp_path):
     s2_scores = {"ED": {"lv_cavity": 0.95, "lv_wall": 0.83, "rv_cavity": 0.90, "rv_wall": None},
                  "ES": {"lv_cavity": 0.91, "lv_wall": 0.84, "rv_cavity": 0.87, "rv_wall": None}}
     (res / "qc" / "s1" / "flags.json").write_text(json.dumps({"subject": "s1", "flags": flags,
-                                                              "expected_dice": s1_scores}))
+                                                              "expected_dice": s1_scores, "min_expected_dice": 0.75}))
     (res / "qc" / "s2" / "flags.json").write_text(json.dumps({"subject": "s2", "flags": [],
                                                               "expected_dice": s2_scores,
                                                               "orientation": {"ED": "rot0", "ES": "rot90+reversed"}}))
@@ -121,6 +121,7 @@ def test_report_lists_failures_and_renders_in_chromium(tmp_path) -> None:
     assert "lv_wall_open" in page and "Bland-Altman" in page and "wilcoxon p" in page
     review = page.split("Review first")[1]
     assert review.index("0.64") < review.index("0.79") < review.index("0.83")  # lowest expected Dice first
+    assert "flagged below 0.75 for the LV cavity" in review  # the line the qc stage used (s1's flags.json)
     assert "src=\"http" not in page and page.count("data:image/png;base64,") >= 3  # self-contained
     assert len(data["measures"]) == 2
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -92,6 +92,10 @@ def get_orientation_args():
     return f"--orientation {s['orientation']} --orientation-margin {float(s['orientation_margin'])}"
 
 
+def get_qc_flags_args():
+    return f"--min-expected-dice {float(config['qc']['min_expected_dice'])}"
+
+
 BANK = config["atlas_bank"]["path"] or "resources/atlas_bank/bank"
 
 

@@ -25,6 +25,8 @@ rule qc:
         "logs/qc/{subject}.log",
     conda:
         "../../envs/ssll.yaml"
+    params:
+        flags=get_qc_flags_args(),
     shell:
         "(ssll qc --subject {wildcards.subject}"
         + per_phase(
@@ -36,4 +38,4 @@ rule qc:
         " --es-refine-record {input.refine_record[1]} --ed-record {input.record[0]} --es-record {input.record[1]}"
         " --ed-expected-dice {input.expected_dice[0]} --es-expected-dice {input.expected_dice[1]}"
         " --ed-orientation {input.orientation[0]} --es-orientation {input.orientation[1]}"
-        " --measures {input.measures} --out-json {output.flags}) > {log} 2>&1"
+        " --measures {input.measures} {params.flags} --out-json {output.flags}) > {log} 2>&1"
