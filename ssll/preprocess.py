@@ -275,7 +275,7 @@ def probabilities_on_original(prob: Array, record: GridRecord) -> Array:
     interpolated linearly (outside the working field of view: background). Returns ``(C, *input_shape)``
     float32."""
     if tuple(prob.shape[1:]) != tuple(record.working_shape):
-        raise ValueError(f"probabilities_to_original: shape {prob.shape} does not match {record.working_shape}")
+        raise ValueError(f"probabilities_on_original: shape {prob.shape} does not match {record.working_shape}")
     return np.stack([
         resample(np.asarray(prob[c], np.float32), record.working_affine, record.input_affine, record.input_shape,
                  order=1, cval=1.0 if c == 0 else 0.0)
