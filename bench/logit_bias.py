@@ -128,10 +128,11 @@ def main() -> None:
             p, t = crop(probabilities_on_original(prob[0], rec), load_labels(c["labels"], "acdc").array)
             probs.append(p.astype(np.float16))
             truths.append(t.astype(np.uint8))
-        bias, history = fit(Pool(probs, truths), np.round(np.arange(-2.0, 2.0001, 0.05), 2))
+        pool = Pool(probs, truths)
+        bias, history = fit(pool, np.round(np.arange(-2.0, 2.0001, 0.05), 2))
         record["fit"] = {"volumes": len(train), "patients": len(train) // 2, "history": history,
-                         "train_dice_before": Pool(probs, truths).dice(np.zeros(5)).mean(0).round(4).tolist(),
-                         "train_dice_after": Pool(probs, truths).dice(bias).mean(0).round(4).tolist()}
+                         "train_dice_before": pool.dice(np.zeros(5)).mean(0).round(4).tolist(),
+                         "train_dice_after": pool.dice(bias).mean(0).round(4).tolist()}
     record["bias"] = bias.round(3).tolist()
     rows, clinical = [], {"none": [], "bias": []}
     by_patient: dict[str, dict] = {}

@@ -5,7 +5,8 @@ the DICOM grid: :func:`ssll.nn.orientation.orientation_scores`, :func:`ssll.nn.o
 :func:`ssll.nn.infer.predict_oriented`, :func:`ssll.nn.infer.finish_segmentation`), and its LV and RV cavity
 volumes (ml) measured on that grid (:func:`ssll.measures.phase_measures`). Compared:
 
-* the expert's frames: those with contours (SCD0000101: ED 18, ES 7, 0-based);
+* the expert's frames: those with contours (SCD0000101: ED 18, ES 7, 0-based; read as
+  ``bench/orientation.py`` reads them);
 * ``ssll ingest``'s default: ED = frame 0, ES = the frame that differs most from it in intensity
   (:func:`ssll.ingest.choose_phases`);
 * the network's volume curve: ED = largest LV cavity, ES = smallest (:func:`ssll.ingest.es_from_lv_volumes`);
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -25,19 +27,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ssll.ingest import choose_phases, dicom_layout, es_from_lv_volumes, frame, read_dicom_cine
+from ssll.ingest import choose_phases, es_from_lv_volumes, frame, read_dicom_cine
 from ssll.measures import phase_measures
 from ssll.nn.infer import finish_segmentation, load_model, predict_oriented
 from ssll.nn.orientation import choose_orientation, orientation_scores
 from ssll.preprocess import input_fov_mask, preprocess_volume
 
-
-def expert_frames(contours: Path, dicom: Path) -> list[int]:
-    """The 0-based frames the expert contoured: each contour file names its DICOM image, placed in the
-    series by :func:`ssll.ingest.dicom_layout` (as ``bench/orientation.py`` reads the contours)."""
-    layout, _ = dicom_layout(dicom)
-    frame_of = {p.name: t for row in layout for t, p in enumerate(row)}
-    return sorted({frame_of[f"{int(f.name.split('-')[2])}.dcm"] for f in contours.rglob("*contour-manual.txt")})
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from orientation import sunnybrook_truth  # noqa: E402  (bench/orientation.py: the expert's contours per frame)
 
 
 def main() -> None:
@@ -70,9 +67,10 @@ def main() -> None:
     def ef(ed: int, es: int) -> float:
         return round(float(100.0 * (lv[ed] - lv[es]) / lv[ed]), 1)
 
-    expert = expert_frames(Path(a.contours), Path(a.sunnybrook))
+    expert = sorted(sunnybrook_truth(Path(a.sunnybrook), Path(a.contours), cine.affine, cine.array.shape[:2]))
     default = choose_phases(cine.array)
     curve_ed, curve_es = int(np.argmax(lv)), es_from_lv_volumes(lv)
+    exp_ed, exp_es = max(expert, key=lambda f: lv[f]), min(expert, key=lambda f: lv[f])  # of the contoured two
     summary = {
         "study": "Sunnybrook SCD0000101 (heart failure), 20 frames",
         "weights": a.weights,
@@ -81,9 +79,7 @@ def main() -> None:
         "rules": {
             "ingest_default": {"ed": default.ed, "es": default.es, "lv_ef_pct": ef(default.ed, default.es)},
             "network_volume_curve": {"ed": curve_ed, "es": curve_es, "lv_ef_pct": ef(curve_ed, curve_es)},
-            "expert_frames": ({"ed": max(expert, key=lambda f: lv[f]), "es": min(expert, key=lambda f: lv[f]),
-                               "lv_ef_pct": ef(max(expert, key=lambda f: lv[f]), min(expert, key=lambda f: lv[f]))}
-                              if len(expert) == 2 else None),
+            "expert_frames": ({"ed": exp_ed, "es": exp_es, "lv_ef_pct": ef(exp_ed, exp_es)} if len(expert) == 2 else None),
         },
         "seconds": round(time.perf_counter() - t0, 1),
     }

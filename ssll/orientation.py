@@ -66,10 +66,15 @@ class Orientation:
             p[:, 2] = k_len - 1 - p[:, 2]
         return p
 
+    @property
+    def swaps_in_plane(self) -> bool:
+        """Whether the in-plane axes I and J trade places (a transpose or an odd turn, not both)."""
+        return self.transpose != bool(self.quarter_turns % 2)
+
     def shape(self, shape: tuple[int, int, int]) -> tuple[int, int, int]:
-        """Grid shape ``(I, J, K)`` after :meth:`apply`: I and J swap after a transpose or an odd turn."""
+        """Grid shape ``(I, J, K)`` after :meth:`apply`: I and J swap when :attr:`swaps_in_plane`."""
         i, j, k = shape
-        return (j, i, k) if self.transpose != bool(self.quarter_turns % 2) else (i, j, k)
+        return (j, i, k) if self.swaps_in_plane else (i, j, k)
 
 
 #: the stored orientation (the identity)

@@ -66,7 +66,7 @@ def montage(image: Array, labels: Array, spacing: tuple[float, float, float], ou
 
     stored_shape, n_k = image.shape, image.shape[2]
     if orientation != STORED:
-        if orientation.transpose != bool(orientation.quarter_turns % 2) and spacing[0] != spacing[1]:
+        if orientation.swaps_in_plane:
             spacing = (spacing[1], spacing[0], spacing[2])
         if landmarks_vox is not None:
             landmarks_vox = orientation.points(landmarks_vox, image.shape)
@@ -76,11 +76,13 @@ def montage(image: Array, labels: Array, spacing: tuple[float, float, float], ou
     def stored_k(k: int) -> int:
         return n_k - 1 - k if orientation.reverse_slices else k
 
+    # the stored i and j of each shown (i, j)
+    shown_ij = [orientation.apply(np.broadcast_to(g[..., None], stored_shape))[..., 0]
+                for g in np.indices(stored_shape[:2])]
+
     def stored_plane(axis: int, index: int) -> str:
         """``i=..`` or ``j=..``: the stored grid's plane that is the shown grid's plane ``index`` along ``axis``."""
-        shown = [orientation.apply(np.broadcast_to(g[..., None], stored_shape))[..., 0]
-                 for g in np.indices(stored_shape[:2])]  # the stored i and j of each shown (i, j)
-        for name, g in zip("ij", shown):
+        for name, g in zip("ij", shown_ij):
             line = g[index, :] if axis == 0 else g[:, index]
             if np.all(line == line[0]):
                 return f"{name}={int(line[0])}"
@@ -92,6 +94,7 @@ def montage(image: Array, labels: Array, spacing: tuple[float, float, float], ou
     lv = np.argwhere(labels == Label.LV_CAVITY)
     ci, cj = (lv[:, 0].mean(), lv[:, 1].mean()) if lv.size else (image.shape[0] / 2, image.shape[1] / 2)
     ci, cj = int(round(ci)), int(round(cj))
+    cut_names = (f"LA {stored_plane(1, cj)}", f"LA {stored_plane(0, ci)}")  # the same for every row
     rows = [("SSLLN", labels)] + ([("refined", refined)] if refined is not None else [])
     n_col = len(ks) + 2
     fig, axes = plt.subplots(len(rows), n_col, figsize=(1.9 * n_col, 2.2 * len(rows) + 0.4), squeeze=False)
@@ -106,8 +109,8 @@ def montage(image: Array, labels: Array, spacing: tuple[float, float, float], ou
                     if np.all(np.isfinite(p)) and abs(p[2] - k) * spacing[2] <= 2.0:
                         ax.plot(p[0], p[1], "w+", ms=8, mew=1.5)
                         ax.text(p[0] + 3, p[1] - 3, str(idx), color="w", fontsize=8)
-        for c, (cut_img, cut_lab, cut) in enumerate(((image[:, cj, :], lab[:, cj, :], f"LA {stored_plane(1, cj)}"),
-                                                      (image[ci, :, :], lab[ci, :, :], f"LA {stored_plane(0, ci)}"))):
+        for c, (cut_img, cut_lab, cut) in enumerate(((image[:, cj, :], lab[:, cj, :], cut_names[0]),
+                                                      (image[ci, :, :], lab[ci, :, :], cut_names[1]))):
             ax = axes[r, len(ks) + c]
             ax.imshow(overlay_rgb(cut_img, cut_lab), aspect=asp)
             ax.set_title(f"{name} {cut}", fontsize=7)
