@@ -2,7 +2,7 @@
 
 The four demo volumes (patient020 and patient080, ED and ES) are preprocessed once, then segmented by
 :func:`ssll.nn.infer.run_segment` as the workflow runs it (one model load, all outputs written): with
-``orientation="stored"`` and with ``orientation="search"`` (16 more forward passes per volume). Each
+``orientation="stored"`` and with ``orientation="search"`` (16 forward passes per volume, the chosen one's kept). Each
 mode runs ``--repeats`` times after one warm-up; the median wall time per volume is reported, with
 the time of the bare forward pass and of ``orientation_scores`` alone, and the peak resident memory.
 

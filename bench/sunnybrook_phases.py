@@ -1,8 +1,7 @@
 """Which frames are ED and ES on the one real cine (Sunnybrook SCD0000101), by each rule we have?
 
 Every frame of the cine is segmented as ``ssll segment`` does by default (orientation searched, labels on
-the DICOM grid: :func:`ssll.nn.orientation.orientation_scores`, :func:`ssll.nn.orientation.choose_orientation`,
-:func:`ssll.nn.infer.predict_oriented`, :func:`ssll.nn.infer.finish_segmentation`), and its LV and RV cavity
+the DICOM grid: :func:`ssll.nn.infer.segment_volume`), and its LV and RV cavity
 volumes (ml) measured on that grid (:func:`ssll.measures.phase_measures`). Compared:
 
 * the expert's frames: those with contours (SCD0000101: ED 18, ES 7, 0-based; read as
@@ -29,9 +28,8 @@ import torch
 
 from ssll.ingest import choose_phases, es_from_lv_volumes, frame, read_dicom_cine
 from ssll.measures import phase_measures
-from ssll.nn.infer import finish_segmentation, load_model, predict_oriented
-from ssll.nn.orientation import choose_orientation, orientation_scores
-from ssll.preprocess import input_fov_mask, preprocess_volume
+from ssll.nn.infer import load_model, segment_volume
+from ssll.preprocess import preprocess_volume
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from orientation import sunnybrook_truth  # noqa: E402  (bench/orientation.py: the expert's contours per frame)
@@ -55,11 +53,9 @@ def main() -> None:
     for t in range(n):
         vol = frame(cine, t)
         work, rec = preprocess_volume(vol)
-        fov = input_fov_mask(rec)
-        o = choose_orientation(orientation_scores(model, work.array, fov))
-        labels, lmap, _, prob = predict_oriented(model, [work.array], [o])[0]
-        m = phase_measures(finish_segmentation(labels, lmap, prob, rec).original, spacing)
-        rows.append({"frame": t, "orientation": o.name, "lv_cavity_ml": round(float(m["lv_cavity_ml"]), 1),
+        res = segment_volume(model, work.array, rec)
+        m = phase_measures(res.segmentation.original, spacing)
+        rows.append({"frame": t, "orientation": res.orientation["orientation"], "lv_cavity_ml": round(float(m["lv_cavity_ml"]), 1),
                      "rv_cavity_ml": round(float(m["rv_cavity_ml"]), 1)})
         print(rows[-1], flush=True)
     lv = np.array([r["lv_cavity_ml"] for r in rows])

@@ -12,8 +12,15 @@ import torch
 from ssll.evaluate import dice
 from ssll.io import load_image, load_labels, save_nifti
 from ssll.nn.confidence import expected_dice, expected_dice_batch
-from ssll.nn.infer import SegmentItem, default_weights, run_segment
-from ssll.nn.orientation import ORIENTATIONS, STORED, Orientation, choose_orientation
+from ssll.nn.infer import LoadedModel, SegmentItem, default_weights, forward, run_segment
+from ssll.nn.orientation import (
+    ORIENTATIONS,
+    STORED,
+    Orientation,
+    choose_orientation,
+    orientation_scores,
+    search_orientation,
+)
 from ssll.preprocess import run_preprocess
 from ssll.types import Volume
 
@@ -56,6 +63,61 @@ def test_expected_dice_batch_matches_numpy() -> None:
     for b in range(2):
         want = expected_dice(prob[b], labels[b], mask[b])
         np.testing.assert_allclose(got[b], list(want.values()), rtol=1e-5)
+
+
+class _PositionalNet(torch.nn.Module):
+    """A stand-in network whose labels depend on where a voxel lies in the grid (so the sixteen orientations
+    score differently): scores ``(B, 5, K, I, J)`` and ``(B, 7, K, I, J)`` from ``(B, K, I, J)`` images."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b, k, i, j = x.shape
+        ramp_i = torch.linspace(-1, 1, i)[None, None, :, None].expand(b, k, i, j)
+        ramp_j = torch.linspace(-1, 1, j)[None, None, None, :].expand(b, k, i, j)
+        ramp_k = torch.linspace(-1, 1, k)[None, :, None, None].expand(b, k, i, j)
+        seg = torch.stack([torch.zeros_like(x), 4 * (x + ramp_i), 3 * (x - ramp_j), 2 * (ramp_k + ramp_i * ramp_j),
+                           x - 2], 1)
+        lmk = torch.stack([x * (n + 1) * ramp_i - n * ramp_j + ramp_k for n in range(7)], 1)
+        return seg, lmk
+
+
+@pytest.mark.parametrize("margin", [-1.0, 0.0, 1.0])
+def test_search_keeps_the_chosen_orientations_forward_pass(margin: float) -> None:
+    """The search hands back the chosen orientation's own network outputs (no second forward pass needed):
+    the same as a forward pass of the volume turned that way; the scores are orientation_scores'."""
+    model = LoadedModel(_PositionalNet(), {"untrained_classes": [4]}, torch.device("cpu"))  # type: ignore[arg-type]
+    rng = np.random.default_rng(3)
+    image = rng.random((12, 16, 6)).astype(np.float32)  # not square: transposed orientations form their own batch
+    fov = np.zeros(image.shape, bool)
+    fov[2:11, 1:14, 1:6] = True
+    found = search_orientation(model, image, fov, margin=margin, batch_size=3)
+    scores = orientation_scores(model, image, fov, batch_size=3)
+    np.testing.assert_allclose(found.scores, scores, rtol=1e-6)
+    assert len(set(np.round(scores, 6))) > 4  # the orientations do score differently
+    assert found.chosen == choose_orientation(scores, margin=margin)
+    if margin > 0:
+        assert found.chosen == STORED
+    elif margin < 0:
+        assert found.chosen == ORIENTATIONS[int(np.argmax(scores))] != STORED  # the best other one was kept
+    seg, lmk = forward(model, found.chosen.apply(image)[None])
+    np.testing.assert_allclose(found.seg_scores.numpy(), seg[0].numpy(), atol=1e-6)
+    np.testing.assert_allclose(found.landmark_logits.numpy(), lmk[0].numpy(), atol=1e-6)
+
+
+def test_scores_inside_the_field_of_view_box_equal_whole_volume_scores() -> None:
+    """The scores are computed inside the field of view's bounding box only; they equal the expected Dice
+    over the whole oriented volume with the field of view as the mask."""
+    model = LoadedModel(_PositionalNet(), {"untrained_classes": [4]}, torch.device("cpu"))  # type: ignore[arg-type]
+    image = np.random.default_rng(5).random((12, 16, 6)).astype(np.float32)
+    fov = np.zeros(image.shape, bool)
+    fov[3:9, 2:15, 2:5] = True
+    scores = orientation_scores(model, image, fov, batch_size=4)
+    for o, score in zip(ORIENTATIONS, scores):
+        logp, _ = forward(model, o.apply(image)[None])
+        prob = torch.softmax(logp, 1)
+        mask = torch.from_numpy(np.ascontiguousarray(o.apply(fov)))[None].permute(0, 3, 1, 2)
+        whole = float(expected_dice_batch(prob, prob.max(1).indices, mask)[0, :3].mean())
+        assert score == pytest.approx(whole, abs=1e-6), o.name
+    assert len(set(np.round(scores, 6))) > 4
 
 
 def test_choose_orientation_prefers_stored_within_margin() -> None:
@@ -115,9 +177,12 @@ def test_segment_turns_a_study_stored_the_other_way_round(tmp_path: Path) -> Non
     scores = record["turned"]["mean_expected_dice"]
     assert max(scores, key=scores.get) == back.name and len(scores) == 16
     assert record["as_stored"] == {"orientation": "rot0", "searched": False}
-    # the orientation the search found, given by name: the same labels without the search
-    np.testing.assert_array_equal(load_labels(tmp_path / "fixed/ED_labels.nii.gz").array,
-                                  load_labels(tmp_path / "turned/ED_labels.nii.gz").array)
+    # the orientation the search found, given by name: the same outputs without the search (the search keeps
+    # the chosen orientation's own forward pass rather than running it again)
+    for f in ("ED_labels.nii.gz", "ED_labels_original.nii.gz", "ED_landmarkmap.nii.gz"):
+        np.testing.assert_array_equal(load_image(tmp_path / "fixed" / f).array, load_image(tmp_path / "turned" / f).array)
+    for f in ("ED_expected_dice.json", "ED_landmark_confidence.json"):
+        assert json.loads((tmp_path / "fixed" / f).read_text()) == json.loads((tmp_path / "turned" / f).read_text())
 
     got = {n: load_labels(tmp_path / n / "ED_labels_original.nii.gz") for n in ("stored", "turned", "as_stored")}
     np.testing.assert_allclose(got["turned"].affine, turned.affine, atol=1e-5)

@@ -45,18 +45,17 @@ from ssll.nn.orientation import (
     ORIENTATIONS,
     STORED,
     Orientation,
-    choose_orientation,
     orientation_by_name,
-    orientation_scores,
     same_shape_groups,
+    search_orientation,
 )
 from ssll.postprocess import keep_largest_components
 from ssll.preprocess import GridRecord, grow_along_slices, input_fov_mask, original_header, probabilities_to_original
 from ssll.types import Array, PathLike, Volume
 
-__all__ = ["LoadedModel", "SegmentItem", "Segmentation", "default_weights", "finish_segmentation", "forward",
-           "input_fov_mask", "landmark_points", "load_model", "merge_untrained", "predict", "predict_oriented",
-           "run_segment"]
+__all__ = ["LoadedModel", "SegmentItem", "Segmentation", "VolumeResult", "default_weights", "finish_segmentation",
+           "forward", "input_fov_mask", "landmark_points", "load_model", "merge_untrained", "outputs_from_scores",
+           "predict", "predict_oriented", "resolve_orientation", "run_segment", "segment_volume"]
 
 log = logging.getLogger("ssll.segment")
 
@@ -154,25 +153,38 @@ def predict(model: LoadedModel, images: Array, *, batch_size: int = 4, return_pr
     sprob = np.empty((n, 5, *images.shape[1:]), np.float16) if return_prob else None
     for s in range(0, n, batch_size):
         seg, lmk = forward(model, images[s : s + batch_size])
-        # (B, C, S=k, H=i, W=j) -> (B, [C,] i, j, k)
-        # max(1).indices, not argmax(1): the same first-maximum index, but torch's CPU argmax over a
-        # non-last dimension took 0.9 s per volume against 0.05 s (2 cores, torch 2.13)
-        labels[s : s + batch_size] = seg.max(1).indices.permute(0, 2, 3, 1).to(torch.uint8).cpu().numpy()
+        out = outputs_from_scores(seg, lmk, return_prob=return_prob)
+        labels[s : s + batch_size], lmap[s : s + batch_size], conf[s : s + batch_size] = out[:3]
         if sprob is not None:
-            sprob[s : s + batch_size] = torch.softmax(seg, 1).permute(0, 1, 3, 4, 2).to(torch.float16).cpu().numpy()
-        p = torch.softmax(lmk, 1)
-        am = p.max(1).indices  # (B, S, H, W)
-        flat = p[:, 1:].flatten(2)
-        peak, where = flat.max(2)  # (B, 6)
-        for b in range(am.shape[0]):
-            for n_l in range(6):
-                if not bool((am[b] == n_l + 1).any()):
-                    am[b].view(-1)[where[b, n_l]] = n_l + 1
-        lmap[s : s + batch_size] = am.permute(0, 2, 3, 1).to(torch.uint8).cpu().numpy()
-        conf[s : s + batch_size] = peak.cpu().numpy()
+            sprob[s : s + batch_size] = out[3]
     if sprob is not None:
         return labels, lmap, conf, sprob
     return labels, lmap, conf
+
+
+@torch.no_grad()
+def outputs_from_scores(seg: torch.Tensor, lmk: torch.Tensor, *, return_prob: bool = True) -> tuple[Array, ...]:
+    """:func:`predict`'s outputs from :func:`forward`'s scores ``(B, 5, K, I, J)`` and ``(B, 7, K, I, J)``:
+    labels ``(B, I, J, K)`` uint8, landmark map ``(B, I, J, K)`` uint8 (every landmark present: one that
+    no voxel's arg-max selects is put at its peak-probability voxel), landmark confidence ``(B, 6)``
+    float32 (peak probability) and, with ``return_prob``, class probabilities ``(B, 5, I, J, K)`` float16."""
+    # (B, C, S=k, H=i, W=j) -> (B, [C,] i, j, k)
+    # max(1).indices, not argmax(1): the same first-maximum index, but torch's CPU argmax over a
+    # non-last dimension took 0.9 s per volume against 0.05 s (2 cores, torch 2.13)
+    labels = seg.max(1).indices.permute(0, 2, 3, 1).to(torch.uint8).cpu().numpy()
+    p = torch.softmax(lmk, 1)
+    am = p.max(1).indices  # (B, S, H, W)
+    flat = p[:, 1:].flatten(2)
+    peak, where = flat.max(2)  # (B, 6)
+    for b in range(am.shape[0]):
+        for n_l in range(6):
+            if not bool((am[b] == n_l + 1).any()):
+                am[b].view(-1)[where[b, n_l]] = n_l + 1
+    lmap = am.permute(0, 2, 3, 1).to(torch.uint8).cpu().numpy()
+    conf = peak.float().cpu().numpy()
+    if not return_prob:
+        return labels, lmap, conf
+    return labels, lmap, conf, torch.softmax(seg, 1).permute(0, 1, 3, 4, 2).to(torch.float16).cpu().numpy()
 
 
 def predict_oriented(model: LoadedModel, images: list[Array], orientations: list[Orientation], *,
@@ -261,10 +273,12 @@ class Segmentation:
     fov: Array
 
 
-def finish_segmentation(labels: Array, lmap: Array, prob: Array, record: GridRecord) -> Segmentation:
+def finish_segmentation(labels: Array, lmap: Array, prob: Array, record: GridRecord, *,
+                        fov: Array | None = None) -> Segmentation:
     """Post-process one volume of :func:`predict` output (``labels``, ``lmap`` ``(I, J, K)``,
-    ``prob`` ``(5, I, J, K)``) the way ``ssll segment`` writes it; see :class:`Segmentation`."""
-    fov = input_fov_mask(record)
+    ``prob`` ``(5, I, J, K)``) the way ``ssll segment`` writes it; see :class:`Segmentation`. ``fov``:
+    :func:`input_fov_mask` of ``record`` when the caller has it already."""
+    fov = input_fov_mask(record) if fov is None else fov
     return Segmentation(
         labels=keep_largest_components(np.where(fov, labels, 0).astype(np.uint8)),
         original=keep_largest_components(probabilities_to_original(np.asarray(prob, np.float32), record)),
@@ -273,22 +287,90 @@ def finish_segmentation(labels: Array, lmap: Array, prob: Array, record: GridRec
     )
 
 
-def _write_outputs(item: SegmentItem, record: GridRecord, labels: Array, lmap: Array, conf: Array, prob: Array,
-                   orientation: dict[str, Any]) -> None:
+@dataclass
+class VolumeResult:
+    """Everything ``ssll segment`` writes for one volume, in memory.
+
+    Attributes:
+        segmentation: labels on the working and input grids, landmark map, field of view
+            (:class:`Segmentation`).
+        confidence: ``(6,)`` peak probability of each landmark (:data:`ssll.labels.LANDMARK_NAMES` order).
+        expected_dice: per structure name, the Dice the network expects of its own working-grid labels
+            (:func:`ssll.nn.confidence.expected_dice`; None for a class it was never trained on).
+        orientation: the orientation record: ``orientation`` (its name, ``rot0`` = as stored), ``searched``
+            and, when searched, ``margin`` and every orientation's ``mean_expected_dice``.
+    """
+
+    segmentation: Segmentation
+    confidence: Array
+    expected_dice: dict[str, float | None]
+    orientation: dict[str, Any]
+
+
+def _finish(labels: Array, lmap: Array, conf: Array, prob: Array, record: GridRecord,
+            orientation: dict[str, Any], fov: Array | None = None) -> VolumeResult:
+    seg = finish_segmentation(labels, lmap, prob, record, fov=fov)
+    return VolumeResult(seg, np.asarray(conf, np.float32), expected_dice(prob, seg.labels, seg.fov), orientation)
+
+
+def resolve_orientation(orientation: str | Orientation) -> Orientation | None:
+    """``search`` -> None (search each volume), ``stored`` -> :data:`STORED`, an orientation's name -> that
+    orientation; an :class:`Orientation` is returned as it is. Raises SsllError naming the choices."""
+    if isinstance(orientation, Orientation):
+        return orientation
+    try:
+        return None if orientation == "search" else STORED if orientation == "stored" else orientation_by_name(orientation)
+    except ValueError as exc:
+        raise SsllError(f"segment: orientation must be 'search', 'stored' or an orientation's name: {exc}") from None
+
+
+def segment_volume(model: LoadedModel, image: Array, record: GridRecord, *, orientation: str | Orientation = "search",
+                   margin: float = DEFAULT_MARGIN, batch_size: int = 4) -> VolumeResult:
+    """Segment one working-grid volume in memory, as ``ssll segment`` does (nothing is written).
+
+    Args:
+        model: the loaded network (:func:`load_model`).
+        image: ``(I, J, K)`` float working-grid image in [0, 1] (``ssll preprocess``'s output).
+        record: its grid record.
+        orientation: ``search`` (the default: score all sixteen orientations of the voxel grid and segment
+            in the one the network trusts most, reusing that orientation's forward pass), ``stored``, or an
+            orientation's name or :class:`Orientation`.
+        margin: with ``search``, how much higher another orientation's mean expected Dice must be than the
+            stored one's for it to be used.
+        batch_size: volumes per forward pass.
+
+    Returns:
+        :class:`VolumeResult`; every array on the input's own grids whatever the orientation.
+    """
+    fixed = resolve_orientation(orientation)
+    fov = input_fov_mask(record)
+    if fixed is not None:
+        labels, lmap, conf, prob = predict_oriented(model, [image], [fixed], batch_size=batch_size)[0]
+        return _finish(labels, lmap, conf, prob, record, {"orientation": fixed.name, "searched": False}, fov)
+    found = search_orientation(model, image, fov, margin=margin, batch_size=batch_size)
+    o = found.chosen
+    labels, lmap, conf, prob = (a[0] for a in outputs_from_scores(found.seg_scores[None], found.landmark_logits[None]))
+    info = {"orientation": o.name, "searched": True, "margin": margin,
+            "mean_expected_dice": {c.name: round(float(v), 4) for c, v in zip(ORIENTATIONS, found.scores)}}
+    return _finish(np.ascontiguousarray(o.undo(labels)), np.ascontiguousarray(o.undo(lmap)), conf,
+                   np.ascontiguousarray(o.undo(prob)), record, info, fov)
+
+
+def _write_outputs(item: SegmentItem, record: GridRecord, result: VolumeResult) -> None:
     from ssll.io import save_nifti, write_json  # NIfTI only where files are written (predict() needs no nibabel)
 
     out = item.out_dir
     w_aff = record.working_affine
-    seg = finish_segmentation(labels, lmap, prob, record)
+    seg = result.segmentation
     header = original_header(record)
     save_nifti(out / f"{item.phase}_labels.nii.gz", Volume(seg.labels, w_aff), dtype=np.uint8)
     save_nifti(out / f"{item.phase}_labels_original.nii.gz", Volume(seg.original, record.input_affine, header=header),
                dtype=np.uint8)
     save_nifti(out / f"{item.phase}_landmarkmap.nii.gz", Volume(seg.landmark_map, w_aff), dtype=np.uint8)
     write_json(out / f"{item.phase}_landmark_confidence.json",
-               {name: float(c) for name, c in zip(LANDMARK_NAMES, conf)})
-    write_json(out / f"{item.phase}_expected_dice.json", expected_dice(prob, seg.labels, seg.fov))
-    write_json(out / f"{item.phase}_orientation.json", orientation)
+               {name: float(c) for name, c in zip(LANDMARK_NAMES, result.confidence)})
+    write_json(out / f"{item.phase}_expected_dice.json", result.expected_dice)
+    write_json(out / f"{item.phase}_orientation.json", result.orientation)
 
 
 def run_segment(items: list[SegmentItem], weights: PathLike, *, batch_size: int = 4, orientation: str = "search",
@@ -300,9 +382,10 @@ def run_segment(items: list[SegmentItem], weights: PathLike, *, batch_size: int 
         weights: network weights (model card beside them).
         batch_size: volumes per forward pass.
         orientation: ``search``: segment each volume in the orientation of the voxel grid the network
-            trusts most (:mod:`ssll.nn.orientation`; 16 forward passes more per volume); ``stored``:
-            as stored; an orientation's name (e.g. ``rot90+reversed``): every volume in that one (a
-            cohort from one protocol, once a search on a few subjects has shown which).
+            trusts most (:mod:`ssll.nn.orientation`; 16 forward passes per volume, the chosen one's
+            outputs kept); ``stored``: as stored; an orientation's name (e.g. ``rot90+reversed``): every
+            volume in that one (a cohort from one protocol, once a search on a few subjects has shown which),
+            volumes then batched across items.
         margin: with ``search``, how much higher another orientation's mean expected Dice must be than
             the stored one's for it to be used.
 
@@ -311,56 +394,67 @@ def run_segment(items: list[SegmentItem], weights: PathLike, *, batch_size: int 
     """
     from ssll.io import load_image, read_json
 
-    try:
-        fixed = None if orientation == "search" else STORED if orientation == "stored" else orientation_by_name(orientation)
-    except ValueError as exc:
-        raise SsllError(f"segment: orientation must be 'search', 'stored' or an orientation's name: {exc}") from None
+    fixed = resolve_orientation(orientation)
     model = load_model(weights)
     expected = tuple(model.card["preprocessing"]["shape"])
     failures: dict[str, str] = {}
-    ok: list[tuple[SegmentItem, GridRecord, Array, Orientation, dict[str, Any]]] = []
+
+    def write(it: SegmentItem, rec: GridRecord, result: VolumeResult) -> None:
+        try:
+            _write_outputs(it, rec, result)
+        except (SsllError, OSError, ValueError) as exc:
+            failures[f"{it.subject}/{it.phase}"] = f"{type(exc).__name__}: {exc}"
+            log.debug(traceback.format_exc())
+
+    pending: list[tuple[SegmentItem, GridRecord, Array]] = []  # fixed orientation: batched across items
     for it in items:
         key = f"{it.subject}/{it.phase}"
-        err_file = it.out_dir / f"{it.phase}_error.txt"
         try:
             vol = load_image(it.image)
             rec = GridRecord.from_dict(read_json(it.record))
             if vol.shape3 != expected:
                 raise SsllError(f"{it.image}: shape {vol.shape3} is not the model's working shape {expected}")
             if fixed is not None:
-                chosen, info = fixed, {"orientation": fixed.name, "searched": False}
-            else:
-                scores = orientation_scores(model, vol.array, input_fov_mask(rec), batch_size=batch_size)
-                chosen = choose_orientation(scores, margin=margin)
-                info = {"orientation": chosen.name, "searched": True, "margin": margin,
-                        "mean_expected_dice": {o.name: round(float(v), 4) for o, v in zip(ORIENTATIONS, scores)}}
-                if chosen != STORED:
-                    log.warning("%s: segmented turned %s (mean expected Dice %.3f against %.3f as stored)", key,
-                                chosen.name, scores[ORIENTATIONS.index(chosen)], scores[0])
-            ok.append((it, rec, vol.array, chosen, info))
-            err_file.unlink(missing_ok=True)
+                pending.append((it, rec, vol.array))
+                continue
+            result = segment_volume(model, vol.array, rec, orientation="search", margin=margin, batch_size=batch_size)
         except SsllError as exc:
             failures[key] = str(exc)
+            continue
         except RuntimeError as exc:  # e.g. out of memory while scoring the orientations
             failures[key] = f"inference failed: {exc}"
-    for s in range(0, len(ok), batch_size):
-        chunk = ok[s : s + batch_size]
+            continue
+        except ValueError as exc:  # post-processing a malformed grid record
+            failures[key] = f"{type(exc).__name__}: {exc}"
+            continue
+        info = result.orientation
+        if info["orientation"] != STORED.name:
+            scores = info["mean_expected_dice"]
+            log.warning("%s: segmented turned %s (mean expected Dice %.3f against %.3f as stored)", key,
+                        info["orientation"], scores[info["orientation"]], scores[STORED.name])
+        write(it, rec, result)
+    for s in range(0, len(pending), batch_size):
+        chunk = pending[s : s + batch_size]
         try:
-            outputs = predict_oriented(model, [c[2] for c in chunk], [c[3] for c in chunk], batch_size=batch_size)
+            outputs = predict_oriented(model, [c[2] for c in chunk], [fixed] * len(chunk), batch_size=batch_size)  # type: ignore[list-item]
         except (RuntimeError, SsllError) as exc:  # e.g. out of memory: report every member
             for it, *_ in chunk:
                 failures[f"{it.subject}/{it.phase}"] = f"inference failed: {exc}"
             continue
-        for (it, rec, _, _, info), (labels, lmap, conf, prob) in zip(chunk, outputs):
+        for (it, rec, _), (labels, lmap, conf, prob) in zip(chunk, outputs):
             try:
-                _write_outputs(it, rec, labels, lmap, conf, prob, info)
-            except (SsllError, OSError, ValueError) as exc:
+                result = _finish(labels, lmap, conf, prob, rec, {"orientation": fixed.name, "searched": False})  # type: ignore[union-attr]
+            except (SsllError, ValueError) as exc:
                 failures[f"{it.subject}/{it.phase}"] = f"{type(exc).__name__}: {exc}"
-                log.debug(traceback.format_exc())
+                continue
+            write(it, rec, result)
     for it in items:
         key = f"{it.subject}/{it.phase}"
+        err_file = it.out_dir / f"{it.phase}_error.txt"
         if key in failures:
             it.out_dir.mkdir(parents=True, exist_ok=True)
-            (it.out_dir / f"{it.phase}_error.txt").write_text(failures[key] + "\n")
+            err_file.write_text(failures[key] + "\n")
             log.error("%s: %s", key, failures[key])
+        else:
+            err_file.unlink(missing_ok=True)
     return failures
