@@ -21,13 +21,16 @@ import numpy as np
 from scipy import ndimage
 
 from ssll.errors import InputImageError
-from ssll.types import Array, Volume
+from ssll.types import Array, PathLike, Volume
 
 __all__ = [
+    "IN_PLANE_SPACING_MM",
+    "SLICE_SPACING_MM",
     "WORKING_SHAPE",
     "WORKING_SPACING",
     "GridRecord",
     "PreprocessConfig",
+    "check_cine_spacing",
     "grow_along_slices",
     "input_fov_mask",
     "labels_to_working",
@@ -46,6 +49,12 @@ __all__ = [
 WORKING_SPACING: tuple[float, float, float] = (1.25, 1.25, 2.0)
 #: Working grid shape (i, j, k).
 WORKING_SHAPE: tuple[int, int, int] = (192, 192, 80)
+#: Voxel sizes (mm) a short-axis cine stack can have: in-plane (axes i, j) and between slices (axis k).
+#: Clinical and UK Biobank cines are 0.6-2.5 mm in plane with 5-20 mm between slices; outside these
+#: limits the header's units are almost surely not mm (a file written in metres or microns) or the
+#: image is not a short-axis stack, and the network would see a heart of the wrong size.
+IN_PLANE_SPACING_MM: tuple[float, float] = (0.2, 5.0)
+SLICE_SPACING_MM: tuple[float, float] = (0.5, 30.0)
 
 
 @dataclass(frozen=True)
@@ -324,6 +333,21 @@ def original_header(record: GridRecord) -> Any:
     return None
 
 
+def check_cine_spacing(affine: Array, source: PathLike) -> None:
+    """Refuse an image whose voxel size (mm, from the ``(4, 4)`` voxel-to-world ``affine``; axes i, j in
+    plane, k between slices) is outside :data:`IN_PLANE_SPACING_MM` / :data:`SLICE_SPACING_MM`.
+
+    Raises:
+        InputImageError: naming ``source``, the voxel size and the limits.
+    """
+    sp = np.linalg.norm(np.asarray(affine, np.float64)[:3, :3], axis=0)
+    (lo, hi), (slo, shi) = IN_PLANE_SPACING_MM, SLICE_SPACING_MM
+    if not (lo <= sp[0] <= hi and lo <= sp[1] <= hi and slo <= sp[2] <= shi):
+        raise InputImageError(
+            f"{source}: voxel size {np.round(sp, 4).tolist()} mm is not a short-axis cine's (in plane {lo}-{hi} mm, "
+            f"{slo}-{shi} mm between slices): are the header's units mm, and is the third axis the slice axis?")
+
+
 def run_preprocess(
     *,
     image: str,
@@ -343,6 +367,7 @@ def run_preprocess(
     from ssll.io import load_image, load_labels, save_nifti, write_json
 
     vol = load_image(image)
+    check_cine_spacing(vol.affine, image)
     work, record = preprocess_volume(vol, cfg)
     record.extra["input_path"] = str(image)
     if labels is not None:

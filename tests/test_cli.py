@@ -66,6 +66,22 @@ def test_one_process_runs_each_group_and_stops_at_the_first_failure(
     assert not (tmp_path / "b1.nii.gz").exists() and not (tmp_path / "b2.nii.gz").exists()
 
 
+@pytest.mark.parametrize("spacing", [(0.0015, 0.0015, 0.008), (17.6, 17.6, 100.0), (1.5, 1.5, 0.1)])
+def test_a_voxel_size_no_cine_has_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                             spacing: tuple[float, float, float]) -> None:
+    """Metres written as mm, or a stack that cannot be short-axis slices: one line naming the subject, the file
+    and the voxel size; nothing written."""
+    lab = biv_phantom((64, 60, 12))
+    img = write_nifti(tmp_path / "img.nii.gz", image_from_labels(lab), spacing=spacing)
+    rc = main(["preprocess", "--subject", "s9", "--image", str(img), "--out-image", str(tmp_path / "o.nii.gz"),
+               "--out-record", str(tmp_path / "o.json")])
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ssll preprocess: s9: error: ") and "img.nii.gz" in err[0]
+    assert "voxel size" in err[0] and "units" in err[0]
+    assert not (tmp_path / "o.nii.gz").exists() and not (tmp_path / "o.json").exists()
+
+
 def test_bad_input_gives_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "broken.nii.gz"
     bad.write_bytes(b"\x1f\x8b\x08\x00garbage")

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_readme_python_block_segments_the_demo_patient(monkeypatch: pytest.MonkeyPatch) -> None:
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
     section = text[text.index("### From Python"):]
     block = re.search(r"```python\n(.*?)```", section, re.S).group(1)  # type: ignore[union-attr]
     monkeypatch.chdir(ROOT)
