@@ -225,6 +225,23 @@ def _run_landmarks_from_labels(a: argparse.Namespace) -> None:
                               out_map=a.out_map)
 
 
+# ---------------------------------------------------------------- convert-labels
+def _add_convert_labels(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--labels", required=True, help="label map NIfTI")
+    p.add_argument("--from", dest="from_convention", default="canonical", help="its convention (default canonical)")
+    p.add_argument("--to", dest="to_convention", required=True, help="acdc, ukbb, mnms, 4dsegment or canonical")
+    p.add_argument("--out", required=True, help="output NIfTI (same grid and header geometry)")
+    p.add_argument("--drop-unmapped", action="store_true",
+                   help="write labels the target lacks (the RV wall in acdc/ukbb/mnms) as background")
+
+
+def _run_convert_labels(a: argparse.Namespace) -> None:
+    from ssll.labels import run_convert_labels
+
+    run_convert_labels(labels=a.labels, out=a.out, to_convention=a.to_convention, from_convention=a.from_convention,
+                       drop_unmapped=a.drop_unmapped)
+
+
 # ---------------------------------------------------------------- train
 def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="training YAML (see config/train_lr.yaml)")
@@ -503,6 +520,8 @@ _REGISTRY: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Calla
     ("landmarks", "landmark map -> 6 landmarks in world mm (JSON, CSV, NIfTI)", _add_landmarks, _run_landmarks),
     ("landmarks-from-labels", "the 6 landmarks derived geometrically from a segmentation", _add_landmarks_from_labels,
      _run_landmarks_from_labels),
+    ("convert-labels", "a label map from one label convention to another (canonical to acdc, ukbb, ...)",
+     _add_convert_labels, _run_convert_labels),
     ("measures", "LV/RV volumes (ml), masses (g), stroke volumes and ejection fractions of one subject",
      _add_measures, _run_measures),
     ("cohort-table", "one row per subject: the cohort's measures table (CSV)", _add_cohort_table, _run_cohort_table),

@@ -32,6 +32,7 @@ __all__ = [
     "Landmark",
     "check_canonical",
     "from_canonical",
+    "run_convert_labels",
     "to_canonical",
 ]
 
@@ -124,22 +125,47 @@ def to_canonical(labels: Array, convention: str, *, what: str = "label map") -> 
     return lut[arr]
 
 
-def from_canonical(labels: Array, convention: str, *, what: str = "label map") -> Array:
+def from_canonical(labels: Array, convention: str, *, what: str = "label map", drop_unmapped: bool = False) -> Array:
     """Map canonical labels to ``convention`` (inverse of :func:`to_canonical`).
 
+    Args:
+        labels: canonical label map (0..4) of any shape.
+        convention: one of :data:`CONVENTIONS`.
+        what: name of the source (file, subject) used in error messages.
+        drop_unmapped: write canonical labels that ``convention`` lacks (the RV wall in ``acdc``, ``ukbb``,
+            ``mnms``) as background, as those datasets' experts leave them, instead of refusing.
+
+    Returns:
+        ``uint8`` array of the same shape in ``convention``'s values.
+
     Raises:
-        LabelError: a canonical label has no counterpart in ``convention`` (e.g. RV wall in ACDC).
+        LabelError: a canonical label has no counterpart in ``convention`` and ``drop_unmapped`` is off.
     """
     table = _table(convention)
     inverse = {dst: src for src, dst in table.items()}
     arr = check_canonical(labels, what=what)
     missing = [int(v) for v in np.unique(arr) if int(v) not in inverse]
-    if missing:
-        raise LabelError(f"{what}: canonical labels {missing} have no {convention!r} counterpart")
-    lut = np.zeros(N_CLASSES, dtype=np.uint8)
+    if missing and not drop_unmapped:
+        names = ", ".join(f"{v} ({Label(v).name.lower()})" for v in missing)
+        raise LabelError(f"{what}: canonical labels {names} have no {convention!r} counterpart "
+                         "(drop them to background explicitly if that is meant)")
+    lut = np.zeros(N_CLASSES, dtype=np.uint8)  # a label without a counterpart stays 0, background
     for dst, src in inverse.items():
         lut[dst] = src
     return lut[arr]
+
+
+def run_convert_labels(*, labels: str, out: str, to_convention: str, from_convention: str = "canonical",
+                       drop_unmapped: bool = False) -> Array:
+    """I/O layer of ``ssll convert-labels``: a label map from one convention to another, on the same grid
+    (the input file's header geometry kept verbatim). Returns the written ``(I, J, K)`` uint8 array."""
+    from ssll.io import load_labels, save_nifti
+
+    vol = load_labels(labels, from_convention)
+    _table(to_convention)  # an unknown target is named before anything is written
+    vol.array = from_canonical(vol.array, to_convention, what=str(labels), drop_unmapped=drop_unmapped)
+    save_nifti(out, vol, dtype=np.uint8)
+    return vol.array
 
 
 def check_canonical(labels: Array, *, what: str = "label map") -> Array:
