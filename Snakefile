@@ -18,6 +18,7 @@
 #   cohort/measures.csv, .parquet                     one row per subject, QC flags included
 #   cohort/report.html, failed.tsv                    the cohort report; failed subjects with stage and reason
 #   qc/{subject}/{phase}.png                          QC montage (labels and landmarks on the image)
+#   cycle/{subject}/volumes.tsv, cycle.json, curve.png  with cycle: true, every frame of a cine subject (volume curve)
 # logs/{rule}/{subject}.log and benchmarks/{rule}/{subject}.tsv beside results/ (one job per subject and
 # stage; a per-volume stage runs ED and ES in one process: `ssll CMD ... --and ED args --and ES args`).
 # resources/atlas_bank/: the default atlas bank (HR phantoms segmented by SSLLN-HR), built once.
@@ -39,6 +40,7 @@ include: "workflow/rules/atlases.smk"
 include: "workflow/rules/refine.smk"
 include: "workflow/rules/measures.smk"
 include: "workflow/rules/qc.smk"
+include: "workflow/rules/cycle.smk"
 
 
 onerror:

@@ -11,6 +11,10 @@ volumes (ml) measured on that grid (:func:`ssll.measures.phase_measures`). Compa
 * the network's volume curve: ED = largest LV cavity, ES = smallest (:func:`ssll.ingest.es_from_lv_volumes`);
   and the EF each pair gives.
 
+Then the same cine through ``ssll cycle``'s :func:`ssll.nn.cycle.volume_curve` (the orientation searched on the first
+frame only and used for every frame): its curve against the per-frame one above, the time of each, and its plot
+(``sunnybrook_cycle.png`` beside the results file).
+
 Run:  python bench/sunnybrook_phases.py --out bench/results/sunnybrook_phases.json   (about 4 min on 2 cores)
 """
 
@@ -28,6 +32,7 @@ import torch
 
 from ssll.ingest import choose_phases, es_from_lv_volumes, frame, read_dicom_cine
 from ssll.measures import phase_measures
+from ssll.nn.cycle import plot_curve, volume_curve
 from ssll.nn.infer import load_model, segment_volume
 from ssll.preprocess import preprocess_volume
 
@@ -79,6 +84,17 @@ def main() -> None:
         },
         "seconds": round(time.perf_counter() - t0, 1),
     }
+    t1 = time.perf_counter()
+    cycle = volume_curve(model, cine)
+    summary["ssll_cycle"] = {
+        "orientation": cycle.orientation["orientation"], "ed": cycle.ed_frame, "es": cycle.es_frame,
+        "lv_ef_pct": cycle.summary()["lv_ef_pct"],
+        "max_abs_difference_from_per_frame_search_ml": {
+            k: round(float(max(abs(r[k] - round(c[k], 1)) for r, c in zip(rows, cycle.frames))), 3)
+            for k in ("lv_cavity_ml", "rv_cavity_ml")},
+        "seconds": round(time.perf_counter() - t1, 1),
+    }
+    plot_curve(cycle, Path(a.out).with_name("sunnybrook_cycle.png"), title="Sunnybrook SCD0000101: ssll cycle")
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(summary, indent=1) + "\n")
     print(json.dumps(summary["rules"], indent=1), summary["expert_contoured_frames"])

@@ -242,6 +242,29 @@ def _run_convert_labels(a: argparse.Namespace) -> None:
                        drop_unmapped=a.drop_unmapped)
 
 
+# ---------------------------------------------------------------- cycle
+def _add_cycle(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--image", required=True, help="cine: 4D NIfTI, DICOM cine folder or zip of one")
+    p.add_argument("--out-tsv", required=True, help="per-frame volumes (ml) and masses (g)")
+    p.add_argument("--out-json", required=True, help="ED / ES frames by the LV cavity, EF and stroke volumes")
+    p.add_argument("--out-png", default=None, help="plot of the volume curve")
+    p.add_argument("--weights", default=None, help="SSLLN weights (default: the shipped SSLLN-LR)")
+    p.add_argument("--orientation", default="search",
+                   help="search (on the first frame, used for all) | stored | an orientation's name")
+    p.add_argument("--orientation-margin", type=float, default=0.03)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--preprocess", default=None, help="preprocessing settings as JSON (the workflow's preprocess:)")
+
+
+def _run_cycle(a: argparse.Namespace) -> None:
+    from ssll.nn.cycle import run_cycle
+    from ssll.preprocess import PreprocessConfig
+
+    run_cycle(image=a.image, out_tsv=a.out_tsv, out_json=a.out_json, out_png=a.out_png, weights=a.weights,
+              orientation=a.orientation, margin=a.orientation_margin, batch_size=a.batch_size,
+              cfg=PreprocessConfig.from_mapping(_params(a.preprocess)))
+
+
 # ---------------------------------------------------------------- train
 def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="training YAML (see config/train_lr.yaml)")
@@ -520,6 +543,7 @@ _REGISTRY: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Calla
     ("landmarks", "landmark map -> 6 landmarks in world mm (JSON, CSV, NIfTI)", _add_landmarks, _run_landmarks),
     ("landmarks-from-labels", "the 6 landmarks derived geometrically from a segmentation", _add_landmarks_from_labels,
      _run_landmarks_from_labels),
+    ("cycle", "every frame of a cine segmented: the volume curve, ED / ES by the LV cavity", _add_cycle, _run_cycle),
     ("convert-labels", "a label map from one label convention to another (canonical to acdc, ukbb, ...)",
      _add_convert_labels, _run_convert_labels),
     ("measures", "LV/RV volumes (ml), masses (g), stroke volumes and ejection fractions of one subject",

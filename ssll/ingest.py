@@ -31,7 +31,7 @@ from ssll.types import Array, PathLike, Volume
 
 log = logging.getLogger("ssll.ingest")
 
-__all__ = ["CinePhases", "choose_phases", "dicom_layout", "es_from_lv_volumes", "frame", "read_dicom_cine",
+__all__ = ["CinePhases", "choose_phases", "dicom_layout", "es_from_lv_volumes", "frame", "read_cine", "read_dicom_cine",
            "read_dicom_zip", "run_ingest"]
 
 _TAGS = {
@@ -314,6 +314,24 @@ def read_dicom_zip(path: PathLike) -> Volume:
         raise DicomError(f"{src}: not a readable zip archive of DICOM files ({exc})") from None
 
 
+def read_cine(src: PathLike) -> Volume:
+    """A cine as one 4D volume ``(I, J, K, T)``, affine RAS+ mm: a 4D NIfTI file, a DICOM cine folder or a zip
+    archive of one (:func:`read_dicom_cine`, :func:`read_dicom_zip`).
+
+    Raises:
+        InputImageError: unreadable input, not 4D, or a single phase (the message names the file).
+    """
+    from ssll.io import load_image
+
+    src = Path(src)
+    if src.is_dir() or src.suffix.lower() == ".zip":
+        cine = read_dicom_cine(src) if src.is_dir() else read_dicom_zip(src)
+        if cine.array.shape[3] == 1:
+            raise DicomError(f"{src}: a single-phase series; ED and ES need a cine")
+        return cine
+    return load_image(src, ndim=(4,))
+
+
 def run_ingest(
     *,
     out_ed: PathLike,
@@ -338,12 +356,7 @@ def run_ingest(
 
     if image is not None:
         src = Path(image)
-        if src.is_dir() or src.suffix.lower() == ".zip":
-            cine = read_dicom_cine(src) if src.is_dir() else read_dicom_zip(src)
-            if cine.array.shape[3] == 1:
-                raise DicomError(f"{src}: a single-phase series; ED and ES need a cine")
-        else:
-            cine = load_image(src, ndim=(4,))
+        cine = read_cine(src)
         phases = choose_phases(cine.array, ed=ed, es=es)
         ed_vol, es_vol = frame(cine, phases.ed), frame(cine, phases.es)
         if cine.header is not None:  # keep the 4D file's sform/qform on the 3D frames

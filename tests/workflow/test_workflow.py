@@ -72,6 +72,30 @@ def test_shell_commands_do_not_grow_with_the_cohort(tmp_path: Path) -> None:
     assert segment and all("--orientation search" in c for c in segment), segment[:1]
 
 
+def test_cycle_is_planned_for_cine_subjects_only_when_asked(tmp_path: Path) -> None:
+    """`cycle: true` adds one `ssll cycle` job per subject given as a cine (column image), none for a subject given
+    as ED/ES files; with the default config there is none."""
+    import nibabel as nib
+    import numpy as np
+
+    cine = tmp_path / "cine.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 4, 3), np.float32), np.diag([1.5, 1.5, 8.0, 1.0])), cine)
+    demo = ROOT / "demo/acdc/patient020"
+    sheet = tmp_path / "s.tsv"
+    sheet.write_text("subject\timage\ted_image\tes_image\n"
+                     f"cine1\t{cine}\t\t\n"
+                     f"files1\t\t{demo}/patient020_frame01.nii.gz\t{demo}/patient020_frame11.nii.gz\n")
+    base = [*SNAKEMAKE, "-n", "--forceall", "-p", "--config", f"subjects={sheet}", f"results={tmp_path / 'r'}"]
+    for extra, want in (([], 0), (["cycle=True"], 1)):
+        r = _run([*base, *extra], ROOT)
+        assert r.returncode == 0, r.stderr[-2000:]
+        cmds = [ln for ln in r.stdout.splitlines() if ln.startswith("Shell command: ssll cycle")]
+        assert len(cmds) == want, cmds
+    c = cmds[0]
+    assert "--subject cine1" in c and str(cine) in c and "--orientation search" in c and "--preprocess" in c
+    assert f"{tmp_path / 'r'}/cycle/cine1/cycle.json" in c
+
+
 FAST = ["--configfile", "config/config.yaml", "fast.yaml"]
 
 

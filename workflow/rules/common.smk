@@ -52,6 +52,13 @@ def get_study_inputs(wildcards):
     return [row.image] if row.image else [row.ed_image, row.es_image]
 
 
+def get_cine(wildcards):
+    return subjects.loc[wildcards.subject, "image"]
+
+
+CINE_SUBJECTS = [s for s in SUBJECTS if subjects.loc[s, "image"]]
+
+
 def get_ingest_args(wildcards):
     row = subjects.loc[wildcards.subject]
     if row.image:
@@ -143,6 +150,11 @@ def final_targets():
         ),
         f"{RESULTS}/cohort/measures.csv",
         f"{RESULTS}/cohort/report.html",
+        *(
+            expand(f"{RESULTS}/cycle/{{subject}}/cycle.json", subject=CINE_SUBJECTS)
+            if config.get("cycle", False)
+            else []
+        ),
     ]
 
 
