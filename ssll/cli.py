@@ -143,13 +143,9 @@ def _run_preprocess(a: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------- segment
-def _add_segment(p: argparse.ArgumentParser) -> None:
+def _add_network_args(p: argparse.ArgumentParser) -> None:
+    """The SSLLN-LR inference settings ``segment`` and ``cycle`` share."""
     p.add_argument("--weights", default=None, help="weights .pt with its model card .json beside it; default: shipped SSLLN-LR")
-    p.add_argument("--manifest", help="TSV with columns subject, phase, image, record, out_dir (many volumes, one model load)")
-    p.add_argument("--image", action="append", help="preprocessed working-grid image (repeat for several)")
-    p.add_argument("--record", action="append", help="its grid record JSON (one per --image)")
-    p.add_argument("--phase", action="append", help="phase name for output file names, ED or ES (one per --image)")
-    p.add_argument("--out-dir", help="output folder")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--orientation", default="search",
                    help="search (default): segment each volume in the orientation of its voxel grid that the network "
@@ -159,6 +155,15 @@ def _add_segment(p: argparse.ArgumentParser) -> None:
     p.add_argument("--orientation-margin", type=float, default=None,
                    help="how much higher another orientation's mean expected Dice must be than the stored one's "
                         "(default 0.03)")
+
+
+def _add_segment(p: argparse.ArgumentParser) -> None:
+    _add_network_args(p)
+    p.add_argument("--manifest", help="TSV with columns subject, phase, image, record, out_dir (many volumes, one model load)")
+    p.add_argument("--image", action="append", help="preprocessed working-grid image (repeat for several)")
+    p.add_argument("--record", action="append", help="its grid record JSON (one per --image)")
+    p.add_argument("--phase", action="append", help="phase name for output file names, ED or ES (one per --image)")
+    p.add_argument("--out-dir", help="output folder")
     p.add_argument("--allow-failures", action="store_true",
                    help="exit 0 when some volumes failed (their <phase>_error.txt says why)")
 
@@ -248,11 +253,7 @@ def _add_cycle(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out-tsv", required=True, help="per-frame volumes (ml) and masses (g)")
     p.add_argument("--out-json", required=True, help="ED / ES frames by the LV cavity, EF and stroke volumes")
     p.add_argument("--out-png", default=None, help="plot of the volume curve")
-    p.add_argument("--weights", default=None, help="SSLLN weights (default: the shipped SSLLN-LR)")
-    p.add_argument("--orientation", default="search",
-                   help="search (on the first frame, used for all) | stored | an orientation's name")
-    p.add_argument("--orientation-margin", type=float, default=0.03)
-    p.add_argument("--batch-size", type=int, default=4)
+    _add_network_args(p)  # the orientation is searched on the first frame and used for every frame
     p.add_argument("--preprocess", default=None, help="preprocessing settings as JSON (the workflow's preprocess:)")
 
 
@@ -260,9 +261,10 @@ def _run_cycle(a: argparse.Namespace) -> None:
     from ssll.nn.cycle import run_cycle
     from ssll.preprocess import PreprocessConfig
 
-    run_cycle(image=a.image, out_tsv=a.out_tsv, out_json=a.out_json, out_png=a.out_png, weights=a.weights,
-              orientation=a.orientation, margin=a.orientation_margin, batch_size=a.batch_size,
-              cfg=PreprocessConfig.from_mapping(_params(a.preprocess)))
+    margin = {} if a.orientation_margin is None else {"margin": a.orientation_margin}
+    run_cycle(image=a.image, out_tsv=a.out_tsv, out_json=a.out_json, subject=a.subject, out_png=a.out_png,
+              weights=a.weights, orientation=a.orientation, batch_size=a.batch_size,
+              cfg=PreprocessConfig.from_mapping(_params(a.preprocess)), **margin)
 
 
 # ---------------------------------------------------------------- train

@@ -16,7 +16,8 @@ import numpy as np
 from ssll.labels import Label, check_canonical
 from ssll.types import Array
 
-__all__ = ["MYOCARDIAL_DENSITY_G_PER_ML", "cardiac_measures", "phase_measures", "run_cohort_table", "run_measures"]
+__all__ = ["CYCLE_COLUMNS", "MYOCARDIAL_DENSITY_G_PER_ML", "cardiac_measures", "phase_measures", "run_cohort_table",
+           "run_measures"]
 
 #: Myocardial density (g/ml).
 MYOCARDIAL_DENSITY_G_PER_ML = 1.05
@@ -80,17 +81,24 @@ def run_measures(*, subject: str, ed_labels: str, es_labels: str, out_tsv: str, 
     return row
 
 
+#: what the cohort table takes from ``ssll cycle``'s ``cycle.json`` (column ``cycle_<name>``)
+CYCLE_COLUMNS = {"n_frames": "n_frames", "ed_frame": "ed_frame", "es_frame": "es_frame", "lv_edv_ml": "ed_lv_cavity_ml",
+                 "lv_esv_ml": "es_lv_cavity_ml", "lv_ef_pct": "lv_ef_pct", "rv_edv_ml": "ed_rv_cavity_ml",
+                 "rv_esv_ml": "es_rv_cavity_ml", "rv_ef_pct": "rv_ef_pct"}
+
+
 def run_cohort_table(*, inputs: list[str] | None = None, out_csv: str, out_parquet: str | None = None,
                      flags: list[str] | None = None, sheet: str | None = None,
-                     results: str | None = None) -> None:
+                     results: str | None = None, cycles: list[str] | None = None) -> None:
     """Concatenate per-subject measure rows into the cohort table: one row per subject, units in
     the column names; with ``flags`` (``ssll qc-flags`` JSON files) also ``qc_n_flags`` and
     ``qc_flags`` (``flag@phase`` joined by ``;``), and where the flags record the network's expected
     Dice, ``<phase>_expected_dice_<structure>`` and ``qc_expected_dice_min`` (the lowest over both
     phases of the LV cavity, LV wall and RV cavity: sort by it to review the doubtful first), and
     where they record it, ``<phase>_orientation`` (the voxel-grid orientation ``ssll segment`` used;
-    ``rot0`` = as stored).
-    CSV, and Parquet when asked.
+    ``rot0`` = as stored); with ``cycles`` (``ssll cycle`` JSON files) the whole cycle's ``cycle_*`` columns
+    (:data:`CYCLE_COLUMNS`: frames, ED and ES frames by the LV cavity, their volumes and EFs; empty for a subject
+    without one). CSV, and Parquet when asked.
 
     With ``sheet`` and ``results`` instead of file lists: every subject of the sheet that has
     ``results/measures/<subject>.tsv`` (and its ``results/qc/<subject>/flags.json``), so a cohort
@@ -109,6 +117,7 @@ def run_cohort_table(*, inputs: list[str] | None = None, out_csv: str, out_parqu
         paths = [result_paths(results, r["subject"]) for r in read_subject_sheet(sheet)]
         inputs = [str(p["measures"]) for p in paths if p["measures"].is_file()]
         flags = [str(p["flags"]) for p in paths if p["flags"].is_file()]
+        cycles = [str(p["cycle"]) for p in paths if p["cycle"].is_file()]
     inputs = inputs or []
     frames = [pd.read_csv(p, sep="\t") for p in inputs if Path(p).stat().st_size > 0]
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["subject"])
@@ -130,6 +139,13 @@ def run_cohort_table(*, inputs: list[str] | None = None, out_csv: str, out_parqu
             df["qc_expected_dice_min"] = df[main].astype(float).min(axis=1, skipna=True)
         for c in sorted({c for per in turned.values() for c in per}):
             df[c] = [turned.get(s, {}).get(c, "") for s in df["subject"]]
+    if cycles:
+        per = {}
+        for f in cycles:
+            d = json.loads(Path(f).read_text())
+            per[d.get("subject") or Path(f).parent.name] = d
+        for col, key in CYCLE_COLUMNS.items():
+            df[f"cycle_{col}"] = [per[s].get(key) if s in per else np.nan for s in df["subject"]]
     with atomic_path(out_csv) as tmp:
         df.to_csv(tmp, index=False, float_format="%.3f")
     if out_parquet:

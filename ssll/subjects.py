@@ -62,11 +62,13 @@ def read_subject_sheet(path: str | Path) -> list[dict[str, str]]:
 def result_paths(results: str | Path, subject: str) -> dict[str, Path]:
     """Where a workflow run leaves a subject's cohort-level results under ``results``: ``measures``
     (``measures/<subject>.tsv``), ``flags`` (``qc/<subject>/flags.json``), ``evaluate``
-    (``evaluate/<subject>.json``) and ``qc`` (``qc/<subject>/``, the montages). The workflow's rules
-    write these paths; the cohort table and the report read them from here."""
+    (``evaluate/<subject>.json``), ``qc`` (``qc/<subject>/``, the montages) and ``cycle``
+    (``cycle/<subject>/cycle.json``, with ``cycle: true``). The workflow's rules write these paths; the
+    cohort table and the report read them from here."""
     r = Path(results)
     return {"measures": r / "measures" / f"{subject}.tsv", "flags": r / "qc" / subject / "flags.json",
-            "evaluate": r / "evaluate" / f"{subject}.json", "qc": r / "qc" / subject}
+            "evaluate": r / "evaluate" / f"{subject}.json", "qc": r / "qc" / subject,
+            "cycle": r / "cycle" / subject / "cycle.json"}
 
 
 #: files beside the studies that are not studies (a data set's notes and tables): passed over silently

@@ -88,8 +88,14 @@ def _cohort(tmp_path):
 
 def test_cohort_table_csv_and_parquet_with_flags(tmp_path) -> None:
     sheet, res, logs, bench, measures = _cohort(tmp_path)
+    # s2 was given as a cine and run with `cycle: true`
+    (res / "cycle" / "s2").mkdir(parents=True)
+    (res / "cycle" / "s2" / "cycle.json").write_text(json.dumps({
+        "subject": "s2", "n_frames": 25, "ed_frame": 0, "es_frame": 9, "ed_lv_cavity_ml": 182.0, "es_lv_cavity_ml": 88.0,
+        "lv_ef_pct": 51.6, "ed_rv_cavity_ml": 170.0, "es_rv_cavity_ml": 80.0, "rv_ef_pct": 52.9}))
     run_cohort_table(inputs=measures, out_csv=str(tmp_path / "m.csv"), out_parquet=str(tmp_path / "m.parquet"),
-                     flags=[str(res / "qc" / s / "flags.json") for s in ("s1", "s2")])
+                     flags=[str(res / "qc" / s / "flags.json") for s in ("s1", "s2")],
+                     cycles=[str(res / "cycle" / "s2" / "cycle.json")])
     csv = pd.read_csv(tmp_path / "m.csv")
     pq = pd.read_parquet(tmp_path / "m.parquet")
     assert list(csv["qc_n_flags"]) == [1, 0] and csv.loc[0, "qc_flags"] == "lv_wall_open@ED"
@@ -101,6 +107,10 @@ def test_cohort_table_csv_and_parquet_with_flags(tmp_path) -> None:
     assert csv.loc[0, "es_expected_dice_rv_wall"] == 0.38 and np.isnan(csv.loc[1, "es_expected_dice_rv_wall"])
     # the orientation segment used, where the flags record it (s1's predate it: empty)
     assert csv["es_orientation"].fillna("").tolist() == ["", "rot90+reversed"] and csv.loc[1, "ed_orientation"] == "rot0"
+    # the whole cycle where there is one
+    assert csv["cycle_es_frame"].tolist()[1] == 9 and csv.loc[1, "cycle_lv_ef_pct"] == 51.6
+    assert csv.loc[1, "cycle_lv_esv_ml"] == 88.0 and csv.loc[1, "cycle_n_frames"] == 25
+    assert csv.loc[0, ["cycle_n_frames", "cycle_lv_ef_pct", "cycle_rv_ef_pct"]].isna().all()
     # the same table found from the sheet and the results folder (no file list on the command line);
     # subjects of the sheet without measures (failed, missing input) have no row
     run_cohort_table(sheet=str(sheet), results=str(res), out_csv=str(tmp_path / "s.csv"))

@@ -102,7 +102,8 @@ def _prepared(cine: Volume, t: int, cfg: PreprocessConfig | None) -> tuple[Array
     return work.array, rec
 
 
-def run_cycle(*, image: PathLike, out_tsv: PathLike, out_json: PathLike, weights: PathLike | None = None,
+def run_cycle(*, image: PathLike, out_tsv: PathLike, out_json: PathLike, subject: str | None = None,
+              weights: PathLike | None = None,
               out_png: PathLike | None = None, orientation: str = "search", margin: float = DEFAULT_MARGIN,
               batch_size: int = 4, cfg: PreprocessConfig | None = None) -> CycleResult:
     """I/O layer of ``ssll cycle``: a cine (4D NIfTI, DICOM folder or zip) -> per-frame volumes (TSV), ED / ES by
@@ -119,7 +120,7 @@ def run_cycle(*, image: PathLike, out_tsv: PathLike, out_json: PathLike, weights
     result = volume_curve(model, cine, orientation=orientation, margin=margin, batch_size=batch_size, cfg=cfg)
     with atomic_path(out_tsv) as tmp:
         pd.DataFrame(result.frames).to_csv(tmp, sep="\t", index=False, float_format="%.3f")
-    write_json(out_json, {"source": str(image), **result.summary()})
+    write_json(out_json, {**({"subject": subject} if subject else {}), "source": str(image), **result.summary()})
     if out_png is not None:
         plot_curve(result, out_png, title=str(image))
     return result

@@ -150,12 +150,15 @@ def final_targets():
         ),
         f"{RESULTS}/cohort/measures.csv",
         f"{RESULTS}/cohort/report.html",
-        *(
-            expand(f"{RESULTS}/cycle/{{subject}}/cycle.json", subject=CINE_SUBJECTS)
-            if config.get("cycle", False)
-            else []
-        ),
+        *get_cycle_targets(),
     ]
+
+
+def get_cycle_targets():
+    """With `cycle: true`, the whole-cycle record of every subject given as a cine."""
+    if not config.get("cycle", False):
+        return []
+    return expand(f"{RESULTS}/cycle/{{subject}}/cycle.json", subject=CINE_SUBJECTS)
 
 
 GT_SUBJECTS = [

@@ -27,6 +27,7 @@ rule cohort_table:
     input:
         measures=expand(f"{RESULTS}/measures/{{subject}}.tsv", subject=SUBJECTS),
         flags=expand(f"{RESULTS}/qc/{{subject}}/flags.json", subject=SUBJECTS),
+        cycles=get_cycle_targets(),
     output:
         csv=f"{RESULTS}/cohort/measures.csv",
         parquet=f"{RESULTS}/cohort/measures.parquet",
