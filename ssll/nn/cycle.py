@@ -20,7 +20,14 @@ import numpy as np
 
 from ssll.ingest import es_from_lv_volumes, frame
 from ssll.measures import cardiac_measures, phase_measures
-from ssll.nn.infer import LoadedModel, VolumeResult, _finish, predict_oriented, resolve_orientation, segment_volume
+from ssll.nn.infer import (
+    LoadedModel,
+    VolumeResult,
+    predict_oriented,
+    resolve_orientation,
+    segment_volume,
+    volume_result,
+)
 from ssll.nn.orientation import DEFAULT_MARGIN
 from ssll.preprocess import PreprocessConfig, check_cine_spacing, preprocess_volume
 from ssll.types import Array, PathLike, Volume
@@ -92,7 +99,7 @@ def volume_curve(model: LoadedModel, cine: Volume, *, orientation: str = "search
         prepared = [_prepared(cine, t, cfg) for t in ts]
         outs = predict_oriented(model, [w for w, _ in prepared], [chosen] * len(ts), batch_size=batch_size)  # type: ignore[list-item]
         for t, (_, rec), (labels, lmap, conf, prob) in zip(ts, prepared, outs):
-            rows.append(_row(t, _finish(labels, lmap, conf, prob, rec, first.orientation), spacing))  # type: ignore[arg-type]
+            rows.append(_row(t, volume_result(labels, lmap, conf, prob, rec, first.orientation), spacing))  # type: ignore[arg-type]
     lv = np.array([r["lv_cavity_ml"] for r in rows])
     return CycleResult(rows, first.orientation, int(np.argmax(lv)), es_from_lv_volumes(lv))
 

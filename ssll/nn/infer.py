@@ -55,7 +55,7 @@ from ssll.types import Array, PathLike, Volume
 
 __all__ = ["LoadedModel", "SegmentItem", "Segmentation", "VolumeResult", "default_weights", "finish_segmentation",
            "forward", "input_fov_mask", "landmark_points", "load_model", "merge_untrained", "outputs_from_scores",
-           "predict", "predict_oriented", "resolve_orientation", "run_segment", "segment_volume"]
+           "predict", "predict_oriented", "resolve_orientation", "run_segment", "segment_volume", "volume_result"]
 
 log = logging.getLogger("ssll.segment")
 
@@ -307,8 +307,10 @@ class VolumeResult:
     orientation: dict[str, Any]
 
 
-def _finish(labels: Array, lmap: Array, conf: Array, prob: Array, record: GridRecord,
-            orientation: dict[str, Any], fov: Array | None = None) -> VolumeResult:
+def volume_result(labels: Array, lmap: Array, conf: Array, prob: Array, record: GridRecord,
+                  orientation: dict[str, Any], fov: Array | None = None) -> VolumeResult:
+    """:class:`VolumeResult` of one volume's :func:`predict_oriented` output (``labels``, ``lmap`` ``(I, J, K)``,
+    ``conf`` ``(6,)``, ``prob`` ``(5, I, J, K)``, on the volume's own grid) and its orientation record."""
     seg = finish_segmentation(labels, lmap, prob, record, fov=fov)
     return VolumeResult(seg, np.asarray(conf, np.float32), expected_dice(prob, seg.labels, seg.fov), orientation)
 
@@ -346,13 +348,13 @@ def segment_volume(model: LoadedModel, image: Array, record: GridRecord, *, orie
     fov = input_fov_mask(record)
     if fixed is not None:
         labels, lmap, conf, prob = predict_oriented(model, [image], [fixed], batch_size=batch_size)[0]
-        return _finish(labels, lmap, conf, prob, record, {"orientation": fixed.name, "searched": False}, fov)
+        return volume_result(labels, lmap, conf, prob, record, {"orientation": fixed.name, "searched": False}, fov)
     found = search_orientation(model, image, fov, margin=margin, batch_size=batch_size)
     o = found.chosen
     labels, lmap, conf, prob = (a[0] for a in outputs_from_scores(found.seg_scores[None], found.landmark_logits[None]))
     info = {"orientation": o.name, "searched": True, "margin": margin,
             "mean_expected_dice": {c.name: round(float(v), 4) for c, v in zip(ORIENTATIONS, found.scores)}}
-    return _finish(np.ascontiguousarray(o.undo(labels)), np.ascontiguousarray(o.undo(lmap)), conf,
+    return volume_result(np.ascontiguousarray(o.undo(labels)), np.ascontiguousarray(o.undo(lmap)), conf,
                    np.ascontiguousarray(o.undo(prob)), record, info, fov)
 
 
@@ -443,7 +445,7 @@ def run_segment(items: list[SegmentItem], weights: PathLike, *, batch_size: int 
             continue
         for (it, rec, _), (labels, lmap, conf, prob) in zip(chunk, outputs):
             try:
-                result = _finish(labels, lmap, conf, prob, rec, {"orientation": fixed.name, "searched": False})  # type: ignore[union-attr]
+                result = volume_result(labels, lmap, conf, prob, rec, {"orientation": fixed.name, "searched": False})  # type: ignore[union-attr]
             except (SsllError, ValueError) as exc:
                 failures[f"{it.subject}/{it.phase}"] = f"{type(exc).__name__}: {exc}"
                 continue
