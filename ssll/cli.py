@@ -106,6 +106,9 @@ def _add_ingest(p: argparse.ArgumentParser) -> None:
     p.add_argument("--es-image", help="3D ES volume (with --ed-image)")
     p.add_argument("--ed", type=int, default=None, help="ED frame index (0-based); default 0")
     p.add_argument("--es", type=int, default=None, help="ES frame index (0-based); default: largest change from ED")
+    p.add_argument("--frames-from", default=None,
+                   help="ssll cycle's JSON of the same cine: ED / ES not given by --ed / --es are the volume curve's "
+                        "(largest and smallest LV cavity)")
     p.add_argument("--out-ed", required=True)
     p.add_argument("--out-es", required=True)
     p.add_argument("--out-record", required=True, help="JSON: chosen frames and how")
@@ -115,7 +118,7 @@ def _run_ingest(a: argparse.Namespace) -> None:
     from ssll.ingest import run_ingest
 
     ph = run_ingest(
-        image=a.image, ed_image=a.ed_image, es_image=a.es_image, ed=a.ed, es=a.es,
+        image=a.image, ed_image=a.ed_image, es_image=a.es_image, ed=a.ed, es=a.es, frames_from=a.frames_from,
         out_ed=a.out_ed, out_es=a.out_es, out_record=a.out_record,
     )
     log.info("ED frame %d (%s), ES frame %d (%s)", ph.ed, ph.ed_method, ph.es, ph.es_method)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -332,6 +332,20 @@ def read_cine(src: PathLike) -> Volume:
     return load_image(src, ndim=(4,))
 
 
+def _frames_from_cycle(path: PathLike, n_frames: int, *, ed: int | None, es: int | None) -> dict[str, int]:
+    """The curve's ED / ES frames from ``ssll cycle``'s JSON, for those not given; checked against the cine."""
+    import json
+
+    try:
+        rec = json.loads(Path(path).read_text())
+        n, frames = int(rec["n_frames"]), {"ed": int(rec["ed_frame"]), "es": int(rec["es_frame"])}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputImageError(f"{path}: not a cycle record of ssll cycle ({type(exc).__name__}: {exc})") from None
+    if n != n_frames:
+        raise InputImageError(f"{path}: a cycle of {n} frames, but the cine has {n_frames}")
+    return {k: v for k, v in frames.items() if (ed if k == "ed" else es) is None}
+
+
 def run_ingest(
     *,
     out_ed: PathLike,
@@ -342,12 +356,14 @@ def run_ingest(
     es_image: PathLike | None = None,
     ed: int | None = None,
     es: int | None = None,
+    frames_from: PathLike | None = None,
 ) -> CinePhases:
     """Write the ED and ES 3D volumes of a study (I/O layer of the ``ingest`` stage).
 
     Input is either ``image`` (a 4D cine NIfTI, a DICOM cine folder or a zip archive of one; frames chosen by
     :func:`choose_phases`) or the two 3D files ``ed_image`` and ``es_image`` (copied with
-    their geometry unchanged).
+    their geometry unchanged). With ``frames_from`` (``ssll cycle``'s JSON of the same cine), a frame not
+    given as ``ed`` / ``es`` is the curve's: ED the largest LV cavity, ES the smallest.
 
     Raises:
         InputImageError: unreadable or unusable input (the message names the file).
@@ -357,7 +373,10 @@ def run_ingest(
     if image is not None:
         src = Path(image)
         cine = read_cine(src)
-        phases = choose_phases(cine.array, ed=ed, es=es)
+        from_curve = _frames_from_cycle(frames_from, cine.array.shape[3], ed=ed, es=es) if frames_from else {}
+        phases = choose_phases(cine.array, ed=from_curve.get("ed", ed), es=from_curve.get("es", es))
+        phases = replace(phases, **{f"{k}_method": f"{'largest' if k == 'ed' else 'smallest'} LV cavity (ssll cycle)"
+                                    for k in from_curve})
         ed_vol, es_vol = frame(cine, phases.ed), frame(cine, phases.es)
         if cine.header is not None:  # keep the 4D file's sform/qform on the 3D frames
             ed_vol.header = es_vol.header = _header_3d(cine.header)
@@ -365,6 +384,8 @@ def run_ingest(
     else:
         if ed_image is None or es_image is None:
             raise InputImageError("ingest: give --image, or both --ed-image and --es-image")
+        if frames_from:
+            raise InputImageError(f"ingest: {frames_from}: frames from a cycle apply to a cine (--image), not to ED/ES files")
         ed_vol, es_vol = load_image(ed_image), load_image(es_image)
         phases = CinePhases(0, 1, "separate file", "separate file")
         record = {"source": [str(ed_image), str(es_image)], **phases.__dict__}

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import zipfile
 from pathlib import Path
 
@@ -54,6 +55,30 @@ def test_run_ingest_4d_keeps_geometry(tmp_path: Path) -> None:
     assert es.shape == (24, 24, 5)
     np.testing.assert_allclose(es.affine, aff, atol=1e-5)
     np.testing.assert_array_equal(np.asarray(es.dataobj), _cine()[..., 5])
+
+
+def test_run_ingest_takes_the_frames_the_sheet_does_not_give_from_the_cycle(tmp_path: Path) -> None:
+    """--frames-from: ED and ES from ssll cycle's curve where not given; a given frame wins; the record says how;
+    a cycle of another length, a broken record, or ED/ES files are refused, naming the record."""
+    write_nifti(tmp_path / "cine.nii.gz", _cine(), np.diag([1.4, 1.4, 8.0, 1.0]))
+    (tmp_path / "cycle.json").write_text(json.dumps({"n_frames": 8, "ed_frame": 1, "es_frame": 4}))
+    out = {"out_ed": tmp_path / "ed.nii.gz", "out_es": tmp_path / "es.nii.gz", "out_record": tmp_path / "rec.json"}
+    ph = run_ingest(image=tmp_path / "cine.nii.gz", frames_from=tmp_path / "cycle.json", **out)
+    assert (ph.ed, ph.es) == (1, 4)  # the intensity rule alone gives (0, 5)
+    rec = json.loads(out["out_record"].read_text())
+    assert rec["ed_method"] == "largest LV cavity (ssll cycle)" and rec["es_method"] == "smallest LV cavity (ssll cycle)"
+    np.testing.assert_array_equal(np.asarray(nib.load(out["out_es"]).dataobj), _cine()[..., 4])
+    ph = run_ingest(image=tmp_path / "cine.nii.gz", frames_from=tmp_path / "cycle.json", ed=0, **out)
+    assert (ph.ed, ph.es, ph.ed_method, ph.es_method) == (0, 4, "given", "smallest LV cavity (ssll cycle)")
+    (tmp_path / "other.json").write_text(json.dumps({"n_frames": 30, "ed_frame": 0, "es_frame": 11}))
+    with pytest.raises(InputImageError, match=r"other.json: a cycle of 30 frames, but the cine has 8"):
+        run_ingest(image=tmp_path / "cine.nii.gz", frames_from=tmp_path / "other.json", **out)
+    (tmp_path / "broken.json").write_text("{}")
+    with pytest.raises(InputImageError, match=r"broken.json: not a cycle record"):
+        run_ingest(image=tmp_path / "cine.nii.gz", frames_from=tmp_path / "broken.json", **out)
+    with pytest.raises(InputImageError, match=r"cycle.json: frames from a cycle apply to a cine"):
+        run_ingest(ed_image=out["out_ed"], es_image=out["out_es"], frames_from=tmp_path / "cycle.json",
+                   out_ed=tmp_path / "e2.nii.gz", out_es=tmp_path / "s2.nii.gz", out_record=tmp_path / "r2.json")
 
 
 def test_dicom_series_is_ordered_and_placed(tmp_path: Path) -> None:

@@ -94,6 +94,14 @@ def test_cycle_is_planned_for_cine_subjects_only_when_asked(tmp_path: Path) -> N
     c = cmds[0]
     assert "--subject cine1" in c and str(cine) in c and "--orientation search" in c and "--preprocess" in c
     assert f"{tmp_path / 'r'}/cycle/cine1/cycle.json" in c
+    # phases_from_cycle: the cine subject's ingest reads its frames from the cycle; the other's does not
+    r = _run([*base, "phases_from_cycle=True"], ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    ingest = {c.split("--subject ")[1].split()[0]: c for c in r.stdout.splitlines()
+              if c.startswith("Shell command: ssll ingest")}
+    assert f"--frames-from '{tmp_path / 'r'}/cycle/cine1/cycle.json'" in ingest["cine1"]
+    assert "--frames-from" not in ingest["files1"]
+    assert sum(c.startswith("Shell command: ssll cycle") for c in r.stdout.splitlines()) == 1
 
 
 FAST = ["--configfile", "config/config.yaml", "fast.yaml"]

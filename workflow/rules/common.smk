@@ -47,9 +47,25 @@ wildcard_constraints:
     phase="ED|ES",
 
 
+def frames_from_cycle(subject):
+    """With `phases_from_cycle: true`, the cycle record a cine subject's ED / ES come from (None when the sheet
+    gives both frames, or the subject is given as ED/ES files)."""
+    row = subjects.loc[subject]
+    if not (config.get("phases_from_cycle", False) and row.image):
+        return None
+    if row.get("ed_frame", "") and row.get("es_frame", ""):
+        return None
+    return f"{RESULTS}/cycle/{subject}/cycle.json"
+
+
 def get_study_inputs(wildcards):
     row = subjects.loc[wildcards.subject]
-    return [row.image] if row.image else [row.ed_image, row.es_image]
+    cycle = frames_from_cycle(wildcards.subject)
+    return (
+        ([row.image] + ([cycle] if cycle else []))
+        if row.image
+        else [row.ed_image, row.es_image]
+    )
 
 
 def get_cine(wildcards):
@@ -69,6 +85,9 @@ def get_ingest_args(wildcards):
         args += f" --ed {int(row.ed_frame)}"
     if row.get("es_frame", ""):
         args += f" --es {int(row.es_frame)}"
+    cycle = frames_from_cycle(wildcards.subject)
+    if cycle:
+        args += f" --frames-from '{cycle}'"
     return args
 
 
@@ -156,7 +175,7 @@ def final_targets():
 
 def get_cycle_targets():
     """With `cycle: true`, the whole-cycle record of every subject given as a cine."""
-    if not config.get("cycle", False):
+    if not (config.get("cycle", False) or config.get("phases_from_cycle", False)):
         return []
     return expand(f"{RESULTS}/cycle/{{subject}}/cycle.json", subject=CINE_SUBJECTS)
 
