@@ -447,6 +447,8 @@ def _add_qc_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument(f"--{ph}-expected-dice", help=f"ssll segment's expected-Dice JSON at {up}")
         p.add_argument(f"--{ph}-orientation", help=f"ssll segment's orientation JSON at {up}")
     p.add_argument("--measures", required=True, help="the subject's measures TSV")
+    p.add_argument("--frames", help="ssll ingest's frames.json (with --cycle: is ED/ES where the volume curve says?)")
+    p.add_argument("--cycle", help="ssll cycle's cycle.json of the same cine (with --frames)")
     p.add_argument("--min-expected-dice", type=float, default=None,
                    help="flag an LV cavity, LV wall or RV cavity whose expected Dice is below this (default 0.70)")
     p.add_argument("--out-json", required=True)
@@ -461,7 +463,7 @@ def _run_qc_flags(a: argparse.Namespace) -> None:
     flags = run_qc_flags(subject=a.subject or "subject", segmentations=pick("labels"), refined=pick("refined"),
                          landmarks=pick("landmarks"), measures_tsv=a.measures, refine_records=pick("refine_record"),
                          records=pick("record"), out_json=a.out_json, expected_dice=pick("expected_dice"),
-                         orientations=pick("orientation"),
+                         orientations=pick("orientation"), frames=a.frames, cycle=a.cycle,
                          min_expected_dice=MIN_EXPECTED_DICE if a.min_expected_dice is None else a.min_expected_dice)
     log.info("%d QC flag(s)", len(flags))
 

@@ -12,6 +12,8 @@ white crosses on the short-axis slices within 2 mm of them.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ssll.errors import SsllError
@@ -156,6 +158,11 @@ RANGES = {
 #: tuned here (on the 20 held-out ACDC patients the flag caught the two worst volumes; README, QC section)
 MIN_EXPECTED_DICE = 0.7
 
+#: how many frames (cyclically) the ED or ES used may lie from the volume curve's before ``phase_off_curve``:
+#: near ED and ES the curve is flat (Sunnybrook: the LV cavity within 2 ml over frames 6-8), so a neighbour is
+#: no disagreement
+MAX_FRAMES_OFF_CURVE = 1
+
 
 def _components(mask: Array) -> list[int]:
     from scipy import ndimage
@@ -222,6 +229,8 @@ def qc_flags(
     expected_dice: dict[str, dict[str, float | None]] | None = None,
     orientations: dict[str, str] | None = None,
     min_expected_dice: float = MIN_EXPECTED_DICE,
+    phases: dict[str, Any] | None = None,
+    cycle: dict[str, Any] | None = None,
 ) -> list[dict[str, str]]:
     """Automatic QC flags of one subject.
 
@@ -243,6 +252,10 @@ def qc_flags(
         min_expected_dice: the line for ``expected_dice`` (default :data:`MIN_EXPECTED_DICE`; higher flags more
             subjects and catches more poor segmentations: ``bench/results/qc_expected_dice/summary.json``
             tabulates both against the line).
+        phases: ``ssll ingest``'s ``frames.json`` (``ed``, ``es``, ``ed_method``, ``es_method``, ``n_frames``) and
+        cycle: ``ssll cycle``'s ``cycle.json`` of the same cine (``ed_frame``, ``es_frame``, ``n_frames``): a frame
+            more than :data:`MAX_FRAMES_OFF_CURVE` frames (cyclically) from the volume curve's is flagged
+            ``phase_off_curve`` (the measures were taken at another point of the cycle than its volumes say).
 
     Returns:
         One ``{"flag", "phase", "reason"}`` per problem; empty when none fired.
@@ -293,12 +306,30 @@ def qc_flags(
     if len(set(turned.values())) > 1:
         add("orientation_differs", "ED+ES", "segmented in different orientations of the voxel grid ("
             + ", ".join(f"{ph} {o}" for ph, o in turned.items()) + "): one of them is probably wrong")
+    if phases and cycle and int(phases.get("n_frames", -1)) == int(cycle["n_frames"]):
+        n = int(cycle["n_frames"])
+        for ph, curve_key, what in (("ED", "ed_frame", "largest"), ("ES", "es_frame", "smallest")):
+            got, want = int(phases[ph.lower()]), int(cycle[curve_key])
+            if min(abs(got - want), n - abs(got - want)) > MAX_FRAMES_OFF_CURVE:
+                add("phase_off_curve", ph, f"{ph} is frame {got} ({phases.get(f'{ph.lower()}_method', '?')}), the "
+                    f"volume curve's {what} LV cavity is frame {want} of {n} (ssll cycle): measures may be off")
     for key, (lo, hi) in RANGES.items():
         v = measures.get(key)
         if v is not None and np.isfinite(v) and not lo <= v <= hi:
             add("measure_out_of_range", "ED" if key.startswith("ed_") else "ES" if key.startswith("es_") else "ED+ES",
                 f"{key} = {v:.1f} outside {lo:g}-{hi:g}")
     return flags
+
+
+def _read_cycle_pair(frames_path: str, cycle_path: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``ssll ingest``'s ``frames.json`` and ``ssll cycle``'s ``cycle.json``, checked for the fields the flag reads."""
+    from ssll.io import read_json
+
+    frames, cycle = read_json(frames_path), read_json(cycle_path)
+    for path, d, keys in ((frames_path, frames, ("ed", "es")), (cycle_path, cycle, ("ed_frame", "es_frame", "n_frames"))):
+        if not isinstance(d, dict) or not all(isinstance(d.get(k), int) and not isinstance(d.get(k), bool) for k in keys):
+            raise SsllError(f"{path}: not a {'frames' if d is frames else 'cycle'} record (integer {', '.join(keys)})")
+    return frames, cycle
 
 
 def _read_expected_dice(path: str) -> dict[str, float | None]:
@@ -326,11 +357,13 @@ def _read_orientation(path: str) -> str:
 def run_qc_flags(*, subject: str, segmentations: dict[str, str], refined: dict[str, str], landmarks: dict[str, str],
                  measures_tsv: str, refine_records: dict[str, str], records: dict[str, str], out_json: str,
                  expected_dice: dict[str, str] | None = None, orientations: dict[str, str] | None = None,
-                 min_expected_dice: float = MIN_EXPECTED_DICE) -> list:
+                 min_expected_dice: float = MIN_EXPECTED_DICE, frames: str | None = None,
+                 cycle: str | None = None) -> list:
     """I/O layer of ``ssll qc-flags``: read one subject's outputs, write ``{"subject", "flags": [...]}``
     and, with ``expected_dice`` (phase -> ``ssll segment``'s JSON), ``"expected_dice": {phase: {...}}``
     and the line it was flagged below (``"min_expected_dice"``), with ``orientations`` (phase ->
-    ``ssll segment``'s ``<phase>_orientation.json``), ``"orientation": {phase: name}``.
+    ``ssll segment``'s ``<phase>_orientation.json``), ``"orientation": {phase: name}``; with ``frames``
+    (``ssll ingest``'s ``frames.json``) and ``cycle`` (``ssll cycle``'s JSON), the ``phase_off_curve`` check.
 
     Raises:
         ValueError: ``min_expected_dice`` outside [0, 1].
@@ -347,6 +380,9 @@ def run_qc_flags(*, subject: str, segmentations: dict[str, str], refined: dict[s
     row = pd.read_csv(measures_tsv, sep="\t").iloc[0].to_dict()
     scores = {ph: _read_expected_dice(p) for ph, p in (expected_dice or {}).items()}
     turned = {ph: _read_orientation(p) for ph, p in (orientations or {}).items()}
+    if (frames is None) != (cycle is None):
+        raise SsllError("qc-flags: give the frames record and the cycle record together")
+    pair = _read_cycle_pair(frames, cycle) if frames and cycle else (None, None)
     ref_records = {ph: read_json(p) for ph, p in refine_records.items()}
     models = {ph: load_labels(p) for ph, p in refined.items()}
     flags = qc_flags(
@@ -359,6 +395,8 @@ def run_qc_flags(*, subject: str, segmentations: dict[str, str], refined: dict[s
         expected_dice=scores,
         orientations=turned,
         min_expected_dice=min_expected_dice,
+        phases=pair[0],
+        cycle=pair[1],
     )
     write_json(out_json, {"subject": subject, "flags": flags,
                           **({"expected_dice": scores, "min_expected_dice": min_expected_dice} if scores else {}),

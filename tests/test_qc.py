@@ -149,6 +149,47 @@ def test_ed_and_es_segmented_in_different_orientations_are_flagged() -> None:
          "voxel grid (ED rot0, ES rot90+reversed): one of them is probably wrong"}]
 
 
+def test_ed_or_es_off_the_volume_curve_is_flagged_beyond_one_frame_cyclically(tmp_path: Path) -> None:
+    """phase_off_curve: ES 3 frames from the curve's smallest LV cavity is flagged with both frames and the method;
+    a neighbouring frame, or ED at frame 0 against the curve's last frame (cyclic neighbours), is not; through
+    run_qc_flags the two records must come together and be well formed."""
+    import json
+
+    import pytest
+
+    from ssll.errors import SsllError
+    from ssll.qc import qc_flags, run_qc_flags
+
+    lab = biv_phantom((64, 60, 24), spacing=(1.5, 1.5, 4.0))
+    good = {"ed_lv_cavity_ml": 150.0, "es_lv_cavity_ml": 60.0, "ed_lv_mass_g": 120.0, "ed_rv_cavity_ml": 160.0,
+            "lv_ef_pct": 60.0, "rv_ef_pct": 55.0}
+
+    def flags(ed: int, es: int, curve_ed: int, curve_es: int) -> list[dict]:
+        return qc_flags(segmentations={"ED": lab, "ES": lab}, refined=None,
+                        landmarks_mm={"ED": _landmarks_ok(), "ES": _landmarks_ok()}, measures=good,
+                        phases={"ed": ed, "es": es, "n_frames": 20, "ed_method": "frame 0",
+                                "es_method": "max intensity change"},
+                        cycle={"ed_frame": curve_ed, "es_frame": curve_es, "n_frames": 20})
+
+    assert flags(0, 7, 0, 7) == [] == flags(0, 6, 0, 7) == flags(0, 7, 19, 8)
+    assert flags(0, 6, 0, 9) == [{"flag": "phase_off_curve", "phase": "ES", "reason": "ES is frame 6 (max intensity "
+                                  "change), the volume curve's smallest LV cavity is frame 9 of 20 (ssll cycle): "
+                                  "measures may be off"}]
+    assert [f["phase"] for f in flags(0, 7, 17, 7)] == ["ED"]
+
+    kw = _flag_inputs(tmp_path)
+    (tmp_path / "frames.json").write_text(json.dumps({"ed": 0, "es": 4, "n_frames": 20, "ed_method": "frame 0",
+                                                      "es_method": "given"}))
+    (tmp_path / "cycle.json").write_text(json.dumps({"ed_frame": 0, "es_frame": 9, "n_frames": 20}))
+    got = run_qc_flags(**kw, frames=str(tmp_path / "frames.json"), cycle=str(tmp_path / "cycle.json"))
+    assert [(f["flag"], f["phase"]) for f in got] == [("phase_off_curve", "ES")] and "(given)" in got[0]["reason"]
+    with pytest.raises(SsllError, match="together"):
+        run_qc_flags(**kw, cycle=str(tmp_path / "cycle.json"))
+    (tmp_path / "cycle.json").write_text(json.dumps({"ed_frame": 0, "n_frames": 20}))
+    with pytest.raises(SsllError, match=r"cycle.json: not a cycle record \(integer ed_frame, es_frame, n_frames\)"):
+        run_qc_flags(**kw, frames=str(tmp_path / "frames.json"), cycle=str(tmp_path / "cycle.json"))
+
+
 def _flag_inputs(tmp_path: Path) -> dict:
     """run_qc_flags' arguments for one phantom subject at ED, with landmarks and measures."""
     import json

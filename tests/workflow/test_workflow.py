@@ -94,6 +94,11 @@ def test_cycle_is_planned_for_cine_subjects_only_when_asked(tmp_path: Path) -> N
     c = cmds[0]
     assert "--subject cine1" in c and str(cine) in c and "--orientation search" in c and "--preprocess" in c
     assert f"{tmp_path / 'r'}/cycle/cine1/cycle.json" in c
+    # the QC flags of the cine subject check its ED/ES against the curve; the other subject's have nothing to check
+    qc = {c.split("--subject ")[-1].split()[0]: c for c in r.stdout.splitlines()
+          if c.startswith("Shell command: (ssll qc ")}
+    assert f"--cycle '{tmp_path / 'r'}/cycle/cine1/cycle.json'" in qc["cine1"] and "--frames '" in qc["cine1"]
+    assert "--cycle" not in qc["files1"]
     # phases_from_cycle: the cine subject's ingest reads its frames from the cycle; the other's does not
     r = _run([*base, "phases_from_cycle=True"], ROOT)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -173,6 +173,27 @@ def final_targets():
     ]
 
 
+def has_cycle(subject):
+    """Whether the run makes a cycle record for this subject (`cycle` or `phases_from_cycle`, given as a cine)."""
+    wanted = config.get("cycle", False) or config.get("phases_from_cycle", False)
+    return bool(wanted and subjects.loc[subject, "image"])
+
+
+def get_qc_cycle_inputs(wildcards):
+    """For the phase_off_curve check: ingest's frames record and the cycle record, where there is a cycle."""
+    if not has_cycle(wildcards.subject):
+        return []
+    return [
+        f"{RESULTS}/ingest/{wildcards.subject}/frames.json",
+        f"{RESULTS}/cycle/{wildcards.subject}/cycle.json",
+    ]
+
+
+def get_qc_cycle_args(wildcards):
+    paths = get_qc_cycle_inputs(wildcards)
+    return f"--frames '{paths[0]}' --cycle '{paths[1]}'" if paths else ""
+
+
 def get_cycle_targets():
     """With `cycle: true`, the whole-cycle record of every subject given as a cine."""
     if not (config.get("cycle", False) or config.get("phases_from_cycle", False)):

@@ -3,7 +3,8 @@ rule qc:
     shown in the orientation the volume was segmented in; SSLLN labels and landmarks, refined
     model below) of ED and ES, and the automatic QC flags (missing or broken structures,
     measures out of range, open LV wall, implausible landmarks, low expected Dice, refinement
-    disagreeing or not converged)."""
+    disagreeing or not converged, ED or ES off the volume curve where there is a cycle).
+    """
     input:
         image=by_phase(f"{RESULTS}/preprocess/{{subject}}/{{phase}}.nii.gz"),
         record=by_phase(f"{RESULTS}/preprocess/{{subject}}/{{phase}}.json"),
@@ -18,6 +19,7 @@ rule qc:
         refined=by_phase(f"{RESULTS}/refine/{{subject}}/{{phase}}_labels.nii.gz"),
         refine_record=by_phase(f"{RESULTS}/refine/{{subject}}/{{phase}}.json"),
         measures=f"{RESULTS}/measures/{{subject}}.tsv",
+        cycle=get_qc_cycle_inputs,
     output:
         png=by_phase(f"{RESULTS}/qc/{{subject}}/{{phase}}.png"),
         flags=f"{RESULTS}/qc/{{subject}}/flags.json",
@@ -27,6 +29,7 @@ rule qc:
         "../../envs/ssll.yaml"
     params:
         flags=get_qc_flags_args(),
+        cycle=get_qc_cycle_args,
     shell:
         "(ssll qc --subject {wildcards.subject}"
         + per_phase(
@@ -38,4 +41,4 @@ rule qc:
         " --es-refine-record {input.refine_record[1]} --ed-record {input.record[0]} --es-record {input.record[1]}"
         " --ed-expected-dice {input.expected_dice[0]} --es-expected-dice {input.expected_dice[1]}"
         " --ed-orientation {input.orientation[0]} --es-orientation {input.orientation[1]}"
-        " --measures {input.measures} {params.flags} --out-json {output.flags}) > {log} 2>&1"
+        " --measures {input.measures} {params.flags} {params.cycle} --out-json {output.flags}) > {log} 2>&1"
