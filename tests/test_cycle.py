@@ -63,3 +63,12 @@ def test_cycle_of_a_cine_gives_the_segment_stage_volumes_and_finds_ed_and_es(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "p80" in err[0] and "patient080_frame01.nii.gz" in err[0] and "4D" in err[0]
     assert not bad["tsv"].exists() and not bad["json"].exists()
+    # a blank frame in the cine: one line naming the file and the frame, nothing written
+    blank = nib.Nifti1Image(np.stack([ed, es, np.zeros_like(ed)], axis=3), None, header=ed_img.header.copy())
+    blank.header.set_data_shape((*ed.shape, 3))
+    nib.save(blank, tmp_path / "blank.nii.gz")
+    assert main(["cycle", "--subject", "p80", "--image", str(tmp_path / "blank.nii.gz"), "--orientation", "stored",
+                 "--out-tsv", str(bad["tsv"]), "--out-json", str(bad["json"])]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "blank.nii.gz: frame 2: " in err[0] and "percentile range" in err[0]
+    assert not bad["tsv"].exists() and not bad["json"].exists()

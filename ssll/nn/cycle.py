@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ssll.errors import InputImageError
 from ssll.ingest import es_from_lv_volumes, frame
 from ssll.measures import cardiac_measures, phase_measures
 from ssll.nn.infer import (
@@ -105,7 +106,10 @@ def volume_curve(model: LoadedModel, cine: Volume, *, orientation: str = "search
 
 
 def _prepared(cine: Volume, t: int, cfg: PreprocessConfig | None) -> tuple[Array, Any]:
-    work, rec = preprocess_volume(frame(cine, t), cfg)
+    try:
+        work, rec = preprocess_volume(frame(cine, t), cfg)
+    except InputImageError as exc:  # name the frame: one blank frame is a common fault of a cine
+        raise InputImageError(f"frame {t}: {exc}") from None
     return work.array, rec
 
 
@@ -124,7 +128,10 @@ def run_cycle(*, image: PathLike, out_tsv: PathLike, out_json: PathLike, subject
     cine = read_cine(image)
     check_cine_spacing(cine.affine, image)
     model = load_model(weights or default_weights("sslln_lr"))
-    result = volume_curve(model, cine, orientation=orientation, margin=margin, batch_size=batch_size, cfg=cfg)
+    try:
+        result = volume_curve(model, cine, orientation=orientation, margin=margin, batch_size=batch_size, cfg=cfg)
+    except InputImageError as exc:
+        raise InputImageError(f"{image}: {exc}") from None
     with atomic_path(out_tsv) as tmp:
         pd.DataFrame(result.frames).to_csv(tmp, sep="\t", index=False, float_format="%.3f")
     write_json(out_json, {**({"subject": subject} if subject else {}), "source": str(image), **result.summary()})
