@@ -31,8 +31,8 @@ from ssll.types import Array, PathLike, Volume
 
 log = logging.getLogger("ssll.ingest")
 
-__all__ = ["CinePhases", "choose_phases", "dicom_layout", "es_from_lv_volumes", "frame", "read_cine", "read_dicom_cine",
-           "read_dicom_zip", "run_ingest"]
+__all__ = ["CinePhases", "choose_phases", "dicom_layout", "es_from_lv_volumes", "frame", "read_cine", "read_cycle_record",
+           "read_dicom_cine", "read_dicom_zip", "run_ingest"]
 
 _TAGS = {
     "ipp": "0020|0032",
@@ -332,18 +332,29 @@ def read_cine(src: PathLike) -> Volume:
     return load_image(src, ndim=(4,))
 
 
+def read_cycle_record(path: PathLike) -> dict:
+    """``ssll cycle``'s ``cycle.json``, checked for the frames it gives (integer ``ed_frame``, ``es_frame``,
+    ``n_frames``).
+
+    Raises:
+        InputImageError: unreadable, or not such a record (the message names the file).
+    """
+    from ssll.io import read_json
+
+    rec = read_json(path)
+    keys = ("ed_frame", "es_frame", "n_frames")
+    if not isinstance(rec, dict) or not all(isinstance(rec.get(k), int) and not isinstance(rec.get(k), bool)
+                                            for k in keys):
+        raise InputImageError(f"{path}: not a cycle record (integer {', '.join(keys)})")
+    return rec
+
+
 def _frames_from_cycle(path: PathLike, n_frames: int, *, ed: int | None, es: int | None) -> dict[str, int]:
     """The curve's ED / ES frames from ``ssll cycle``'s JSON, for those not given; checked against the cine."""
-    import json
-
-    try:
-        rec = json.loads(Path(path).read_text())
-        n, frames = int(rec["n_frames"]), {"ed": int(rec["ed_frame"]), "es": int(rec["es_frame"])}
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InputImageError(f"{path}: not a cycle record of ssll cycle ({type(exc).__name__}: {exc})") from None
-    if n != n_frames:
-        raise InputImageError(f"{path}: a cycle of {n} frames, but the cine has {n_frames}")
-    return {k: v for k, v in frames.items() if (ed if k == "ed" else es) is None}
+    rec = read_cycle_record(path)
+    if rec["n_frames"] != n_frames:
+        raise InputImageError(f"{path}: a cycle of {rec['n_frames']} frames, but the cine has {n_frames}")
+    return {k: rec[f"{k}_frame"] for k, given in (("ed", ed), ("es", es)) if given is None}
 
 
 def run_ingest(

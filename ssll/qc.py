@@ -322,14 +322,16 @@ def qc_flags(
 
 
 def _read_cycle_pair(frames_path: str, cycle_path: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``ssll ingest``'s ``frames.json`` and ``ssll cycle``'s ``cycle.json``, checked for the fields the flag reads."""
+    """``ssll ingest``'s ``frames.json`` and ``ssll cycle``'s ``cycle.json`` (:func:`ssll.ingest.read_cycle_record`),
+    checked for the fields the flag reads."""
+    from ssll.ingest import read_cycle_record
     from ssll.io import read_json
 
-    frames, cycle = read_json(frames_path), read_json(cycle_path)
-    for path, d, keys in ((frames_path, frames, ("ed", "es")), (cycle_path, cycle, ("ed_frame", "es_frame", "n_frames"))):
-        if not isinstance(d, dict) or not all(isinstance(d.get(k), int) and not isinstance(d.get(k), bool) for k in keys):
-            raise SsllError(f"{path}: not a {'frames' if d is frames else 'cycle'} record (integer {', '.join(keys)})")
-    return frames, cycle
+    frames = read_json(frames_path)
+    if not isinstance(frames, dict) or not all(isinstance(frames.get(k), int) and not isinstance(frames.get(k), bool)
+                                               for k in ("ed", "es")):
+        raise SsllError(f"{frames_path}: not a frames record (integer ed, es)")
+    return frames, read_cycle_record(cycle_path)
 
 
 def _read_expected_dice(path: str) -> dict[str, float | None]:

@@ -47,6 +47,17 @@ wildcard_constraints:
     phase="ED|ES",
 
 
+def cycle_record(subject):
+    """Where the cycle rule writes a subject's cycle record (ED/ES by the LV cavity)."""
+    return f"{RESULTS}/cycle/{subject}/cycle.json"
+
+
+def has_cycle(subject):
+    """Whether the run makes a cycle record for this subject (`cycle` or `phases_from_cycle`, given as a cine)."""
+    wanted = config.get("cycle", False) or config.get("phases_from_cycle", False)
+    return bool(wanted and subjects.loc[subject, "image"])
+
+
 def frames_from_cycle(subject):
     """With `phases_from_cycle: true`, the cycle record a cine subject's ED / ES come from (None when the sheet
     gives both frames, or the subject is given as ED/ES files)."""
@@ -55,7 +66,7 @@ def frames_from_cycle(subject):
         return None
     if row.get("ed_frame", "") and row.get("es_frame", ""):
         return None
-    return f"{RESULTS}/cycle/{subject}/cycle.json"
+    return cycle_record(subject)
 
 
 def get_study_inputs(wildcards):
@@ -70,9 +81,6 @@ def get_study_inputs(wildcards):
 
 def get_cine(wildcards):
     return subjects.loc[wildcards.subject, "image"]
-
-
-CINE_SUBJECTS = [s for s in SUBJECTS if subjects.loc[s, "image"]]
 
 
 def get_ingest_args(wildcards):
@@ -173,19 +181,13 @@ def final_targets():
     ]
 
 
-def has_cycle(subject):
-    """Whether the run makes a cycle record for this subject (`cycle` or `phases_from_cycle`, given as a cine)."""
-    wanted = config.get("cycle", False) or config.get("phases_from_cycle", False)
-    return bool(wanted and subjects.loc[subject, "image"])
-
-
 def get_qc_cycle_inputs(wildcards):
     """For the phase_off_curve check: ingest's frames record and the cycle record, where there is a cycle."""
     if not has_cycle(wildcards.subject):
         return []
     return [
         f"{RESULTS}/ingest/{wildcards.subject}/frames.json",
-        f"{RESULTS}/cycle/{wildcards.subject}/cycle.json",
+        cycle_record(wildcards.subject),
     ]
 
 
@@ -195,10 +197,8 @@ def get_qc_cycle_args(wildcards):
 
 
 def get_cycle_targets():
-    """With `cycle: true`, the whole-cycle record of every subject given as a cine."""
-    if not (config.get("cycle", False) or config.get("phases_from_cycle", False)):
-        return []
-    return expand(f"{RESULTS}/cycle/{{subject}}/cycle.json", subject=CINE_SUBJECTS)
+    """The cycle record of every subject the run makes one for (`has_cycle`)."""
+    return [cycle_record(s) for s in SUBJECTS if has_cycle(s)]
 
 
 GT_SUBJECTS = [
