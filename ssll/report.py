@@ -10,6 +10,9 @@ be written after a run in which some subjects failed) and shows:
   plots of the clinical measures against the ground truth (Duan et al. 2019, Tables IV-V);
 * the flagged subjects with their reasons and QC montages, and the segmentations of lowest expected
   Dice (the network's own quality estimate, :mod:`ssll.nn.confidence`) to review first;
+* where subjects were given as cines and run with ``cycle: true`` (``ssll cycle``): the whole cycle's
+  measures (ED and ES by the LV cavity) beside the two segmented frames', the cohort's LV volume curves
+  on one time axis, and the curves of the subjects whose ED or ES lies off their curve first;
 * the failed subjects with the error line of the stage that failed;
 * per-stage runtimes and peak memory from Snakemake's benchmark files.
 
@@ -29,11 +32,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ssll.measures import CYCLE_COLUMNS
 from ssll.qc import MIN_EXPECTED_DICE
 from ssll.subjects import missing_input, read_subject_sheet, result_paths
 from ssll.types import PathLike
 
-__all__ = ["collect", "measure_agreement", "render_html", "run_report"]
+__all__ = ["collect", "cycle_vs_frames", "measure_agreement", "render_html", "run_report"]
 
 MEASURES = {"ed_lv_cavity_ml": "LVEDV (ml)", "es_lv_cavity_ml": "LVESV (ml)", "lv_ef_pct": "LVEF (%)",
             "ed_lv_mass_g": "LV mass (g)", "ed_rv_cavity_ml": "RVEDV (ml)", "es_rv_cavity_ml": "RVESV (ml)",
@@ -70,7 +74,8 @@ def collect(*, sheet: PathLike, results: PathLike, logs: PathLike, benchmarks: P
     """Gather a run's outputs into tables (see module docstring)."""
     sheet_rows = read_subject_sheet(sheet)
     res, logs_p, bench_p = Path(results), Path(logs), Path(benchmarks)
-    rows, failed, flags, evals, scores = [], [], [], [], []
+    rows, failed, flags, evals, scores, cycles = [], [], [], [], [], []
+    curves: dict[str, Any] = {}  # subject -> LV cavity (ml) per frame, from ssll cycle's volumes.tsv
     dice_lines: set[float] = set()  # the expected-Dice lines the subjects were flagged below (qc: min_expected_dice)
     for row in sheet_rows:
         s = row["subject"]
@@ -96,6 +101,12 @@ def collect(*, sheet: PathLike, results: PathLike, logs: PathLike, benchmarks: P
         e = paths["evaluate"]
         if e.is_file():
             evals.append(json.loads(e.read_text()))
+        c = paths["cycle"]
+        if c.is_file():
+            rec = json.loads(c.read_text())
+            cycles.append({"subject": s, **{f"cycle_{col}": rec.get(key) for col, key in CYCLE_COLUMNS.items()}})
+            if (v := c.with_name("volumes.tsv")).is_file():
+                curves[s] = pd.read_csv(v, sep="\t")["lv_cavity_ml"].to_numpy(float)
     bench = []
     for tsv in sorted(bench_p.glob("**/*.tsv")):
         # Snakemake benchmark file: a header and one row per run (plain parsing: a large cohort has
@@ -116,7 +127,7 @@ def collect(*, sheet: PathLike, results: PathLike, logs: PathLike, benchmarks: P
         bench.append({"stage": rule, "seconds": seconds, "max_rss_mb": rss})
     return {"subjects": [r["subject"] for r in sheet_rows], "measures": pd.DataFrame(rows), "failed": pd.DataFrame(failed),
             "flags": pd.DataFrame(flags), "evaluations": evals, "benchmarks": pd.DataFrame(bench),
-            "expected_dice": pd.DataFrame(scores), "results": res,
+            "expected_dice": pd.DataFrame(scores), "results": res, "cycles": pd.DataFrame(cycles), "curves": curves,
             "min_expected_dice": sorted(dice_lines) or [MIN_EXPECTED_DICE]}
 
 
@@ -237,13 +248,96 @@ def _evaluation_section(data: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+#: the cycle's measures shown beside the two segmented frames': (cycle column, measures column)
+_CYCLE_VS_FRAMES = (("cycle_lv_edv_ml", "ed_lv_cavity_ml"), ("cycle_lv_esv_ml", "es_lv_cavity_ml"),
+                    ("cycle_lv_ef_pct", "lv_ef_pct"), ("cycle_rv_edv_ml", "ed_rv_cavity_ml"),
+                    ("cycle_rv_esv_ml", "es_rv_cavity_ml"), ("cycle_rv_ef_pct", "rv_ef_pct"))
+
+
+def cycle_vs_frames(cycles: pd.DataFrame, measures: pd.DataFrame) -> pd.DataFrame:
+    """Per measure: the whole cycle's (ED / ES by the LV cavity, ``ssll cycle``) mean and sd over the subjects
+    with a cycle, and the difference from the two segmented frames' measure (cycle - frames, mean and sd over the
+    subjects with both). A difference shows how far the ED / ES the run measured lie from the curve's."""
+    both = cycles.merge(measures, on="subject", how="left") if not measures.empty else cycles
+    out = []
+    for cyc, two in _CYCLE_VS_FRAMES:
+        if cyc not in both or not (a := pd.to_numeric(both[cyc], errors="coerce")).notna().any():
+            continue
+        b = pd.to_numeric(both[two], errors="coerce") if two in both else pd.Series(np.nan, index=a.index)
+        d = (a - b).dropna()
+        out.append({"measure": MEASURES[two], "n": int(a.notna().sum()), "cycle mean": a.mean(), "cycle sd": a.std(),
+                    "n both": len(d), "cycle - frames mean": d.mean() if len(d) else np.nan,
+                    "cycle - frames sd": d.std() if len(d) > 1 else np.nan})
+    return pd.DataFrame(out)
+
+
+def _cohort_curves(curves: dict[str, Any], *, max_lines: int = 300) -> str:
+    """One plot of the cohort's LV cavity curves, each over its own cycle (frame / frames) and relative to its
+    largest volume; the median over subjects in black when there are three or more."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [s for s, v in curves.items() if len(v) >= 2 and np.nanmax(v) > 0]
+    if not names:
+        return ""
+    shown = [names[i] for i in np.unique(np.linspace(0, len(names) - 1, min(max_lines, len(names))).round().astype(int))]
+    grid = np.linspace(0.0, 1.0, 51)
+    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    on_grid = []
+    for s in names:
+        v = np.asarray(curves[s], float)
+        t = np.arange(len(v) + 1) / len(v)  # the cycle closes: frame n is frame 0 again
+        rel = np.append(v, v[0]) / np.nanmax(v)
+        on_grid.append(np.interp(grid, t, rel))
+        if s in shown:
+            ax.plot(t, rel, color="tab:red", lw=0.8, alpha=max(0.08, min(0.8, 8 / len(shown))))
+    if len(names) >= 3:
+        ax.plot(grid, np.nanmedian(on_grid, axis=0), color="k", lw=2, label=f"median of {len(names)}")
+        ax.legend(fontsize=8)
+    ax.set_xlabel("fraction of the cycle (frame / frames)")
+    ax.set_ylabel("LV cavity / its largest")
+    ax.set_title(f"LV cavity volume curves ({len(shown)} of {len(names)} drawn)", fontsize=9)
+    fig.tight_layout()
+    return f'<img alt="cohort volume curves" src="{_png(fig)}">'
+
+
+def _cycle_section(data: dict[str, Any], *, max_curves: int) -> str:
+    cyc = data.get("cycles", pd.DataFrame())
+    if cyc.empty:
+        return ""
+    flags = data["flags"]
+    off = list(dict.fromkeys(flags.loc[flags["flag"] == "phase_off_curve", "subject"])) if not flags.empty else []
+    order = off + [s for s in cyc["subject"] if s not in off]
+    parts = ["<h2>Cardiac cycle</h2>",
+             (f"<p><b>{len(cyc)}</b> subject(s) with every frame segmented (<code>ssll cycle</code>): ED and ES are the "
+              "frames of largest and smallest LV cavity. Beside them, the difference from the two frames the run "
+              f"segmented; <b>{len(off)}</b> subject(s) flagged <code>phase_off_curve</code>. Per subject: the "
+              "<code>cycle_*</code> columns of <code>cohort/measures.csv</code>.</p>"),
+             _table(cycle_vs_frames(cyc, data["measures"])), _cohort_curves(data.get("curves", {}))]
+    shown = 0
+    for s in order:
+        png = result_paths(data["results"], s)["cycle"].with_name("curve.png")
+        if shown < max_curves and png.is_file():
+            tag = ", ED or ES off the curve" if s in off else ""
+            parts.append(f'<figure><img alt="cycle {html.escape(s)}" src="{_img_file(png)}">'
+                         f"<figcaption>{html.escape(s)}{tag}</figcaption></figure>")
+            shown += 1
+    if len(order) > shown:
+        parts.append(f"<p>{len(order) - shown} more curve(s) in <code>{html.escape(str(data['results']))}"
+                     "/cycle/&lt;subject&gt;/curve.png</code></p>")
+    return "".join(parts)
+
+
 def render_html(data: dict[str, Any], *, title: str = "ssll cohort report", max_montages: int = 40,
-                max_review: int = 10) -> str:
+                max_review: int = 10, max_curves: int = 6) -> str:
     """The report page (see module docstring).
 
     QC montages are embedded for at most ``max_montages`` flagged subjects (most flags first): a
     large cohort's page stays small; the others are named with the folder of their montages. The
-    ``max_review`` segmentations of lowest expected Dice are listed for review.
+    ``max_review`` segmentations of lowest expected Dice are listed for review. At most ``max_curves``
+    volume curves are embedded, those flagged ``phase_off_curve`` first.
     """
     m, failed, flags, bench = data["measures"], data["failed"], data["flags"], data["benchmarks"]
     n_flagged = flags["subject"].nunique() if not flags.empty else 0
@@ -277,7 +371,8 @@ def render_html(data: dict[str, Any], *, title: str = "ssll cohort report", max_
             parts.append(f"<p>{len(rest)} more flagged subject(s); their montages are in "
                          f"<code>{html.escape(str(data['results']))}/qc/&lt;subject&gt;/</code>: "
                          f"{html.escape(', '.join(rest))}</p>")
-    parts += ["<h2>Failed subjects</h2>", _table(failed), "<h2>Runtimes per stage</h2>"]
+    parts += [_cycle_section(data, max_curves=max_curves), "<h2>Failed subjects</h2>", _table(failed),
+              "<h2>Runtimes per stage</h2>"]
     if not bench.empty:
         rt = bench.groupby("stage").agg(jobs=("seconds", "size"), mean_s=("seconds", "mean"), max_s=("seconds", "max"),
                                         total_s=("seconds", "sum"), max_rss_mb=("max_rss_mb", "max")).reset_index()

@@ -164,3 +164,47 @@ def test_report_embeds_montages_of_the_most_flagged_subjects_only(tmp_path) -> N
     page = render_html(collect(sheet=sheet, results=res, logs=logs, benchmarks=bench), max_montages=1)
     assert page.count("<figure>") == 1 and 'alt="QC s2 ED"' in page  # s2 has more flags
     assert "1 more flagged subject(s)" in page and ": s1</p>" in page
+
+
+def _cycle(res, subject: str, lv: list[float]) -> None:
+    """What `ssll cycle` leaves for a subject: cycle.json, volumes.tsv and curve.png (the RV at 90 % of the LV)."""
+    from ssll.nn.cycle import CycleResult, plot_curve
+
+    frames = [{"frame": t, "lv_cavity_ml": v, "lv_mass_g": 100.0, "rv_cavity_ml": 0.9 * v, "rv_mass_g": np.nan,
+               "expected_dice_min": 0.8} for t, v in enumerate(lv)]
+    result = CycleResult(frames, {"orientation": "rot0", "searched": True}, int(np.argmax(lv)), int(np.argmin(lv)))
+    d = res / "cycle" / subject
+    d.mkdir(parents=True)
+    (d / "cycle.json").write_text(json.dumps({"subject": subject, **result.summary()}))
+    pd.DataFrame(frames).to_csv(d / "volumes.tsv", sep="\t", index=False)
+    plot_curve(result, d / "curve.png", title=subject)
+
+
+def test_report_shows_the_cycle_beside_the_two_frames(tmp_path) -> None:
+    from ssll.report import cycle_vs_frames
+
+    sheet, res, logs, bench, _ = _cohort(tmp_path)
+    no_cycle = render_html(collect(sheet=sheet, results=res, logs=logs, benchmarks=bench))
+    assert "Cardiac cycle" not in no_cycle and 'alt="cycle ' not in no_cycle  # no section without a cycle
+    # s1 (two frames: EDV 150, ESV 75) and s2 (180, 90) given as cines: their curves peak at 148 and 182
+    _cycle(res, "s1", [148.0, 120.0, 80.0, 74.0, 110.0, 140.0])
+    _cycle(res, "s2", [182.0, 150.0, 100.0, 90.0, 130.0, 170.0])
+    off = {"flag": "phase_off_curve", "phase": "ES", "reason": "ES is frame 1 (given), the curve's smallest is 3"}
+    (res / "qc" / "s2" / "flags.json").write_text(json.dumps({"subject": "s2", "flags": [off]}))
+    data = collect(sheet=sheet, results=res, logs=logs, benchmarks=bench)
+    table = cycle_vs_frames(data["cycles"], data["measures"]).set_index("measure")
+    lvedv = table.loc["LVEDV (ml)"]
+    assert lvedv["n"] == 2 and lvedv["cycle mean"] == pytest.approx(165.0)
+    assert lvedv["cycle - frames mean"] == pytest.approx(0.0) and lvedv["cycle - frames sd"] == pytest.approx(np.sqrt(8))
+    # ESV: 74 - 75 and 90 - 90; EF from the curve (148-74)/148 = 50 % and (182-90)/182 against 50 % measured
+    assert table.loc["LVESV (ml)", "cycle - frames mean"] == pytest.approx(-0.5)
+    assert table.loc["LVEF (%)", "cycle mean"] == pytest.approx((50.0 + 100 * 92 / 182) / 2, abs=1e-3)
+    # the two-frame table has no RV ESV: the cycle's is shown, with no difference
+    assert table.loc["RVESV (ml)", "n both"] == 0 and np.isnan(table.loc["RVESV (ml)", "cycle - frames mean"])
+    page = render_html(data, max_curves=1)
+    section = page.split("<h2>Cardiac cycle</h2>")[1].split("<h2>")[0]
+    assert "<b>2</b> subject(s) with every frame" in section and "<b>1</b> subject(s) flagged" in section
+    assert 'alt="cohort volume curves"' in section
+    # one curve embedded: the flagged subject's, though s1 comes first in the sheet
+    assert section.count('alt="cycle ') == 1 and 'alt="cycle s2"' in section and "off the curve" in section
+    assert "1 more curve(s)" in section

@@ -69,7 +69,7 @@ def test_shell_commands_do_not_grow_with_the_cohort(tmp_path: Path) -> None:
     assert len(cmds) > 300 * 8 and max(map(len, cmds)) < 4000, max(cmds, key=len)[:300]
     # the default config searches each volume's orientation (the workflow tests below segment as stored)
     segment = [c for c in cmds if "ssll segment" in c]
-    assert segment and all("--orientation search" in c for c in segment), segment[:1]
+    assert segment and all("--orientation search" in c and "--batch-size 4" in c for c in segment), segment[:1]
 
 
 def test_cycle_is_planned_for_cine_subjects_only_when_asked(tmp_path: Path) -> None:
@@ -93,6 +93,13 @@ def test_cycle_is_planned_for_cine_subjects_only_when_asked(tmp_path: Path) -> N
         assert len(cmds) == want, cmds
     c = cmds[0]
     assert "--subject cine1" in c and str(cine) in c and "--orientation search" in c and "--preprocess" in c
+    # segment's network settings reach the cycle as they reach segment (a GPU node's batch of 16)
+    (tmp_path / "gpu.yaml").write_text("segment:\n  batch_size: 16\n")
+    r16 = _run([*base[:-3], "--configfile", "config/config.yaml", str(tmp_path / "gpu.yaml"), *base[-3:], "cycle=True"],
+               ROOT)
+    assert r16.returncode == 0, r16.stderr[-2000:]
+    net = [ln for ln in r16.stdout.splitlines() if ln.startswith(("Shell command: ssll cycle", "Shell command: ssll segment"))]
+    assert len(net) == 3 and all("--batch-size 16" in ln for ln in net), net
     assert f"{tmp_path / 'r'}/cycle/cine1/cycle.json" in c
     # the QC flags of the cine subject check its ED/ES against the curve; the other subject's have nothing to check
     qc = {c.split("--subject ")[-1].split()[0]: c for c in r.stdout.splitlines()

@@ -116,14 +116,14 @@ def section(name):
     return json.dumps(config.get(name, {}), sort_keys=True)
 
 
-def get_weights_arg():
-    w = config["segment"]["weights"]
-    return f"--weights '{w}'" if w else ""
-
-
-def get_orientation_args():
+def get_network_args():
+    """The SSLLN arguments segment and cycle share (config segment: weights, orientation, batch size)."""
     s = config["segment"]
-    return f"--orientation {s['orientation']} --orientation-margin {float(s['orientation_margin'])}"
+    w = f"--weights '{s['weights']}' " if s["weights"] else ""
+    return (
+        f"{w}--orientation {s['orientation']} --orientation-margin {float(s['orientation_margin'])}"
+        f" --batch-size {int(s['batch_size'])}"
+    )
 
 
 def get_qc_flags_args():

@@ -16,8 +16,7 @@ rule cycle:
     resources:
         mem_mb=4000,
     params:
-        weights=get_weights_arg(),
-        orientation=get_orientation_args(),
+        network=get_network_args(),
         cfg=section("preprocess"),
     shell:
-        "ssll cycle --subject {wildcards.subject} {params.weights} {params.orientation} --preprocess {params.cfg:q} --image {input.image:q} --out-tsv {output.tsv} --out-json {output.json} --out-png {output.png} > {log} 2>&1"
+        "ssll cycle --subject {wildcards.subject} {params.network} --preprocess {params.cfg:q} --image {input.image:q} --out-tsv {output.tsv} --out-json {output.json} --out-png {output.png} > {log} 2>&1"

@@ -41,8 +41,7 @@ rule segment:
     resources:
         mem_mb=4000,
     params:
-        weights=get_weights_arg(),
-        orientation=get_orientation_args(),
+        network=get_network_args(),
         outdir=f"{RESULTS}/segment/{{subject}}",
     shell:
-        "ssll segment --subject {wildcards.subject} {params.weights} {params.orientation} --image {input.images[0]} --record {input.records[0]} --phase ED --image {input.images[1]} --record {input.records[1]} --phase ES --out-dir {params.outdir} > {log} 2>&1"
+        "ssll segment --subject {wildcards.subject} {params.network} --image {input.images[0]} --record {input.records[0]} --phase ED --image {input.images[1]} --record {input.records[1]} --phase ES --out-dir {params.outdir} > {log} 2>&1"
