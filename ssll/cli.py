@@ -334,6 +334,8 @@ def _add_measures(p: argparse.ArgumentParser) -> None:
     p.add_argument("--es-labels", required=True, help="canonical labels at ES")
     p.add_argument("--ed-refined", help="refined HR model at ED (ssll refine), adds refined_* columns")
     p.add_argument("--es-refined", help="refined HR model at ES")
+    p.add_argument("--ed-landmarks", help="landmarks JSON at ED (ssll landmarks): adds LV wall thickness per AHA segment")
+    p.add_argument("--es-landmarks", help="landmarks JSON at ES")
     p.add_argument("--out-tsv", required=True)
 
 
@@ -341,7 +343,8 @@ def _run_measures(a: argparse.Namespace) -> None:
     from ssll.measures import run_measures
 
     run_measures(subject=a.subject or "subject", ed_labels=a.ed_labels, es_labels=a.es_labels, out_tsv=a.out_tsv,
-                 ed_refined=a.ed_refined, es_refined=a.es_refined)
+                 ed_refined=a.ed_refined, es_refined=a.es_refined, ed_landmarks=a.ed_landmarks,
+                 es_landmarks=a.es_landmarks)
 
 
 def _add_cohort_table(p: argparse.ArgumentParser) -> None:
@@ -553,7 +556,8 @@ _REGISTRY: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Calla
     ("cycle", "every frame of a cine segmented: the volume curve, ED / ES by the LV cavity", _add_cycle, _run_cycle),
     ("convert-labels", "a label map from one label convention to another (canonical to acdc, ukbb, ...)",
      _add_convert_labels, _run_convert_labels),
-    ("measures", "LV/RV volumes (ml), masses (g), stroke volumes and ejection fractions of one subject",
+    ("measures", "LV/RV volumes (ml), masses (g), stroke volumes, ejection fractions and LV wall thickness per "
+     "AHA segment (mm) of one subject",
      _add_measures, _run_measures),
     ("cohort-table", "one row per subject: the cohort's measures table (CSV)", _add_cohort_table, _run_cohort_table),
     ("qc", "QC montage PNG: short-axis slices and long-axis cuts with labels and landmarks", _add_qc, _run_qc),

@@ -58,11 +58,15 @@ def cardiac_measures(ed: dict[str, float], es: dict[str, float]) -> dict[str, fl
 
 
 def run_measures(*, subject: str, ed_labels: str, es_labels: str, out_tsv: str, ed_refined: str | None = None,
-                 es_refined: str | None = None) -> dict[str, Any]:
+                 es_refined: str | None = None, ed_landmarks: str | None = None,
+                 es_landmarks: str | None = None) -> dict[str, Any]:
     """I/O layer of ``ssll measures``: one subject's row (TSV with a header).
 
     Columns from the SSLLN segmentation (``ed_lv_cavity_ml``, ..., ``lv_ef_pct``) and, with the
-    refined HR models, the same prefixed ``refined_``.
+    refined HR models, the same prefixed ``refined_``. With the landmarks of both phases (``ssll landmarks``
+    JSON, world mm), the LV wall thickness of the 16 AHA segments at ED and ES and its thickening
+    (:func:`ssll.thickness.thickness_measures`: ``ed_wall_thickness_aha01_mm``, ..., ``wall_thickening_aha16_pct``),
+    from the segmentation and from the refined models alike.
     """
     import pandas as pd
 
@@ -71,14 +75,30 @@ def run_measures(*, subject: str, ed_labels: str, es_labels: str, out_tsv: str, 
     ed, es = load_labels(ed_labels), load_labels(es_labels)
     row: dict[str, Any] = {"subject": subject, **cardiac_measures(phase_measures(ed.array, ed.spacing, what=ed_labels),
                                                                   phase_measures(es.array, es.spacing, what=es_labels))}
+    points = None
+    if ed_landmarks and es_landmarks:
+        from ssll.landmarks import read_landmarks
+
+        points = (read_landmarks(ed_landmarks), read_landmarks(es_landmarks))
+        row.update(_thickness_row(ed, es, points))
     if ed_refined and es_refined:
         red, res = load_labels(ed_refined), load_labels(es_refined)
         ref = cardiac_measures(phase_measures(red.array, red.spacing, what=ed_refined),
                                phase_measures(res.array, res.spacing, what=es_refined))
+        if points is not None:
+            ref.update(_thickness_row(red, res, points))
         row.update({f"refined_{k}": v for k, v in ref.items()})
     with atomic_path(out_tsv) as tmp:
         pd.DataFrame([row]).to_csv(tmp, sep="\t", index=False, float_format="%.3f")
     return row
+
+
+def _thickness_row(ed: Any, es: Any, points: tuple[Array, Array]) -> dict[str, float]:
+    """:func:`ssll.thickness.thickness_measures` of ED and ES label volumes with their landmarks (world mm)."""
+    from ssll.thickness import segment_thickness, thickness_measures
+
+    return thickness_measures(segment_thickness(ed.array, ed.affine, points[0]),
+                              segment_thickness(es.array, es.affine, points[1]))
 
 
 #: what the cohort table takes from ``ssll cycle``'s ``cycle.json`` (column ``cycle_<name>``)

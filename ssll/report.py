@@ -41,7 +41,8 @@ __all__ = ["collect", "cycle_vs_frames", "measure_agreement", "render_html", "ru
 
 MEASURES = {"ed_lv_cavity_ml": "LVEDV (ml)", "es_lv_cavity_ml": "LVESV (ml)", "lv_ef_pct": "LVEF (%)",
             "ed_lv_mass_g": "LV mass (g)", "ed_rv_cavity_ml": "RVEDV (ml)", "es_rv_cavity_ml": "RVESV (ml)",
-            "rv_ef_pct": "RVEF (%)", "ed_rv_mass_g": "RV mass (g)"}
+            "rv_ef_pct": "RVEF (%)", "ed_rv_mass_g": "RV mass (g)", "ed_wall_thickness_mean_mm": "LV wall, ED (mm)",
+            "es_wall_thickness_mean_mm": "LV wall, ES (mm)"}
 _ERROR = re.compile(r"^ssll [\w-]+: .*(error|invalid setting): .*$")
 
 

@@ -1,11 +1,13 @@
 rule measures:
-    """LV/RV volumes, masses, stroke volumes and EF from the SSLLN labels on the input grid and
-    from the refined HR models (refined_* columns)."""
+    """LV/RV volumes, masses, stroke volumes, EF and LV wall thickness per AHA segment from the SSLLN labels
+    on the input grid and from the refined HR models (refined_* columns)."""
     input:
         ed=f"{RESULTS}/segment/{{subject}}/ED_labels_original.nii.gz",
         es=f"{RESULTS}/segment/{{subject}}/ES_labels_original.nii.gz",
         ed_refined=f"{RESULTS}/refine/{{subject}}/ED_labels.nii.gz",
         es_refined=f"{RESULTS}/refine/{{subject}}/ES_labels.nii.gz",
+        ed_landmarks=f"{RESULTS}/landmarks/{{subject}}/ED.json",
+        es_landmarks=f"{RESULTS}/landmarks/{{subject}}/ES.json",
     output:
         f"{RESULTS}/measures/{{subject}}.tsv",
     log:
@@ -15,7 +17,7 @@ rule measures:
     conda:
         "../../envs/ssll.yaml"
     shell:
-        "ssll measures --subject {wildcards.subject} --ed-labels {input.ed} --es-labels {input.es} --ed-refined {input.ed_refined} --es-refined {input.es_refined} --out-tsv {output} > {log} 2>&1"
+        "ssll measures --subject {wildcards.subject} --ed-labels {input.ed} --es-labels {input.es} --ed-refined {input.ed_refined} --es-refined {input.es_refined} --ed-landmarks {input.ed_landmarks} --es-landmarks {input.es_landmarks} --out-tsv {output} > {log} 2>&1"
 
 
 rule cohort_table:
