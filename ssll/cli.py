@@ -556,9 +556,8 @@ _REGISTRY: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Calla
     ("cycle", "every frame of a cine segmented: the volume curve, ED / ES by the LV cavity", _add_cycle, _run_cycle),
     ("convert-labels", "a label map from one label convention to another (canonical to acdc, ukbb, ...)",
      _add_convert_labels, _run_convert_labels),
-    ("measures", "LV/RV volumes (ml), masses (g), stroke volumes, ejection fractions and LV wall thickness per "
-     "AHA segment (mm) of one subject",
-     _add_measures, _run_measures),
+    ("measures", ("LV/RV volumes (ml), masses (g), stroke volumes, ejection fractions and LV wall thickness per "
+                  "AHA segment (mm) of one subject"), _add_measures, _run_measures),
     ("cohort-table", "one row per subject: the cohort's measures table (CSV)", _add_cohort_table, _run_cohort_table),
     ("qc", "QC montage PNG: short-axis slices and long-axis cuts with labels and landmarks", _add_qc, _run_qc),
     ("phantom", "HR bi-ventricular phantoms from real biv-me shapes, exact landmarks", _add_phantom, _run_phantom),
