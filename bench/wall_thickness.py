@@ -5,7 +5,8 @@ For each of the 20 held-out patients at ED and ES: the thickness of the 16 AHA s
 the workflow's ``measures`` stage reads them (``ssll segment`` as stored, then ``ssll landmarks``), and from the
 expert's labels with the landmarks the training rules derive from them. Per segment: mean difference (automatic -
 expert, mm), sd of the differences and Pearson r over the 40 volumes; the same for the systolic thickening (%).
-One picture: the segments of the first held-out patient at ED on the image, both sources.
+Pictures: the segments of the first held-out patient at ED on the image, both sources; the network's mean
+thickness at ED and thickening as the cohort report's bull's eyes (``bullseye_sslln.png``).
 
 Run:  python bench/wall_thickness.py --out bench/results/wall_thickness   (about 3 min on 2 cores)
 """
@@ -27,6 +28,7 @@ from ssll.landmarks import landmarks_from_labels, voxel_to_world
 from ssll.nn.data import held_out_cases
 from ssll.nn.infer import finish_segmentation, landmark_points, predict
 from ssll.preprocess import labels_to_working, preprocess_volume
+from ssll.report import aha_bullseyes
 from ssll.thickness import AHA_SEGMENTS, aha_segments, segment_thickness
 
 
@@ -101,6 +103,12 @@ def main() -> None:
         "thickening_pct_all_segments": _agreement(thick["sslln"].stack(), thick["expert"].stack()),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    # the cohort report's bull's eyes of the network's thickness at ED and thickening
+    ed = auto.xs("ED", level="phase")
+    cohort = pd.concat([ed.set_axis([f"ed_wall_thickness_{c}" for c in cols], axis=1),
+                        thick["sslln"].set_axis([f"wall_thickening_{c[:5]}_pct" for c in cols], axis=1)], axis=1)
+    fig = aha_bullseyes(cohort)
+    fig.savefig(out / "bullseye_sslln.png", dpi=100)
     print(json.dumps({k: v for k, v in summary.items() if k.endswith("all_segments")}, indent=1))
 
 

@@ -4,7 +4,8 @@ It reads what a workflow run left in ``results/``, ``logs/`` and ``benchmarks/``
 be written after a run in which some subjects failed) and shows:
 
 * the cohort's numbers: subjects done, flagged and failed; measures (mean +- sd) from the
-  SSLLN segmentation and from the refined HR models; their distributions (histograms);
+  SSLLN segmentation and from the refined HR models; their distributions (histograms); the mean LV wall
+  thickness per AHA segment at ED and its systolic thickening as bull's eyes;
 * evaluation, where the subject sheet gives ground truth: Dice / HD / HD95 per structure and
   method (mean +- sd), paired Wilcoxon tests between methods, Bland-Altman and correlation
   plots of the clinical measures against the ground truth (Duan et al. 2019, Tables IV-V);
@@ -37,7 +38,7 @@ from ssll.qc import MIN_EXPECTED_DICE
 from ssll.subjects import missing_input, read_subject_sheet, result_paths
 from ssll.types import PathLike
 
-__all__ = ["collect", "cycle_vs_frames", "measure_agreement", "render_html", "run_report"]
+__all__ = ["aha_bullseyes", "collect", "cycle_vs_frames", "measure_agreement", "render_html", "run_report"]
 
 MEASURES = {"ed_lv_cavity_ml": "LVEDV (ml)", "es_lv_cavity_ml": "LVESV (ml)", "lv_ef_pct": "LVEF (%)",
             "ed_lv_mass_g": "LV mass (g)", "ed_rv_cavity_ml": "RVEDV (ml)", "es_rv_cavity_ml": "RVESV (ml)",
@@ -173,6 +174,63 @@ def _histograms(m: pd.DataFrame) -> str:
         ax.set_title(MEASURES[c], fontsize=9)
         ax.legend(fontsize=7)
     return f'<img alt="distributions" src="{_png(fig)}">'
+
+
+#: where each AHA segment sits on the bull's eye: ring (0 basal, outermost; 2 apical) and its angular span (degrees,
+#: counter-clockwise from 3 o'clock): anterior at the top, the septum on the left
+_BULLSEYE = {**{n: (0, 60.0 + 60.0 * (n - 1)) for n in range(1, 7)}, **{n: (1, 60.0 + 60.0 * (n - 7)) for n in range(7, 13)},
+             **{n: (2, 45.0 + 90.0 * (n - 13)) for n in range(13, 17)}}
+
+
+def _bullseyes(m: pd.DataFrame) -> str:
+    fig = aha_bullseyes(m)
+    return "" if fig is None else f'<img alt="AHA bullseye" src="{_png(fig)}">'
+
+
+def aha_bullseyes(m: pd.DataFrame) -> Any:
+    """The cohort's mean LV wall thickness per AHA segment at ED and its mean systolic thickening, as bull's eyes.
+
+    Args:
+        m: one row per subject with ``ssll measures``' ``ed_wall_thickness_aha01_mm`` ... and
+            ``wall_thickening_aha01_pct`` ... columns (``ssll measures`` with landmarks).
+
+    Returns:
+        A matplotlib figure, or None when no subject has those columns.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Wedge
+
+    panels = [("ed_wall_thickness_aha{:02d}_mm", "LV wall thickness at ED (mm)", "viridis"),
+              ("wall_thickening_aha{:02d}_pct", "systolic thickening (%)", "magma")]
+    panels = [p for p in panels if p[0].format(1) in m and m[p[0].format(1)].notna().any()]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4), squeeze=False)
+    for ax, (col, title, cmap) in zip(axes[0], panels):
+        vals = {n: float(pd.to_numeric(m[col.format(n)], errors="coerce").mean()) for n in _BULLSEYE}
+        finite = [v for v in vals.values() if np.isfinite(v)]
+        norm = matplotlib.colors.Normalize(min(finite), max(finite) if max(finite) > min(finite) else min(finite) + 1)
+        for n, (ring, start) in _BULLSEYE.items():
+            outer, span = 3.0 - ring, 90.0 if ring == 2 else 60.0
+            colour = plt.get_cmap(cmap)(norm(vals[n])) if np.isfinite(vals[n]) else "lightgrey"
+            ax.add_patch(Wedge((0, 0), outer, start, start + span, width=1.0, facecolor=colour, edgecolor="white"))
+            mid, r = np.radians(start + span / 2), outer - 0.5
+            dark = np.isfinite(vals[n]) and float(np.dot(matplotlib.colors.to_rgb(colour), (0.30, 0.59, 0.11))) < 0.5
+            ax.text(r * np.cos(mid), r * np.sin(mid), f"{n}\n{vals[n]:.1f}", ha="center", va="center", fontsize=7,
+                    color="white" if dark else "black")
+        ax.set_xlim(-3.1, 3.1)
+        ax.set_ylim(-3.1, 3.1)
+        ax.set_aspect("equal")
+        ax.axis("off")
+        n_subj = int(m[col.format(1)].notna().sum())
+        ax.set_title(f"{title}, mean of {n_subj}", fontsize=9)
+        fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, fraction=0.04)
+    fig.suptitle("AHA segments: basal (outer), mid, apical (inner); anterior at the top, septum on the left", fontsize=8)
+    fig.tight_layout()
+    return fig
 
 
 def _agreement_plots(auto: pd.DataFrame, truth: pd.DataFrame, cols: list[str]) -> str:
@@ -347,7 +405,7 @@ def render_html(data: dict[str, Any], *, title: str = "ssll cohort report", max_
              f'<p class="counts"><b>{len(data["subjects"])}</b> subjects: <b>{len(m)}</b> done, '
              f'<b>{n_flagged}</b> flagged, <b>{len(failed)}</b> failed.</p>',
              "<h2>Clinical measures</h2>", _table(_mean_sd(m, cols)) if not m.empty else "<p><i>none yet</i></p>",
-             _histograms(m),
+             _histograms(m), _bullseyes(m),
              "<h2>Evaluation against ground truth</h2>", _evaluation_section(data),
              "<h2>Flagged subjects</h2>", _table(flags)]
     scores = data.get("expected_dice", pd.DataFrame())

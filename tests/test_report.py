@@ -208,3 +208,16 @@ def test_report_shows_the_cycle_beside_the_two_frames(tmp_path) -> None:
     # one curve embedded: the flagged subject's, though s1 comes first in the sheet
     assert section.count('alt="cycle ') == 1 and 'alt="cycle s2"' in section and "off the curve" in section
     assert "1 more curve(s)" in section
+
+
+def test_report_draws_the_aha_bullseyes_where_measures_have_them(tmp_path) -> None:
+    sheet, res, logs, bench, _ = _cohort(tmp_path)
+    assert 'alt="AHA bullseye"' not in render_html(collect(sheet=sheet, results=res, logs=logs, benchmarks=bench))
+    for s, t in (("s1", 8.0), ("s2", 10.0)):
+        m = pd.read_csv(res / "measures" / f"{s}.tsv", sep="\t")
+        for n in range(1, 17):
+            m[f"ed_wall_thickness_aha{n:02d}_mm"] = t + 0.1 * n
+            m[f"wall_thickening_aha{n:02d}_pct"] = 40.0 if n != 5 else np.nan
+        m.to_csv(res / "measures" / f"{s}.tsv", sep="\t", index=False)
+    page = render_html(collect(sheet=sheet, results=res, logs=logs, benchmarks=bench))
+    assert page.count('alt="AHA bullseye"') == 1
