@@ -6,6 +6,8 @@ Surfaces are the mask voxels with a 6-connected neighbour outside the mask.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from scipy import ndimage
 
@@ -209,6 +211,27 @@ def overlap_metrics(pred: Array, truth: Array, spacing: tuple[float, ...], *, di
     return out
 
 
+def _truth_thickness(gt: dict[str, Any], paths: dict[str, str]) -> dict[str, float]:
+    """:func:`ssll.thickness.thickness_measures` of the ground truth at ED and ES with its rule-derived landmarks;
+    empty (and a warning) where the rules cannot run on it."""
+    import logging
+
+    from ssll.errors import LandmarkError
+    from ssll.landmarks import landmarks_from_labels, voxel_to_world
+    from ssll.thickness import segment_thickness, thickness_measures
+
+    per = {}
+    for ph in ("ED", "ES"):
+        v = gt[ph]
+        try:
+            pts = voxel_to_world(landmarks_from_labels(v.array, v.affine, what=str(paths[ph])), v.affine)
+        except LandmarkError as exc:
+            logging.getLogger("ssll.evaluate").warning("no wall thickness of the ground truth: %s", exc)
+            return {}
+        per[ph] = segment_thickness(v.array, v.affine, pts)
+    return thickness_measures(per["ED"], per["ES"])
+
+
 def run_evaluate(*, subject: str, predictions: dict[str, dict[str, str]], truth: dict[str, str], convention: str,
                  out_json: str) -> dict:
     """I/O layer of ``ssll evaluate``: compare a subject's segmentations with its ground truth.
@@ -218,7 +241,10 @@ def run_evaluate(*, subject: str, predictions: dict[str, dict[str, str]], truth:
         truth: phase -> ground-truth labels; convention: their label convention.
 
     Returns and writes (JSON): ``{"subject", "overlap": [{method, phase, dice_*, hd_*_mm, hd95_*_mm}],
-    "measures_truth": {ed_lv_cavity_ml, ..., lv_ef_pct}}``.
+    "measures_truth": {ed_lv_cavity_ml, ..., lv_ef_pct, ed_wall_thickness_aha01_mm, ...}}``: the ground truth's
+    measures as ``ssll measures`` takes them, the LV wall thickness per AHA segment with the landmarks the
+    training rules derive from the ground truth (:func:`ssll.landmarks.landmarks_from_labels`; left out, with a
+    warning, where the rules cannot run on it).
 
     Raises:
         InputImageError: a prediction's grid differs from the truth's.
@@ -240,5 +266,6 @@ def run_evaluate(*, subject: str, predictions: dict[str, dict[str, str]], truth:
     if {"ED", "ES"} <= set(gt):
         result["measures_truth"] = cardiac_measures(phase_measures(gt["ED"].array, gt["ED"].spacing),
                                                     phase_measures(gt["ES"].array, gt["ES"].spacing))
+        result["measures_truth"].update(_truth_thickness(gt, truth))
     write_json(out_json, result)
     return result

@@ -291,7 +291,8 @@ def _evaluation_section(data: dict[str, Any]) -> str:
     m = data["measures"]
     if not truth.empty and not m.empty:
         merged = m.merge(truth, on="subject", suffixes=("", "_truth"))
-        cols = [c for c in ("ed_lv_cavity_ml", "es_lv_cavity_ml", "lv_ef_pct", "ed_lv_mass_g", "ed_rv_cavity_ml")
+        cols = [c for c in ("ed_lv_cavity_ml", "es_lv_cavity_ml", "lv_ef_pct", "ed_lv_mass_g", "ed_rv_cavity_ml",
+                            "ed_wall_thickness_mean_mm")
                 if c in merged and f"{c}_truth" in merged]
         agr = []
         for src in ("", "refined_"):

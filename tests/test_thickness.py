@@ -28,7 +28,7 @@ def _heart(wall_mm=8.0, lateral_extra_mm: float = 0.0) -> tuple[np.ndarray, np.n
     r, theta = np.hypot(di, dj), np.arctan2(dj, di)
     outer = R_IN + wall_mm + lateral_extra_mm * np.cos(theta + math.pi / 2)
     sl = np.zeros(SHAPE[:2], np.uint8)
-    rv = np.hypot(di, dj - 48.0) < 16.0
+    rv = np.hypot(di, dj - 40.0) < 20.0  # against the septum
     sl[rv] = Label.RV_CAVITY
     sl[r < outer] = Label.LV_WALL
     sl[r < R_IN] = Label.LV_CAVITY
@@ -151,3 +151,28 @@ def test_ssll_measures_adds_the_segments_with_landmarks(tmp_path) -> None:
     assert main([*base, "--ed-landmarks", str(tmp_path / "bad.json"), "--es-landmarks", paths["ES"][1],
                  "--out-tsv", str(tmp_path / "x.tsv")]) != 0
     assert not (tmp_path / "x.tsv").exists()
+
+
+def test_evaluate_measures_the_truths_wall_with_its_own_landmarks(tmp_path) -> None:
+    from ssll.evaluate import run_evaluate
+    from ssll.io import save_nifti
+    from ssll.types import Volume
+
+    files = {}
+    for phase, wall in (("ED", 8.0), ("ES", 12.0)):
+        lab, _ = _heart(wall_mm=wall)
+        files[phase] = str(tmp_path / f"{phase}.nii.gz")
+        save_nifti(files[phase], Volume(lab, AFFINE), dtype=np.uint8)
+    out = run_evaluate(subject="s1", predictions={"sslln": files}, truth=files, convention="canonical",
+                       out_json=str(tmp_path / "e.json"))
+    m = out["measures_truth"]
+    assert m["ed_wall_thickness_mean_mm"] == pytest.approx(8.0, abs=0.6)
+    assert m["es_wall_thickness_mean_mm"] == pytest.approx(12.0, abs=0.6)
+    # a truth the rules cannot place landmarks on (no RV): volumes still, no thickness
+    for phase in ("ED", "ES"):
+        lab, _ = _heart()
+        lab[lab == Label.RV_CAVITY] = 0
+        save_nifti(files[phase], Volume(lab, AFFINE), dtype=np.uint8)
+    m = run_evaluate(subject="s1", predictions={"sslln": files}, truth=files, convention="canonical",
+                     out_json=str(tmp_path / "e2.json"))["measures_truth"]
+    assert m["ed_lv_cavity_ml"] > 0 and not any("thick" in k for k in m)
