@@ -3,12 +3,18 @@
 For each of the 20 held-out patients at ED and ES: the thickness of the 16 AHA segments
 (:func:`ssll.thickness.segment_thickness`) from SSLLN-LR's labels on the input grid with its own landmarks, as
 the workflow's ``measures`` stage reads them (``ssll segment`` as stored, then ``ssll landmarks``), and from the
-expert's labels with the landmarks the training rules derive from them. Per segment: mean difference (automatic -
-expert, mm), sd of the differences and Pearson r over the 40 volumes; the same for the systolic thickening (%).
+expert's labels with the landmarks the training rules derive from them. With ``--bank`` (an atlas bank, ``ssll atlas
+build``) also from the refined HR model (``ssll.refine`` with the workflow's default settings, on the working grid, as
+``ssll measures`` reads ``refined_*``). Per segment and source: mean difference (automatic - expert, mm), sd of the
+differences and Pearson r over the 40 volumes; the same for the systolic thickening (%).
 Pictures: the segments of the first held-out patient at ED on the image, both sources; the network's mean
 thickness at ED and thickening as the cohort report's bull's eyes (``bullseye_sslln.png``).
 
 Run:  python bench/wall_thickness.py --out bench/results/wall_thickness   (about 3 min on 2 cores)
+With the refined model, on the bank of bench/refinement.py (60 HR phantoms x ED/ES, seeds 20000..20059), about 10 min:
+    ssll phantom --biv-me ../shared/data/biv-me --n 60 --first-seed 20000 --out-dir /tmp/wtbank/phantoms
+    ssll atlas build --sheet /tmp/wtbank/phantoms/atlas_sheet.tsv --out-dir /tmp/wtbank/bank
+    python bench/wall_thickness.py --bank /tmp/wtbank/bank --out bench/results/wall_thickness
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from ssll.landmarks import landmarks_from_labels, voxel_to_world
 from ssll.nn.data import held_out_cases
 from ssll.nn.infer import finish_segmentation, landmark_points, predict
 from ssll.preprocess import labels_to_working, preprocess_volume
+from ssll.refine import RefineConfig, acquired_slices, refine, stack_slab
 from ssll.report import aha_bullseyes
 from ssll.thickness import AHA_SEGMENTS, aha_segments, segment_thickness
 
@@ -65,8 +72,14 @@ def _picture(path, image, sources: dict[str, tuple[np.ndarray, np.ndarray]], tit
 
 def main() -> None:
     ap = held_out_parser(__doc__, "bench/results/wall_thickness")
+    ap.add_argument("--bank", help="an atlas bank folder (ssll atlas build): also score the refined HR model")
     a = ap.parse_args()
     out, model = start(a)
+    bank = None
+    if a.bank:
+        from ssll.atlases import load_bank
+
+        bank = load_bank(a.bank)
     rows = []
     for n, c in enumerate(held_out_cases(a.data, a.config)):
         img, gt = load_image(c["image"]), load_labels(c["labels"], "acdc")
@@ -76,8 +89,13 @@ def main() -> None:
         auto_pts = landmark_points(lmap[0], rec, fov=seg.fov)
         gt_w = labels_to_working(gt.array, rec)
         gt_pts = voxel_to_world(landmarks_from_labels(gt_w, rec.working_affine), rec.working_affine)
-        for source, lab, pts in (("sslln", seg.original, auto_pts), ("expert", gt.array, gt_pts)):
-            per = segment_thickness(lab, gt.affine, pts)
+        sources = [("sslln", seg.original, gt.affine, auto_pts), ("expert", gt.array, gt.affine, gt_pts)]
+        if bank is not None:
+            refined, _ = refine(work.array, seg.labels, rec.working_affine, auto_pts, bank, RefineConfig(),
+                                slices=acquired_slices(rec), stack=stack_slab(rec, fov=seg.fov))
+            sources.append(("refined", refined, rec.working_affine, auto_pts))
+        for source, lab, aff, pts in sources:
+            per = segment_thickness(lab, aff, pts)
             rows.append({"patient": c["patient"], "phase": c["phase"], "source": source,
                          **{f"aha{k:02d}_mm": v for k, v in per.items()}})
         if n == 0:
@@ -89,12 +107,10 @@ def main() -> None:
     df = pd.DataFrame(rows)
     df.to_csv(out / "per_volume.csv", index=False, float_format="%.3f")
     cols = [f"aha{k:02d}_mm" for k in AHA_SEGMENTS]
-    auto = df[df.source == "sslln"].set_index(["patient", "phase"])[cols]
-    expert = df[df.source == "expert"].set_index(["patient", "phase"])[cols]
-    thick = {}
-    for name, frame in (("sslln", auto), ("expert", expert)):
-        ed, es = frame.xs("ED", level="phase"), frame.xs("ES", level="phase")
-        thick[name] = 100.0 * (es - ed) / ed
+    frames = {name: g.set_index(["patient", "phase"])[cols] for name, g in df.groupby("source")}
+    auto, expert = frames["sslln"], frames["expert"]
+    thick = {name: 100.0 * (f.xs("ES", level="phase") - f.xs("ED", level="phase")) / f.xs("ED", level="phase")
+             for name, f in frames.items()}
     summary = {
         "weights": a.weights, "n_patients": int(df["patient"].nunique()),
         "thickness_mm_per_segment": {c[:5]: _agreement(auto[c], expert[c]) for c in cols},
@@ -102,6 +118,15 @@ def main() -> None:
         "thickening_pct_per_segment": {c[:5]: _agreement(thick["sslln"][c], thick["expert"][c]) for c in cols},
         "thickening_pct_all_segments": _agreement(thick["sslln"].stack(), thick["expert"].stack()),
     }
+    if "refined" in frames:
+        ref = frames["refined"]
+        summary["refined"] = {
+            "bank": f"{a.bank} ({len(bank)} atlases)",
+            "thickness_mm_per_segment": {c[:5]: _agreement(ref[c], expert[c]) for c in cols},
+            "thickness_mm_all_segments": _agreement(ref.stack(), expert.stack()),
+            "thickening_pct_per_segment": {c[:5]: _agreement(thick["refined"][c], thick["expert"][c]) for c in cols},
+            "thickening_pct_all_segments": _agreement(thick["refined"].stack(), thick["expert"].stack()),
+        }
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     # the cohort report's bull's eyes of the network's thickness at ED and thickening
     ed = auto.xs("ED", level="phase")
@@ -109,7 +134,7 @@ def main() -> None:
                         thick["sslln"].set_axis([f"wall_thickening_{c[:5]}_pct" for c in cols], axis=1)], axis=1)
     fig = aha_bullseyes(cohort)
     fig.savefig(out / "bullseye_sslln.png", dpi=100)
-    print(json.dumps({k: v for k, v in summary.items() if k.endswith("all_segments")}, indent=1))
+    print(json.dumps({k: v for k, v in summary.items() if k.endswith("all_segments") or k == "refined"}, indent=1))
 
 
 if __name__ == "__main__":
