@@ -55,6 +55,16 @@ def test_cycle_of_a_cine_gives_the_segment_stage_volumes_and_finds_ed_and_es(
     want = phase_measures(lab.array, tuple(float(s) for s in ed_img.header.get_zooms()[:3]))
     for k in ("lv_cavity_ml", "lv_mass_g", "rv_cavity_ml"):
         assert rows.loc[0, k] == pytest.approx(want[k], abs=1e-3), k
+    # and its mean wall thickness as `ssll landmarks` + `ssll measures --ed-landmarks` give it
+    seg = tmp_path / "seg"
+    assert main(["landmarks", "--landmark-map", str(seg / "ED_landmarkmap.nii.gz"), "--out-json", str(seg / "l.json"),
+                 "--out-csv", str(seg / "l.csv"), "--out-map", str(seg / "l.nii.gz")]) == 0
+    labels, marks = str(seg / "ED_labels_original.nii.gz"), str(seg / "l.json")
+    assert main(["measures", "--ed-labels", labels, "--es-labels", labels, "--ed-landmarks", marks,
+                 "--es-landmarks", marks, "--out-tsv", str(tmp_path / "m.tsv")]) == 0
+    m = pd.read_csv(tmp_path / "m.tsv", sep="\t").iloc[0]
+    assert 5.0 < rows.loc[0, "lv_wall_thickness_mm"] < 15.0
+    assert rows.loc[0, "lv_wall_thickness_mm"] == pytest.approx(m["ed_wall_thickness_mean_mm"], abs=2e-3)
 
     capsys.readouterr()
     bad = {k: tmp_path / f"bad.{k}" for k in ("tsv", "json")}

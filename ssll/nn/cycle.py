@@ -24,6 +24,7 @@ from ssll.measures import cardiac_measures, phase_measures
 from ssll.nn.infer import (
     LoadedModel,
     VolumeResult,
+    landmark_points,
     predict_oriented,
     resolve_orientation,
     segment_volume,
@@ -31,6 +32,7 @@ from ssll.nn.infer import (
 )
 from ssll.nn.orientation import DEFAULT_MARGIN
 from ssll.preprocess import PreprocessConfig, check_cine_spacing, preprocess_volume
+from ssll.thickness import segment_thickness
 from ssll.types import Array, PathLike, Volume
 
 __all__ = ["CycleResult", "plot_curve", "run_cycle", "volume_curve"]
@@ -44,8 +46,10 @@ class CycleResult:
 
     Attributes:
         frames: one row per frame: ``frame`` (0-based), ``lv_cavity_ml``, ``lv_mass_g``, ``rv_cavity_ml``,
-            ``rv_mass_g`` (NaN without an RV wall) and ``expected_dice_min`` (the lowest of the network's
-            expected Dice of its LV cavity, LV wall and RV cavity: a quality estimate per frame).
+            ``rv_mass_g`` (NaN without an RV wall), ``lv_wall_thickness_mm`` (the mean over the 16 AHA segments,
+            with the frame's own landmarks, as ``ssll measures`` takes it: :mod:`ssll.thickness`) and
+            ``expected_dice_min`` (the lowest of the network's expected Dice of its LV cavity, LV wall and RV
+            cavity: a quality estimate per frame).
         orientation: the orientation record of the first frame (searched or given), used for every frame.
         ed_frame: the frame of largest LV cavity.
         es_frame: the frame of smallest LV cavity (:func:`ssll.ingest.es_from_lv_volumes`).
@@ -66,10 +70,16 @@ class CycleResult:
                 **{k: (None if isinstance(v, float) and math.isnan(v) else round(float(v), 3)) for k, v in row.items()}}
 
 
-def _row(t: int, result: VolumeResult, spacing: tuple[float, float, float]) -> dict[str, float]:
-    m = phase_measures(result.segmentation.original, spacing, what=f"frame {t}")
+def _row(t: int, result: VolumeResult, affine: Array, record: Any) -> dict[str, float]:
+    seg = result.segmentation
+    spacing = tuple(float(s) for s in np.linalg.norm(np.asarray(affine)[:3, :3], axis=0))
+    m = phase_measures(seg.original, spacing, what=f"frame {t}")  # type: ignore[arg-type]
+    per = segment_thickness(seg.original, affine, landmark_points(seg.landmark_map, record, fov=seg.fov))
+    wall = [v for v in per.values() if not math.isnan(v)]
     eds = [result.expected_dice[s] for s in STRUCTURES if result.expected_dice.get(s) is not None]
-    return {"frame": t, **{k: float(v) for k, v in m.items()}, "expected_dice_min": float(min(eds)) if eds else math.nan}
+    return {"frame": t, **{k: float(v) for k, v in m.items()},
+            "lv_wall_thickness_mm": float(np.mean(wall)) if wall else math.nan,
+            "expected_dice_min": float(min(eds)) if eds else math.nan}
 
 
 def volume_curve(model: LoadedModel, cine: Volume, *, orientation: str = "search", margin: float = DEFAULT_MARGIN,
@@ -89,18 +99,17 @@ def volume_curve(model: LoadedModel, cine: Volume, *, orientation: str = "search
     """
     if cine.array.ndim != 4 or cine.array.shape[3] < 2:
         raise ValueError(f"volume_curve: need a cine (I, J, K, T) with T >= 2, got {cine.array.shape}")
-    spacing = tuple(float(s) for s in np.linalg.norm(np.asarray(cine.affine)[:3, :3], axis=0))
     n = cine.array.shape[3]
-    first = segment_volume(model, *_prepared(cine, 0, cfg), orientation=orientation, margin=margin,
-                           batch_size=batch_size)
+    image0, record0 = _prepared(cine, 0, cfg)
+    first = segment_volume(model, image0, record0, orientation=orientation, margin=margin, batch_size=batch_size)
     chosen = resolve_orientation(first.orientation["orientation"])
-    rows = [_row(0, first, spacing)]  # type: ignore[arg-type]
+    rows = [_row(0, first, cine.affine, record0)]
     for s in range(1, n, batch_size):
         ts = list(range(s, min(s + batch_size, n)))
         prepared = [_prepared(cine, t, cfg) for t in ts]
         outs = predict_oriented(model, [w for w, _ in prepared], [chosen] * len(ts), batch_size=batch_size)  # type: ignore[list-item]
         for t, (_, rec), (labels, lmap, conf, prob) in zip(ts, prepared, outs):
-            rows.append(_row(t, volume_result(labels, lmap, conf, prob, rec, first.orientation), spacing))  # type: ignore[arg-type]
+            rows.append(_row(t, volume_result(labels, lmap, conf, prob, rec, first.orientation), cine.affine, rec))
     lv = np.array([r["lv_cavity_ml"] for r in rows])
     return CycleResult(rows, first.orientation, int(np.argmax(lv)), es_from_lv_volumes(lv))
 
