@@ -28,7 +28,8 @@ from scipy import ndimage
 from ssll.labels import LANDMARK_NAMES, Label, check_canonical
 from ssll.types import Array
 
-__all__ = ["AHA_SEGMENTS", "aha_segments", "segment_thickness", "thickness_measures", "wall_thickness_map"]
+__all__ = ["AHA_SEGMENTS", "aha_segments", "mean_thickness", "segment_thickness", "thickness_measures",
+           "wall_thickness_map"]
 
 #: AHA segment number -> name (1-16; the apical cap 17 has no in-plane thickness)
 AHA_SEGMENTS = {1: "basal anterior", 2: "basal anteroseptal", 3: "basal inferoseptal", 4: "basal inferior",
@@ -151,6 +152,12 @@ def segment_thickness(labels: Array, affine: Array, landmarks_mm: Array) -> dict
     return {n: float(sums[n] / counts[n]) if counts[n] else math.nan for n in AHA_SEGMENTS}
 
 
+def mean_thickness(per: dict[int, float]) -> float:
+    """The mean of :func:`segment_thickness`'s segments that have a value (mm); NaN when none has."""
+    vals = [v for v in per.values() if not math.isnan(v)]
+    return float(np.mean(vals)) if vals else math.nan
+
+
 def thickness_measures(ed: dict[int, float], es: dict[int, float]) -> dict[str, float]:
     """One row from :func:`segment_thickness` at ED and ES: ``ed_wall_thickness_aha01_mm`` ...,
     ``es_wall_thickness_aha01_mm`` ..., ``wall_thickening_aha01_pct`` ... (100 (ES - ED) / ED), and the
@@ -158,8 +165,7 @@ def thickness_measures(ed: dict[int, float], es: dict[int, float]) -> dict[str, 
     row: dict[str, float] = {}
     for phase, per in (("ed", ed), ("es", es)):
         row.update({f"{phase}_wall_thickness_aha{n:02d}_mm": per[n] for n in AHA_SEGMENTS})
-        vals = [v for v in per.values() if not math.isnan(v)]
-        row[f"{phase}_wall_thickness_mean_mm"] = float(np.mean(vals)) if vals else math.nan
+        row[f"{phase}_wall_thickness_mean_mm"] = mean_thickness(per)
     for n in AHA_SEGMENTS:
         a, b = ed[n], es[n]
         row[f"wall_thickening_aha{n:02d}_pct"] = 100.0 * (b - a) / a if a > 0 and not math.isnan(b) else math.nan

@@ -32,7 +32,7 @@ from ssll.nn.infer import (
 )
 from ssll.nn.orientation import DEFAULT_MARGIN
 from ssll.preprocess import PreprocessConfig, check_cine_spacing, preprocess_volume
-from ssll.thickness import segment_thickness
+from ssll.thickness import mean_thickness, segment_thickness
 from ssll.types import Array, PathLike, Volume
 
 __all__ = ["CycleResult", "plot_curve", "run_cycle", "volume_curve"]
@@ -74,11 +74,10 @@ def _row(t: int, result: VolumeResult, affine: Array, record: Any) -> dict[str, 
     seg = result.segmentation
     spacing = tuple(float(s) for s in np.linalg.norm(np.asarray(affine)[:3, :3], axis=0))
     m = phase_measures(seg.original, spacing, what=f"frame {t}")  # type: ignore[arg-type]
-    per = segment_thickness(seg.original, affine, landmark_points(seg.landmark_map, record, fov=seg.fov))
-    wall = [v for v in per.values() if not math.isnan(v)]
+    wall = mean_thickness(segment_thickness(seg.original, affine, landmark_points(seg.landmark_map, record, fov=seg.fov)))
     eds = [result.expected_dice[s] for s in STRUCTURES if result.expected_dice.get(s) is not None]
     return {"frame": t, **{k: float(v) for k, v in m.items()},
-            "lv_wall_thickness_mm": float(np.mean(wall)) if wall else math.nan,
+            "lv_wall_thickness_mm": wall,
             "expected_dice_min": float(min(eds)) if eds else math.nan}
 
 
