@@ -26,6 +26,7 @@ import numpy as np
 from scipy import ndimage
 
 from ssll.labels import LANDMARK_NAMES, Label, check_canonical
+from ssll.landmarks import voxel_to_world, world_to_voxel
 from ssll.types import Array
 
 __all__ = ["AHA_SEGMENTS", "aha_segments", "mean_thickness", "segment_thickness", "thickness_measures",
@@ -99,7 +100,7 @@ def aha_segments(labels: Array, affine: Array, landmarks_mm: Array) -> Array:
     if cav_k.size == 0 or not rv.any() or not np.isfinite(pts).all():
         return out
     e1, e2 = _in_plane_basis(aff)
-    inv = np.linalg.inv(aff)
+    pts_k = world_to_voxel(pts, aff)[:, 2]
 
     def angle(p_mm: Array, centre_mm: Array) -> Array:
         d = np.atleast_2d(p_mm) - centre_mm
@@ -107,29 +108,27 @@ def aha_segments(labels: Array, affine: Array, landmarks_mm: Array) -> Array:
 
     def centre(k: int) -> Array:
         ij = np.argwhere(lab[:, :, k] == Label.LV_CAVITY).mean(axis=0)
-        return aff[:3, :3] @ np.array([ij[0], ij[1], k]) + aff[:3, 3]
+        return voxel_to_world(np.array([[ij[0], ij[1], k]]), aff)[0]
 
-    def nearest_slice(p_mm: Array) -> int:
-        k = (inv[:3, :3] @ p_mm + inv[:3, 3])[2]
+    def nearest_slice(k: float) -> int:
         return int(cav_k[np.argmin(np.abs(cav_k - k))])
 
-    theta_a = float(angle(pts[_ANTERIOR], centre(nearest_slice(pts[_ANTERIOR])))[0])
-    theta_i = float(angle(pts[_INFERIOR], centre(nearest_slice(pts[_INFERIOR])))[0])
-    rv_mm = aff[:3, :3] @ np.argwhere(rv).mean(axis=0) + aff[:3, 3]
-    theta_rv = float(angle(rv_mm, centre(nearest_slice(rv_mm)))[0])
+    theta_a = float(angle(pts[_ANTERIOR], centre(nearest_slice(pts_k[_ANTERIOR])))[0])
+    theta_i = float(angle(pts[_INFERIOR], centre(nearest_slice(pts_k[_INFERIOR])))[0])
+    rv_ijk = np.argwhere(rv).mean(axis=0)
+    theta_rv = float(angle(voxel_to_world(rv_ijk[None], aff)[0], centre(nearest_slice(rv_ijk[2])))[0])
     two_pi = 2 * math.pi
     # travel from the anterior insertion point the way that meets the RV before the inferior insertion point
     sign = 1.0 if (theta_rv - theta_a) % two_pi < (theta_i - theta_a) % two_pi else -1.0
     septum_centre = (sign * (theta_i - theta_a) % two_pi) / 2
-    k_base = (inv[:3, :3] @ pts[_MITRAL] + inv[:3, 3])[2]
-    k_apex = (inv[:3, :3] @ pts[_APEX] + inv[:3, 3])[2]
+    k_base, k_apex = pts_k[_MITRAL], pts_k[_APEX]
     ordered = cav_k if k_base <= k_apex else cav_k[::-1]
     for level, ks in enumerate(np.array_split(ordered, 3)):
         for k in ks:
             ij = np.argwhere(lab[:, :, k] == Label.LV_WALL)
             if ij.size == 0:
                 continue
-            mm = ij @ aff[:3, :2].T + (aff[:3, 2] * k + aff[:3, 3])
+            mm = voxel_to_world(np.column_stack([ij, np.full(len(ij), k)]), aff)
             phi = (sign * (angle(mm, centre(int(k))) - theta_a)) % two_pi
             if level < 2:
                 seg = np.array(_BASAL_MID)[np.minimum((phi // (two_pi / 6)).astype(int), 5)] + 6 * level

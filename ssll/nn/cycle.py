@@ -70,11 +70,11 @@ class CycleResult:
                 **{k: (None if isinstance(v, float) and math.isnan(v) else round(float(v), 3)) for k, v in row.items()}}
 
 
-def _row(t: int, result: VolumeResult, affine: Array, record: Any) -> dict[str, float]:
+def _row(t: int, result: VolumeResult, cine: Volume, record: Any) -> dict[str, float]:
     seg = result.segmentation
-    spacing = tuple(float(s) for s in np.linalg.norm(np.asarray(affine)[:3, :3], axis=0))
-    m = phase_measures(seg.original, spacing, what=f"frame {t}")  # type: ignore[arg-type]
-    wall = mean_thickness(segment_thickness(seg.original, affine, landmark_points(seg.landmark_map, record, fov=seg.fov)))
+    m = phase_measures(seg.original, cine.spacing, what=f"frame {t}")
+    points = landmark_points(seg.landmark_map, record, fov=seg.fov)
+    wall = mean_thickness(segment_thickness(seg.original, cine.affine, points))
     eds = [result.expected_dice[s] for s in STRUCTURES if result.expected_dice.get(s) is not None]
     return {"frame": t, **{k: float(v) for k, v in m.items()},
             "lv_wall_thickness_mm": wall,
@@ -102,13 +102,13 @@ def volume_curve(model: LoadedModel, cine: Volume, *, orientation: str = "search
     image0, record0 = _prepared(cine, 0, cfg)
     first = segment_volume(model, image0, record0, orientation=orientation, margin=margin, batch_size=batch_size)
     chosen = resolve_orientation(first.orientation["orientation"])
-    rows = [_row(0, first, cine.affine, record0)]
+    rows = [_row(0, first, cine, record0)]
     for s in range(1, n, batch_size):
         ts = list(range(s, min(s + batch_size, n)))
         prepared = [_prepared(cine, t, cfg) for t in ts]
         outs = predict_oriented(model, [w for w, _ in prepared], [chosen] * len(ts), batch_size=batch_size)  # type: ignore[list-item]
         for t, (_, rec), (labels, lmap, conf, prob) in zip(ts, prepared, outs):
-            rows.append(_row(t, volume_result(labels, lmap, conf, prob, rec, first.orientation), cine.affine, rec))
+            rows.append(_row(t, volume_result(labels, lmap, conf, prob, rec, first.orientation), cine, rec))
     lv = np.array([r["lv_cavity_ml"] for r in rows])
     return CycleResult(rows, first.orientation, int(np.argmax(lv)), es_from_lv_volumes(lv))
 
