@@ -255,7 +255,7 @@ def _add_cycle(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image", required=True, help="cine: 4D NIfTI, DICOM cine folder or zip of one")
     p.add_argument("--out-tsv", required=True, help="per-frame volumes (ml) and masses (g)")
     p.add_argument("--out-json", required=True, help="ED / ES frames by the LV cavity, EF and stroke volumes")
-    p.add_argument("--out-png", default=None, help="plot of the volume curve")
+    p.add_argument("--out-png", default=None, help="plot of the volume curve and the mean LV wall thickness")
     _add_network_args(p)  # the orientation is searched on the first frame and used for every frame
     p.add_argument("--preprocess", default=None, help="preprocessing settings as JSON (the workflow's preprocess:)")
 

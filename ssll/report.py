@@ -403,8 +403,8 @@ def render_html(data: dict[str, Any], *, title: str = "ssll cohort report", max_
     n_flagged = flags["subject"].nunique() if not flags.empty else 0
     cols = {**MEASURES, **{f"refined_{k}": f"{v}, refined" for k, v in MEASURES.items()}}
     parts = [f"<h1>{html.escape(title)}</h1>",
-             f'<p class="counts"><b>{len(data["subjects"])}</b> subjects: <b>{len(m)}</b> done, '
-             f'<b>{n_flagged}</b> flagged, <b>{len(failed)}</b> failed.</p>',
+             (f'<p class="counts"><b>{len(data["subjects"])}</b> subjects: <b>{len(m)}</b> done, '
+              f'<b>{n_flagged}</b> flagged, <b>{len(failed)}</b> failed.</p>'),
              "<h2>Clinical measures</h2>", _table(_mean_sd(m, cols)) if not m.empty else "<p><i>none yet</i></p>",
              _histograms(m), _bullseyes(m),
              "<h2>Evaluation against ground truth</h2>", _evaluation_section(data),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import nibabel as nib
@@ -45,6 +46,8 @@ def test_cycle_of_a_cine_gives_the_segment_stage_volumes_and_finds_ed_and_es(
     assert summary["lv_ef_pct"] == pytest.approx(100 * (lv[0] - lv[1]) / lv[0], abs=1e-3)
     assert (rows["expected_dice_min"] > 0.5).all()
     assert out["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    height = int.from_bytes(out["png"].read_bytes()[20:24], "big")  # the IHDR's height: two panels, volumes and wall
+    assert height == 540, height
 
     # the ED frame as the workflow's segment stage writes it, measured as `ssll measures` does
     run_preprocess(image=str(DEMO / "patient080_frame01.nii.gz"), out_image=str(tmp_path / "w.nii.gz"),
@@ -82,3 +85,12 @@ def test_cycle_of_a_cine_gives_the_segment_stage_volumes_and_finds_ed_and_es(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "blank.nii.gz: frame 2: " in err[0] and "percentile range" in err[0]
     assert not bad["tsv"].exists() and not bad["json"].exists()
+
+
+def test_curve_leaves_out_the_wall_panel_without_thickness(tmp_path) -> None:
+    from ssll.nn.cycle import CycleResult, plot_curve
+
+    frames = [{"frame": t, "lv_cavity_ml": v, "rv_cavity_ml": v, "lv_wall_thickness_mm": math.nan}
+              for t, v in enumerate([120.0, 80.0, 100.0])]
+    plot_curve(CycleResult(frames, {}, 0, 1), tmp_path / "c.png", title="s")
+    assert int.from_bytes((tmp_path / "c.png").read_bytes()[20:24], "big") == 360

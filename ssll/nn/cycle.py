@@ -149,7 +149,8 @@ def run_cycle(*, image: PathLike, out_tsv: PathLike, out_json: PathLike, subject
 
 
 def plot_curve(result: CycleResult, path: PathLike, *, title: str) -> None:
-    """Write a PNG of the LV and RV cavity volumes (ml) against the frame, ED and ES marked."""
+    """Write a PNG of the cycle against the frame, ED and ES marked: above, the LV and RV cavity volumes
+    (ml); below, the mean LV wall thickness (mm; the panel is left out when no frame has one)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -158,17 +159,26 @@ def plot_curve(result: CycleResult, path: PathLike, *, title: str) -> None:
     from ssll.io import atomic_path
 
     t = [r["frame"] for r in result.frames]
-    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
+    wall = [r.get("lv_wall_thickness_mm", math.nan) for r in result.frames]
+    with_wall = any(math.isfinite(w) for w in wall)
+    fig, axes = plt.subplots(2 if with_wall else 1, 1, sharex=True, squeeze=False, dpi=100,
+                             figsize=(6.4, 5.4 if with_wall else 3.6), height_ratios=[2, 1] if with_wall else [1])
+    ax = axes[0, 0]
     ax.plot(t, [r["lv_cavity_ml"] for r in result.frames], "o-", color="tab:red", label="LV cavity")
     ax.plot(t, [r["rv_cavity_ml"] for r in result.frames], "s-", color="tab:blue", label="RV cavity")
     for f, name in ((result.ed_frame, "ED"), (result.es_frame, "ES")):
-        ax.axvline(f, color="grey", ls="--", lw=0.8)
+        for a in axes[:, 0]:
+            a.axvline(f, color="grey", ls="--", lw=0.8)
         ax.annotate(name, (f, ax.get_ylim()[1]), ha="center", va="bottom", fontsize=8, annotation_clip=False)
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    ax.set_xlabel("frame")
     ax.set_ylabel("volume (ml)")
     ax.set_title(title[-60:], fontsize=8, pad=14)
     ax.legend(fontsize=8)
+    if with_wall:
+        axes[1, 0].plot(t, wall, "^-", color="tab:brown", label="LV wall, mean of 16 AHA segments")
+        axes[1, 0].set_ylabel("thickness (mm)")
+        axes[1, 0].legend(fontsize=8)
+    axes[-1, 0].xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    axes[-1, 0].set_xlabel("frame")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")

@@ -27,7 +27,7 @@ def _env() -> dict[str, str]:
 
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, cwd=cwd, env=_env(), capture_output=True, text=True, encoding="utf-8",
+    return subprocess.run(args, check=False, cwd=cwd, env=_env(), capture_output=True, text=True, encoding="utf-8",
                           errors="replace", timeout=900)
 
 
@@ -147,7 +147,7 @@ def _one_subject(work: Path) -> list[str]:
 def _slurm_up() -> bool:
     if shutil.which("sinfo") is None:
         return False
-    r = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True)
+    r = subprocess.run(["sinfo", "-h", "-o", "%t"], check=False, capture_output=True, text=True)
     return r.returncode == 0 and any(s in r.stdout for s in ("idle", "mix", "alloc"))
 
 
@@ -164,7 +164,7 @@ def test_demo_cohort_on_slurm(tmp_path: Path) -> None:
     config = _one_subject(work)
     shutil.copytree(ROOT / "tests/workflow/slurm-ci", work / "slurm-ci")
     r = subprocess.run(["timeout", "-s", "INT", "900", *SNAKEMAKE, "--profile", "profiles/slurm",
-                        "--profile", "slurm-ci", *config], cwd=work, env=_env(), capture_output=True, text=True,
+                        "--profile", "slurm-ci", *config], check=False, cwd=work, env=_env(), capture_output=True, text=True,
                        encoding="utf-8", errors="replace")
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     assert "Using profiles" in r.stdout + r.stderr or "slurm" in r.stdout + r.stderr
