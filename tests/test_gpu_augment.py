@@ -266,3 +266,35 @@ def test_grid_turns_give_the_eight_proper_orientations_and_no_mirror_image() -> 
     seen_gpu = {which(img[b].permute(1, 2, 0).numpy(), out[b, 0].permute(1, 2, 0).numpy().astype(np.uint8))
                 for b in range(40)}
     assert seen_cpu == seen_gpu == set(proper)  # all eight drawn, on both paths
+
+
+@pytest.mark.parametrize("elastic", [0.0, 3.0])
+def test_window_is_the_crop_of_the_whole_augmented_volume(elastic: float) -> None:
+    cfg = AugmentConfig(rotate_deg=20.0, translate_mm=8.0, translate_slice_mm=4.0, elastic_mm=elastic,
+                        slice_jitter_mm=1.5)
+    x = torch.rand(3, 10, 48, 40)
+    lab = torch.randint(0, 5, (3, 2, 10, 48, 40))
+    full_img, full_lab = ga.augment_batch(x, lab, cfg, torch.Generator().manual_seed(9))
+    img, out = ga.augment_batch(x, lab, cfg, torch.Generator().manual_seed(9), window=(5, 11, 24))
+    assert img.shape == (3, 10, 24, 24) and out.shape == (3, 2, 10, 24, 24)
+    assert torch.allclose(img, full_img[..., 5:29, 11:35], atol=1e-6)
+    assert torch.equal(out, full_lab[..., 5:29, 11:35])
+    base = torch.nn.functional.affine_grid(torch.eye(3, 4)[None], [1, 1, 10, 48, 40], align_corners=False)
+    assert torch.equal(ga._identity_grid((10, 48, 40), slice(5, 29), slice(11, 35), torch.device("cpu")),
+                       base[:, :, 5:29, 11:35])  # torch's own voxel centres, bit for bit
+    with pytest.raises(ValueError, match="does not fit"):
+        ga.augment_batch(x, lab, cfg, torch.Generator(), window=(30, 0, 24))
+
+
+def test_resident_batches_are_crops_of_the_set_size() -> None:
+    from ssll.nn.train import TrainConfig, _ResidentBatches
+
+    cfg = TrainConfig(batch_size=2, augment=AugmentConfig(crop=16))
+    data = {"image": torch.rand(4, 6, 32, 32).half(), "labels": torch.randint(0, 5, (4, 2, 6, 32, 32), dtype=torch.uint8),
+            "has_rv_wall": torch.tensor([True, False, True, False])}
+    batches = list(_ResidentBatches(data, cfg, epoch=1))
+    assert len(batches) == 2
+    for b in batches:
+        assert b["image"].shape == (2, 6, 16, 16) and b["seg"].shape == b["lmk"].shape == (2, 6, 16, 16)
+    again = list(_ResidentBatches(data, cfg, epoch=1))  # the draws depend on (seed, epoch) only
+    assert all(torch.equal(a["image"], b["image"]) for a, b in zip(batches, again))

@@ -57,7 +57,7 @@ def random_affines(n: int, cfg: AugmentConfig, generator: torch.Generator) -> to
 
 
 def augment_batch(image: torch.Tensor, labels: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator,
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+                  *, window: tuple[int, int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Augment a batch on its own device.
 
     Args:
@@ -65,12 +65,23 @@ def augment_batch(image: torch.Tensor, labels: torch.Tensor, cfg: AugmentConfig,
         labels: ``(B, L, S, H, W)`` integer maps (segmentation, landmark map, ...), moved with the image.
         cfg: ranges (angles in degrees, translation in mm).
         generator: CPU generator (the random draws are made on the CPU and are reproducible).
+        window: ``(i0, j0, size)``: compute only the ``size x size`` in-plane window of the augmented
+            volume whose first voxel is ``(i0, j0)`` (a training crop; the transforms are those of the
+            whole volume, so the result is that window of the uncropped output, at a fraction of the cost).
+            Defaults to the whole volume.
 
     Returns:
-        ``(image, labels)`` of the input shapes: float32 image in [0, 1], ``int64`` labels; points that
-        come from outside the input are 0 (background).
+        ``(image, labels)``: float32 image in [0, 1], ``int64`` labels, of the input shapes (``H = W = size``
+        with a window); points that come from outside the input are 0 (background).
     """
     b, s, h, w = image.shape
+    if window is not None:
+        i0, j0, size = window
+        if not (0 <= i0 <= h - size and 0 <= j0 <= w - size and size > 0):
+            raise ValueError(f"augment_batch: window {window} does not fit an in-plane grid of {h}x{w}")
+        rows, cols = slice(i0, i0 + size), slice(j0, j0 + size)
+    else:
+        rows, cols = slice(None), slice(None)
     dev = image.device
     aff = random_affines(b, cfg, generator)
     # normalised coordinates (x=W=j, y=H=i, z=S=k) <-> mm from the centre (i, j, k), align_corners=False
@@ -81,22 +92,25 @@ def augment_batch(image: torch.Tensor, labels: torch.Tensor, cfg: AugmentConfig,
     m = aff[:, :, :3][:, perm][:, :, perm]
     t = aff[:, :, 3][:, perm]
     theta = torch.cat([m / d[None, :, None] * d[None, None, :], (t / d)[..., None]], dim=2)
-    if cfg.elastic_mm > 0 or cfg.slice_jitter_mm > 0:
-        # output point p -> affine(p + d(p)), the displacement (elastic, slice jitter) drawn in the output frame
-        def normal(size: tuple[int, ...]) -> np.ndarray:
-            return torch.randn(size, generator=generator, dtype=torch.float64).numpy()
+    warped = cfg.elastic_mm > 0 or cfg.slice_jitter_mm > 0
+    if warped or window is not None:
+        grid = _identity_grid((s, h, w), rows, cols, dev).expand(b, -1, -1, -1, -1)  # (B, S, h, w, 3) = (x=j, y=i, z=k)
+        if warped:
+            # output point p -> affine(p + d(p)), the displacement (elastic, slice jitter) drawn in the output frame
+            def normal(size: tuple[int, ...]) -> np.ndarray:
+                return torch.randn(size, generator=generator, dtype=torch.float64).numpy()
 
-        field = torch.zeros(b, 2, s, h, w, device=dev)  # (B, 2 = (i, j), S, H, W) mm
-        if cfg.elastic_mm > 0:
-            # (B, 2, nI, nJ, nK) mm
-            coarse = torch.from_numpy(np.stack([elastic_coarse((h, w, s), cfg, normal) for _ in range(b)]))
-            field = field + elastic_field(coarse.permute(0, 1, 4, 2, 3).to(dev), (s, h, w))
-        if cfg.slice_jitter_mm > 0:
-            jitter = torch.from_numpy(np.stack([slice_jitter(s, cfg, normal) for _ in range(b)]))  # (B, 2, S)
-            field = field + jitter.to(dev)[..., None, None]
-        ident = torch.eye(3, 4, dtype=torch.float32, device=dev).expand(b, 3, 4)
-        grid = F.affine_grid(ident, [b, 1, s, h, w], align_corners=False)  # (B, S, H, W, 3) = (x=j, y=i, z=k)
-        grid = grid + torch.stack([field[:, 1] / float(d[0]), field[:, 0] / float(d[1]), torch.zeros_like(field[:, 0])], -1)
+            field = torch.zeros(b, 2, s, h, w, device=dev)  # (B, 2 = (i, j), S, H, W) mm
+            if cfg.elastic_mm > 0:
+                # (B, 2, nI, nJ, nK) mm
+                coarse = torch.from_numpy(np.stack([elastic_coarse((h, w, s), cfg, normal) for _ in range(b)]))
+                field = field + elastic_field(coarse.permute(0, 1, 4, 2, 3).to(dev), (s, h, w))
+            if cfg.slice_jitter_mm > 0:
+                jitter = torch.from_numpy(np.stack([slice_jitter(s, cfg, normal) for _ in range(b)]))  # (B, 2, S)
+                field = field + jitter.to(dev)[..., None, None]
+            field = field[..., rows, cols]
+            grid = grid + torch.stack([field[:, 1] / float(d[0]), field[:, 0] / float(d[1]),
+                                       torch.zeros_like(field[:, 0])], -1)
         th = theta.to(dev, torch.float32)
         grid = torch.einsum("bshwc,brc->bshwr", grid, th[:, :, :3]) + th[:, None, None, None, :, 3]
     else:
@@ -116,3 +130,16 @@ def augment_batch(image: torch.Tensor, labels: torch.Tensor, cfg: AugmentConfig,
             start, stop = drop_slab(s, np.flatnonzero(fg[n]), draws[n], cfg)
             img[n, start:stop] = 0
     return img.clamp(0, 1), lab
+
+
+def _identity_grid(shape: tuple[int, int, int], rows: slice, cols: slice, device: torch.device) -> torch.Tensor:
+    """``F.affine_grid`` of the identity (``align_corners=False``) for an ``(S, H, W)`` volume, only at the
+    in-plane window ``rows`` x ``cols``: ``(1, S, h, w, 3)`` normalised ``(x=j, y=i, z=k)``, the same values
+    as the whole grid sliced, without computing the whole grid."""
+
+    def axis(n: int) -> torch.Tensor:  # torch's own construction of the normalised voxel centres
+        return torch.linspace(-1.0, 1.0, n, device=device) * (n - 1) / n
+
+    z, y, x = axis(shape[0]), axis(shape[1])[rows], axis(shape[2])[cols]
+    zz, yy, xx = torch.meshgrid(z, y, x, indexing="ij")
+    return torch.stack([xx, yy, zz], dim=-1)[None]

@@ -302,14 +302,15 @@ class _ResidentBatches:
 
         perm = torch.randperm(self.n, generator=self.gen)
         bs, crop = self.cfg.batch_size, self.cfg.augment.crop
+        h, w = self.data["image"].shape[-2:]
         for s in range(len(self)):
             idx = perm[s * bs:(s + 1) * bs].to(self.data["image"].device)
-            img, lab = augment_batch(self.data["image"][idx].float(), self.data["labels"][idx], self.cfg.augment, self.gen)
-            h, w = img.shape[-2:]
-            if crop < min(h, w):
+            window = None
+            if crop < min(h, w):  # only the crop is augmented (the same voxels as cropping afterwards)
                 o = torch.randint(0, min(h, w) - crop + 1, (2,), generator=self.gen).tolist()
-                img = img[..., o[0]:o[0] + crop, o[1]:o[1] + crop]
-                lab = lab[..., o[0]:o[0] + crop, o[1]:o[1] + crop]
+                window = (o[0], o[1], crop)
+            img, lab = augment_batch(self.data["image"][idx].float(), self.data["labels"][idx], self.cfg.augment,
+                                     self.gen, window=window)
             yield {"image": img, "seg": lab[:, 0], "lmk": lab[:, 1], "has_rv_wall": self.data["has_rv_wall"][idx]}
 
 
