@@ -273,15 +273,24 @@ def _run_cycle(a: argparse.Namespace) -> None:
 # ---------------------------------------------------------------- train
 def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="training YAML (see config/train_lr.yaml)")
+    p.add_argument("--export-only", action="store_true",
+                   help="write the weights and model card from the run's latest checkpoint without training "
+                        "(a run in progress or interrupted; the card gives the checkpoint's epoch and last validation)")
 
 
 def _run_train(a: argparse.Namespace) -> None:
     import yaml
 
-    from ssll.nn.train import TrainConfig, train
+    from ssll.errors import ModelError
+    from ssll.nn.train import TrainConfig, export, train
 
     with open(a.config) as fh:
         cfg = TrainConfig.from_mapping(yaml.safe_load(fh) or {})
+    if a.export_only:
+        if not os.path.isfile(os.path.join(cfg.out_dir, "checkpoint.pt")):
+            raise ModelError(f"{a.config}: no checkpoint in {cfg.out_dir} to export")
+        log.info("weights written to %s", export(cfg))
+        return
     log.info("weights written to %s", train(cfg))
 
 

@@ -285,16 +285,3 @@ def test_window_is_the_crop_of_the_whole_augmented_volume(elastic: float) -> Non
     with pytest.raises(ValueError, match="does not fit"):
         ga.augment_batch(x, lab, cfg, torch.Generator(), window=(30, 0, 24))
 
-
-def test_resident_batches_are_crops_of_the_set_size() -> None:
-    from ssll.nn.train import TrainConfig, _ResidentBatches
-
-    cfg = TrainConfig(batch_size=2, augment=AugmentConfig(crop=16))
-    data = {"image": torch.rand(4, 6, 32, 32).half(), "labels": torch.randint(0, 5, (4, 2, 6, 32, 32), dtype=torch.uint8),
-            "has_rv_wall": torch.tensor([True, False, True, False])}
-    batches = list(_ResidentBatches(data, cfg, epoch=1))
-    assert len(batches) == 2
-    for b in batches:
-        assert b["image"].shape == (2, 6, 16, 16) and b["seg"].shape == b["lmk"].shape == (2, 6, 16, 16)
-    again = list(_ResidentBatches(data, cfg, epoch=1))  # the draws depend on (seed, epoch) only
-    assert all(torch.equal(a["image"], b["image"]) for a, b in zip(batches, again))

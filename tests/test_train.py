@@ -65,6 +65,33 @@ def test_resume_continues_from_checkpoint(trained: tuple[TrainConfig, Path]) -> 
     assert card["untrained_classes"] == [4]
 
 
+def test_export_only_writes_the_checkpoints_weights_without_training(trained: tuple[TrainConfig, Path]) -> None:
+    import yaml
+
+    from ssll.cli import main
+
+    cfg, tmp = trained
+    out = tmp / "export"
+    out.mkdir()
+    conf = tmp / "export.yaml"
+    conf.write_text(yaml.safe_dump({"name": "tiny", "data_dir": cfg.data_dir, "cache_dir": cfg.cache_dir,
+                                    "out_dir": str(out), "validation_patients": ["patient002"],
+                                    "widths": [4, 4, 4, 4, 4], "epochs": 9}))
+    assert main(["train", "--config", str(conf), "--export-only"]) == 2  # no checkpoint yet: refused
+    assert not (out / "tiny.pt").exists()
+    src = Path(cfg.out_dir)
+    (out / "checkpoint.pt").write_bytes((src / "checkpoint.pt").read_bytes())
+    (out / "log.csv").write_text("epoch,lr,loss,val_dice_lv_cavity,val_dice_lv_wall\n1,0.001,0.9,0.5,0.4\n"
+                                 "2,0.001,0.8,,\n")
+    assert main(["train", "--config", str(conf), "--export-only"]) == 0
+    card = json.loads((out / "tiny.json").read_text())
+    epoch = torch.load(src / "checkpoint.pt", weights_only=True)["epoch"]
+    assert card["training"]["epochs"] == epoch  # the checkpoint's, not the config's 9
+    assert card["validation"]["dice_working_grid_mean"] == {"val_dice_lv_cavity": 0.5, "val_dice_lv_wall": 0.4}
+    assert load_model(out / "tiny.pt").net.n_slices == 80
+    assert not (out / "checkpoint.tmp").exists() and len(list(out.glob("*.csv"))) == 1  # nothing trained
+
+
 def test_weights_load_and_predict(trained: tuple[TrainConfig, Path]) -> None:
     cfg, _ = trained
     model = load_model(Path(cfg.out_dir) / "tiny.pt")

@@ -321,7 +321,7 @@ def export(cfg: TrainConfig, *, validation: dict[str, Any] | None = None) -> Pat
     model = SSLLN(widths=cfg.widths, upsample=cfg.upsample)
     model.load_state_dict(state["model"])
     train_files, val_files = _split(cfg.cached_files(), cfg.validation_ids())
-    last_val = validation or {}
+    last_val = validation if validation is not None else _last_validation(out / "log.csv")
     weights = out / f"{cfg.name}.pt"
     # stored as float16 (half the size; load_state_dict casts back to the float32 parameters)
     torch.save({k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}, weights)
@@ -352,6 +352,14 @@ def export(cfg: TrainConfig, *, validation: dict[str, Any] | None = None) -> Pat
 
 _LOG_FIELDS = ["epoch", "lr", "loss", "dice_loss", "landmark_loss", "seconds", "val_dice_lv_cavity",
                "val_dice_lv_wall", "val_dice_rv_cavity", "val_dice_rv_wall"]
+
+
+def _last_validation(log_path: Path) -> dict[str, float]:
+    """The latest validated epoch's ``val_dice_*`` from the CSV log (empty without one)."""
+    if not log_path.exists():
+        return {}
+    rows = [r for r in csv.DictReader(log_path.open()) if r.get("val_dice_lv_cavity")]
+    return {k: float(v) for k, v in rows[-1].items() if k.startswith("val_dice_") and v} if rows else {}
 
 
 def _append_log(path: Path, row: dict[str, Any], *, fresh: bool) -> None:
