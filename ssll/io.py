@@ -56,7 +56,9 @@ MAX_AXIS = 4096
 def atomic_path(path: PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only on success.
 
-    The temporary name keeps the full suffix (``.nii.gz``) so writers infer the format from it.
+    The temporary name keeps the full suffix (``.nii.gz``) so writers infer the format from it. The
+    file gets the permissions of any newly created file (``0o666`` less the process's umask), not the
+    owner-only ``0o600`` of a temporary file, so a group sharing a cohort's results can read them.
     """
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -65,10 +67,18 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    """The process's file-creation mask (read by setting it and putting it back)."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
 
 
 def write_json(path: PathLike, obj: Any) -> None:

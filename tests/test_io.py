@@ -63,6 +63,23 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o007, 0o660)])
+def test_atomic_write_gives_the_umasks_permissions(tmp_path: Path, umask: int, mode: int) -> None:
+    """Results are shared on a cluster: not the owner-only mode of a temporary file."""
+    import os
+    import stat
+
+    old = os.umask(umask)
+    try:
+        with atomic_path(tmp_path / "out.json") as tmp:
+            tmp.write_text("{}")
+        save_nifti(tmp_path / "x.nii.gz", Volume(np.zeros((2, 2, 2), np.float32), np.eye(4)))
+    finally:
+        os.umask(old)
+    for name in ("out.json", "x.nii.gz"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name
+
+
 # ---------------------------------------------------------------- bad input, one test each
 def _good(tmp_path: Path) -> Path:
     return write_nifti(tmp_path / "good.nii.gz", np.random.default_rng(0).random((8, 8, 4)).astype(np.float32))
