@@ -9,7 +9,7 @@ import pytest
 from conftest import write_nifti
 
 from ssll.errors import LabelError
-from ssll.measures import cardiac_measures, phase_measures, run_cohort_table, run_measures
+from ssll.measures import cardiac_measures, phase_measures, run_cohort_table, run_measures, rv_wall_coverage
 
 
 def _ellipsoid(shape, spacing, radii, label, out=None):
@@ -34,9 +34,37 @@ def test_ellipsoid_volume_and_mass() -> None:
 
 
 def test_labels_are_counted_not_summed() -> None:
-    lab = np.array([[[3, 3, 4, 1]]], np.uint8)
+    lab = np.array([[[3], [3], [4], [1]]], np.uint8)  # in one slice: the RV wall closes the RV cavity's free side
     m = phase_measures(lab, (10.0, 10.0, 10.0))  # 1 ml voxels
     assert m["rv_cavity_ml"] == 2.0 and m["lv_cavity_ml"] == 1.0 and m["rv_mass_g"] == pytest.approx(1.05)
+
+
+def _rv_slab(wall: str) -> np.ndarray:
+    """Slices of an LV (cavity in a wall) with an RV cavity beside it, the RV wall round its free side
+    (``wall="ring"``), as a few scattered voxels (``"specks"``) or absent (``"none"``)."""
+    lab = np.zeros((40, 40, 3), np.uint8)
+    i, j = np.mgrid[:40, :40]
+    lv = (i - 20) ** 2 + (j - 14) ** 2
+    rv = ((i - 20) / 12.0) ** 2 + ((j - 27) / 8.0) ** 2
+    sl = np.zeros((40, 40), np.uint8)
+    sl[rv <= 1.6] = 4 if wall == "ring" else 0
+    sl[rv <= 1.0] = 3
+    sl[lv <= 64] = 2
+    sl[lv <= 25] = 1
+    if wall == "specks":
+        sl[20, 36] = sl[7, 27] = 4  # just outside the RV cavity
+    lab[:] = sl[..., None]
+    return lab
+
+
+def test_rv_mass_only_where_an_rv_wall_covers_the_rv_cavity() -> None:
+    ring, specks, none = (phase_measures(_rv_slab(w), (1.25, 1.25, 10.0)) for w in ("ring", "specks", "none"))
+    assert ring["rv_wall_coverage"] > 0.9 and ring["rv_mass_g"] > 5.0  # the septum, beside the LV, is not counted
+    assert specks["rv_wall_coverage"] < 0.1 and math.isnan(specks["rv_mass_g"])
+    assert none["rv_wall_coverage"] == 0.0 and math.isnan(none["rv_mass_g"])
+    for m in (ring, specks, none):  # the rest is measured as before
+        assert m["rv_cavity_ml"] == ring["rv_cavity_ml"] > 0 and m["lv_mass_g"] == ring["lv_mass_g"] > 0
+    assert math.isnan(rv_wall_coverage(np.ones((4, 4, 2), np.uint8)))  # no RV cavity
 
 
 def test_ef() -> None:
