@@ -178,11 +178,14 @@ def test_demo_cohort_on_slurm(tmp_path: Path) -> None:
 def test_demo_cohort_end_to_end(tmp_path: Path) -> None:
     work = tmp_path / "run"
     _copy_workflow(work)
-    config = _stored(work)
+    config = [*_stored(work), "--config", "keep_working_images=False"]  # a large cohort's disk-saving setting
     r = _run([*SNAKEMAKE, "--profile", "profiles/local", *config], work)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     for subject in ("patient020", "patient080"):
         for phase in ("ED", "ES"):
+            # the working-grid images are gone once read; their grid records stay
+            assert not (work / "results/preprocess" / subject / f"{phase}.nii.gz").exists()
+            assert (work / "results/preprocess" / subject / f"{phase}.json").exists()
             orig = nib.load(str(work / "results/segment" / subject / f"{phase}_labels_original.nii.gz"))
             src = nib.load(str(work / "results/ingest" / subject / f"{phase}.nii.gz"))
             assert orig.shape == src.shape
@@ -205,7 +208,7 @@ def test_demo_cohort_end_to_end(tmp_path: Path) -> None:
     assert (work / "results/evaluate/patient020.json").exists()  # the demo sheet gives ground truth
     page = (work / "results/cohort/report.html").read_text()
     assert "<b>2</b> subjects: <b>2</b> done" in page and "Bland-Altman" in page and "lowest expected Dice" in page
-    # a rerun has nothing to do
+    # a rerun has nothing to do (the deleted working images are not missing work)
     r2 = _run([*SNAKEMAKE, "--profile", "profiles/local", *config, "-n"], work)
     assert "Nothing to be done" in r2.stdout + r2.stderr
 

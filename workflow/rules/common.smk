@@ -112,6 +112,12 @@ def by_phase(pattern):
     return [pattern.replace("{phase}", ph) for ph in PHASES]
 
 
+def working_images(paths):
+    """The preprocessed working-grid images: kept, or (keep_working_images: false) deleted by Snakemake
+    once every job that reads them is done."""
+    return paths if config["keep_working_images"] else temp(paths)
+
+
 def section(name):
     return json.dumps(config.get(name, {}), sort_keys=True)
 

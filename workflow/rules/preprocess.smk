@@ -3,7 +3,9 @@ rule preprocess:
     input:
         image=by_phase(f"{RESULTS}/ingest/{{subject}}/{{phase}}.nii.gz"),
     output:
-        image=by_phase(f"{RESULTS}/preprocess/{{subject}}/{{phase}}.nii.gz"),
+        image=working_images(
+            by_phase(f"{RESULTS}/preprocess/{{subject}}/{{phase}}.nii.gz")
+        ),
         record=by_phase(f"{RESULTS}/preprocess/{{subject}}/{{phase}}.json"),
     log:
         "logs/preprocess/{subject}.log",
