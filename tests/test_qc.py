@@ -72,6 +72,21 @@ def _landmarks_ok() -> np.ndarray:
     return np.array([[35, 0, 0], [0, 20, 0], [0, -20, 0], [-45, 0, 0], [5, 0, -60], [0, 0, 30.0]])
 
 
+def test_refined_rv_wall_in_pieces_is_flagged_only_where_the_segmentation_has_an_rv_wall() -> None:
+    from ssll.qc import qc_flags
+
+    lab = biv_phantom((64, 60, 24), spacing=(1.5, 1.5, 4.0))  # an RV wall round the RV cavity
+    refined = lab.copy()
+    refined[(refined == 4) & (np.arange(60)[None, :, None] % 6 == 0)] = 0  # the refined RV wall cut in strips
+    refined[(refined == 4) & (np.arange(24)[None, None, :] % 4 == 0)] = 0
+    kw = {"landmarks_mm": {"ED": _landmarks_ok()}, "measures": {}}
+    flags = qc_flags(segmentations={"ED": lab}, refined={"ED": refined}, **kw)
+    assert [f["reason"].split(" in ")[0] for f in flags if f["flag"] == "refined_in_pieces"] == ["refined rv_wall"]
+    no_wall = np.where(lab == 4, 0, lab)  # a real scan's segmentation: no RV wall
+    assert not any(f["flag"] == "refined_in_pieces" for f in qc_flags(segmentations={"ED": no_wall},
+                                                                       refined={"ED": refined}, **kw))
+
+
 def test_flags_fire_for_known_faults_and_stay_quiet_on_a_good_subject() -> None:
     from ssll.qc import qc_flags
 
