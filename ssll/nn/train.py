@@ -358,13 +358,17 @@ def _last_validation(log_path: Path) -> dict[str, float]:
     """The latest validated epoch's ``val_dice_*`` from the CSV log (empty without one)."""
     if not log_path.exists():
         return {}
-    rows = [r for r in csv.DictReader(log_path.open()) if r.get("val_dice_lv_cavity")]
+    with log_path.open(newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r.get("val_dice_lv_cavity")]
     return {k: float(v) for k, v in rows[-1].items() if k.startswith("val_dice_") and v} if rows else {}
 
 
 def _append_log(path: Path, row: dict[str, Any], *, fresh: bool) -> None:
     """Append one epoch to the CSV log (rewritten whole, so a resumed run keeps one header)."""
-    rows = [] if fresh or not path.exists() else list(csv.DictReader(path.open()))
+    rows: list[dict[str, Any]] = []
+    if not fresh and path.exists():
+        with path.open(newline="") as fh:
+            rows = list(csv.DictReader(fh))
     rows = [r for r in rows if int(r["epoch"]) < int(row["epoch"])] + [row]
     tmp = path.with_suffix(".tmp")
     with tmp.open("w", newline="") as fh:
