@@ -87,8 +87,8 @@ def _floor(a: argparse.Namespace) -> None:
             before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
             t0 = time.perf_counter()
             r = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--forceall", "--quiet", "all", "-c1",
-                                "--config", f"nsub={n}", f"nrules={a.jobs_per_subject}"], check=False, cwd=tmp, capture_output=True,
-                               text=True)
+                                "--config", f"nsub={n}", f"nrules={a.jobs_per_subject}"], check=False, cwd=tmp,
+                               capture_output=True, text=True)
             secs = time.perf_counter() - t0
             if r.returncode != 0:
                 raise SystemExit(f"floor {n}: snakemake failed:\n{r.stderr[-2000:]}")

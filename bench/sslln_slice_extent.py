@@ -92,7 +92,8 @@ def main() -> None:
             "volumes_with_missed": int((g.n_missed > 0).sum()),
             "extra_slices": int(g.n_extra_basal.sum() + g.n_extra_apical.sum()), "missed_slices": int(g.n_missed.sum()),
             "dice": round(float(g.dice.mean()), 4), "dice_without_extra": round(float(g.dice_without_extra.mean()), 4),
-            "hd_mm": round(float(g.hd_mm.mean()), 2), "hd_mm_without_extra": round(float(g.hd_mm_without_extra.mean()), 2),
+            "hd_mm": round(float(g.hd_mm.mean()), 2),
+            "hd_mm_without_extra": round(float(g.hd_mm_without_extra.mean()), 2),
         }
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(json.dumps(summary, indent=1))

@@ -47,7 +47,8 @@ class CycleResult:
     Attributes:
         frames: one row per frame: ``frame`` (0-based), ``lv_cavity_ml``, ``lv_mass_g``, ``rv_cavity_ml``,
             ``rv_mass_g`` (NaN unless an RV wall covers the RV cavity, :func:`ssll.measures.rv_wall_coverage`),
-            ``lv_wall_thickness_mm`` (the mean over the 16 AHA segments, with the frame's own landmarks, as ``ssll measures`` takes it: :mod:`ssll.thickness`) and
+            ``lv_wall_thickness_mm`` (the mean over the 16 AHA segments, with the frame's own landmarks, as
+            ``ssll measures`` takes it: :mod:`ssll.thickness`) and
             ``expected_dice_min`` (the lowest of the network's expected Dice of its LV cavity, LV wall and RV
             cavity: a quality estimate per frame).
         orientation: the orientation record of the first frame (searched or given), used for every frame.

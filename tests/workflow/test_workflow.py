@@ -164,8 +164,8 @@ def test_demo_cohort_on_slurm(tmp_path: Path) -> None:
     config = _one_subject(work)
     shutil.copytree(ROOT / "tests/workflow/slurm-ci", work / "slurm-ci")
     r = subprocess.run(["timeout", "-s", "INT", "900", *SNAKEMAKE, "--profile", "profiles/slurm",
-                        "--profile", "slurm-ci", *config], check=False, cwd=work, env=_env(), capture_output=True, text=True,
-                       encoding="utf-8", errors="replace")
+                        "--profile", "slurm-ci", *config], check=False, cwd=work, env=_env(), capture_output=True,
+                       text=True, encoding="utf-8", errors="replace")
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     assert "Using profiles" in r.stdout + r.stderr or "slurm" in r.stdout + r.stderr
     logs = list((work / ".snakemake/slurm_logs").rglob("*.log"))
