@@ -64,6 +64,12 @@ class AtlasConfig:
             beyond the imaged slab (along the slice axis): ``apex`` (default: a stack that stops
             short of the apex is completed there, while at the base nothing beyond the first slice
             says where the valve plane is), ``both`` or ``none``.
+        rv_wall_from_atlases: for a target without an RV wall around its RV cavity
+            (:func:`ssll.measures.rv_wall_coverage` below :data:`ssll.measures.RV_WALL_MIN_COVERAGE`: SSLLN-LR on
+            real scans), match the atlases with their RV wall counted as background (selection and
+            registration), so that their RV walls follow the target's RV cavity and the fusion gives the model
+            one. False: match every label as it is (the atlas RV wall is then pulled away from the target's
+            background). Defaults to True.
     """
 
     top_k: int = 5
@@ -71,6 +77,7 @@ class AtlasConfig:
     nmi_stride: int = 3
     init: str = "landmarks"
     beyond_stack: str = "apex"
+    rv_wall_from_atlases: bool = True
 
     @classmethod
     def from_mapping(cls, m: dict[str, Any] | None) -> AtlasConfig:
@@ -294,6 +301,8 @@ def select_atlases(
     target_landmarks: Array,
     bank: list[Atlas],
     cfg: AtlasConfig | None = None,
+    *,
+    ignore_rv_wall: bool = False,
 ) -> list[dict[str, Any]]:
     """Rank every atlas by NMI after its landmark affine (or centroid alignment, ``cfg.init="labels"``);
     return the top ``cfg.top_k``.
@@ -303,6 +312,8 @@ def select_atlases(
         target_affine: its 4x4 voxel -> world mm.
         target_landmarks: ``(6, 3)`` target landmarks, world mm.
         bank: the atlases.
+        ignore_rv_wall: count the atlases' RV wall as background (a target without one;
+            :attr:`AtlasConfig.rv_wall_from_atlases`).
 
     Returns:
         One dict per kept atlas, best first: ``atlas`` (:class:`Atlas`), ``affine`` (4x4 world(target)
@@ -327,7 +338,10 @@ def select_atlases(
                 aff = landmark_affine(target_landmarks, a.landmarks, what=f"atlas {a.atlas_id}")
         except RegistrationError:
             continue
-        scored.append((nmi(tl, warp_labels_nearest(a, aff, world)), a, aff))
+        warped = warp_labels_nearest(a, aff, world)
+        if ignore_rv_wall:
+            warped[warped == Label.RV_WALL] = 0
+        scored.append((nmi(tl, warped), a, aff))
     if not scored:
         raise AtlasError(f"no usable atlas in a bank of {len(bank)}: every {cfg.init} affine failed "
                          "(target landmarks missing, coplanar or in the wrong order?)")

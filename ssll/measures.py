@@ -30,8 +30,8 @@ MYOCARDIAL_DENSITY_G_PER_ML = 1.05
 #: below this :func:`rv_wall_coverage` the RV wall is not segmented as a wall and no RV mass is given (a wall
 #: over less of the free wall would understate the mass by more than its gaps). The values are far apart:
 #: 0.93-0.98 for phantom truths and 0.83-0.89 for SSLLN-LR on simulated thick-slice phantoms, against
-#: 0.10-0.48 (median 0.32) for SSLLN-LR on the 40 held-out ACDC volumes and 0.05-0.34 for the refined model on
-#: the demo's.
+#: 0.10-0.48 (median 0.32) for SSLLN-LR on the 40 held-out ACDC volumes and 0.39-0.61 for the refined model on
+#: the demo's (0.05-0.34 before it took its RV wall from the atlases, ``AtlasConfig.rv_wall_from_atlases``).
 RV_WALL_MIN_COVERAGE = 0.7
 
 

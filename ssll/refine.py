@@ -28,7 +28,8 @@ import torch
 from ssll.atlases import Atlas, AtlasConfig, crop, crop_box, select_atlases
 from ssll.errors import AtlasError
 from ssll.fusion import FusionConfig, fuse_labels
-from ssll.labels import Landmark
+from ssll.labels import Label, Landmark
+from ssll.measures import RV_WALL_MIN_COVERAGE, rv_wall_coverage
 from ssll.motion import acquired_slices, labels_as_acquired, shift_slices
 from ssll.preprocess import GridRecord, input_fov_mask
 from ssll.register import FFDConfig, register_affine_labels, register_labels_batch, warp_atlas
@@ -102,15 +103,21 @@ def refine(
     tl, taff = crop(np.asarray(labels, np.uint8), affine, box)
     ti, _ = crop(np.asarray(image, np.float32), affine, box)
     fallback = None
+    # a target without an RV wall (SSLLN-LR on real scans): the atlases' RV walls are matched as background
+    no_rv_wall = cfg.atlases.rv_wall_from_atlases and not rv_wall_coverage(tl) >= RV_WALL_MIN_COVERAGE
+
+    def matched(atlas_labels: Array) -> Array:
+        return np.where(atlas_labels == Label.RV_WALL, 0, atlas_labels).astype(np.uint8) if no_rv_wall else atlas_labels
+
     try:
-        chosen = select_atlases(tl, taff, landmarks_mm, bank, cfg.atlases)
+        chosen = select_atlases(tl, taff, landmarks_mm, bank, cfg.atlases, ignore_rv_wall=no_rv_wall)
     except AtlasError as exc:
         if cfg.atlases.init != "landmarks":
             raise
         # no atlas accepts the landmark affine (e.g. landmarks in the wrong order): label-only start
         fallback = f"landmark initialisation failed ({exc}); used the label-based affine"
         cfg = replace(cfg, atlases=replace(cfg.atlases, init="labels"))
-        chosen = select_atlases(tl, taff, landmarks_mm, bank, cfg.atlases)
+        chosen = select_atlases(tl, taff, landmarks_mm, bank, cfg.atlases, ignore_rv_wall=no_rv_wall)
     ks = None
     if slices is not None:
         ks = np.asarray(slices, int) - box[2].start
@@ -123,10 +130,12 @@ def refine(
     for c in chosen:
         init = c["affine"]
         if cfg.atlases.init == "labels":
-            init = register_affine_labels(tl, taff, c["atlas"].labels, c["atlas"].affine, init, slices=ks, device=device)
+            init = register_affine_labels(tl, taff, matched(c["atlas"].labels), c["atlas"].affine, init, slices=ks,
+                                          device=device)
         inits.append(init)
     # the selected atlases' FFDs optimised together (each as it would be alone)
-    results = register_labels_batch(tl, taff, [(c["atlas"].labels, c["atlas"].affine, init) for c, init in zip(chosen, inits)],
+    results = register_labels_batch(tl, taff, [(matched(c["atlas"].labels), c["atlas"].affine, init)
+                                               for c, init in zip(chosen, inits)],
                                     cfg.ffd, slices=ks, device=device, what=what,
                                     names=[f"atlas {c['atlas'].atlas_id}" for c in chosen])
     for c, init, res in zip(chosen, inits, results):
@@ -153,6 +162,7 @@ def refine(
         "box_voxels": [[s.start, s.stop] for s in box],
         "init": cfg.atlases.init,
         "init_fallback": fallback,
+        "rv_wall_from_atlases": no_rv_wall,
         "beyond_stack": cut,
         "slice_shifts_mm": None if shifts is None else {
             "slices": [int(k) + box[2].start for k in results[0].slices], "shifts": np.round(shifts, 3).tolist()},

@@ -88,6 +88,26 @@ def test_refinement_beats_the_staircase(bank_dir) -> None:
     assert record["fusion"]["largest_component"] is False
 
 
+def test_a_target_without_rv_wall_takes_the_atlases_rv_wall(bank_dir) -> None:
+    """SSLLN-LR on a real scan draws no RV wall: matched as background, the atlases' RV walls follow the
+    target's RV cavity into the refined model, instead of being pulled away from the target's background."""
+    truth, aff, lr, lr_aff = _lr_target()
+    staircase = nearest_upsample(lr, lr_aff, SHAPE, aff)
+    no_wall = np.where(staircase == 4, 0, staircase).astype(np.uint8)
+    image = image_from_labels(staircase, 7) / 450.0
+    bank, ks = load_bank(bank_dir), np.arange(2, SHAPE[2], 5)
+
+    def run(target: np.ndarray, from_atlases: bool) -> tuple[np.ndarray, dict]:
+        cfg = RefineConfig(atlases=AtlasConfig(top_k=3, rv_wall_from_atlases=from_atlases))
+        return refine(image, target, aff, _landmarks_world(aff), bank, cfg, slices=ks)
+
+    (as_is, rec_as_is), (taken, rec_taken) = run(no_wall, False), run(no_wall, True)
+    assert rec_as_is["rv_wall_from_atlases"] is False and rec_taken["rv_wall_from_atlases"] is True
+    assert dice(taken == 4, truth == 4) > dice(as_is == 4, truth == 4) + 0.1
+    assert dice(taken == 3, truth == 3) >= dice(as_is == 3, truth == 3) - 0.01
+    assert run(staircase, True)[1]["rv_wall_from_atlases"] is False  # a target with its RV wall is matched as it is
+
+
 def test_cli_refine_writes_outputs_on_both_grids(bank_dir, tmp_path) -> None:
     truth, aff, lr, lr_aff = _lr_target()
     img = write_nifti(tmp_path / "lr.nii.gz", image_from_labels(lr, 3), lr_aff)
