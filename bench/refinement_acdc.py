@@ -59,7 +59,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from refinement import add_fusion_args, fusion_config
 
-from ssll.atlases import load_bank
+from ssll.atlases import AtlasConfig, load_bank
 from ssll.evaluate import dice, dice_shift_compensated, hausdorff_slicewise
 from ssll.io import load_image, load_labels
 from ssll.labels import Label
@@ -175,7 +175,8 @@ def main(a: argparse.Namespace) -> None:
         cases = cases[: a.limit]
     model = load_model(a.weights_lr or default_weights("sslln_lr"))
     fusion = fusion_config(a)
-    cfgs = {g: RefineConfig(ffd=parse_variant(g), fusion=fusion) for g in a.grids}
+    atlases = AtlasConfig(rv_wall_from_atlases=a.rv_wall_from_atlases)
+    cfgs = {g: RefineConfig(atlases=atlases, ffd=parse_variant(g), fusion=fusion) for g in a.grids}
     rows = []
     for c in cases:
         img = load_image(c["image"])
@@ -262,6 +263,8 @@ if __name__ == "__main__":
     ap.add_argument("--add-shift-mm", type=float, default=0.0,
                     help="shift each input slice by a known random in-plane vector of this sd (mm); see the docstring")
     ap.add_argument("--limit", type=int, default=0, help="only the first N volumes (a quick check)")
+    ap.add_argument("--rv-wall-from-atlases", action=argparse.BooleanOptionalAction, default=True,
+                    help="atlases: rv_wall_from_atlases (ACDC targets have no RV wall; --no-... matches it as it is)")
     ap.add_argument("--picture", default="patient017", help="patient whose long-axis cut is drawn (first grid)")
     add_fusion_args(ap)
     ap.add_argument("--out", default="bench/results/refinement_acdc")
