@@ -33,7 +33,7 @@ import torch  # noqa: E402
 from refinement import lr_target, scores  # noqa: E402
 
 from ssll.atlases import AtlasConfig, load_bank  # noqa: E402
-from ssll.labels import Label  # noqa: E402
+from ssll.labels import Label, rv_wall_as_background  # noqa: E402
 from ssll.measures import phase_measures  # noqa: E402
 from ssll.nn.infer import default_weights, landmark_points, load_model, predict  # noqa: E402
 from ssll.phantom import require_bank  # noqa: E402
@@ -66,7 +66,7 @@ def main() -> None:
         pts = landmark_points(lmap[0], t.record)
         truth_m = phase_measures(t.truth, t.spacing)
         for name, (strip, from_atlases) in runs.items():
-            target = np.where(seg == Label.RV_WALL, 0, seg).astype(np.uint8) if strip else seg
+            target = rv_wall_as_background(seg) if strip else seg
             cfg = RefineConfig(atlases=AtlasConfig(rv_wall_from_atlases=from_atlases))
             refined, info = refine(t.image.array, target, waff, pts, bank, cfg, slices=acquired_slices(t.record),
                                    stack=stack_slab(t.record))

@@ -26,6 +26,7 @@ from held_out import held_out_parser, start  # noqa: E402
 from ssll.evaluate import dice, hausdorff  # noqa: E402
 from ssll.io import load_image, load_labels  # noqa: E402
 from ssll.labels import Label  # noqa: E402
+from ssll.landmarks import world_to_voxel  # noqa: E402
 from ssll.nn.data import held_out_cases  # noqa: E402
 from ssll.nn.infer import finish_segmentation, landmark_points, predict  # noqa: E402
 from ssll.preprocess import preprocess_volume  # noqa: E402
@@ -65,7 +66,7 @@ def main() -> None:
         seg = finish_segmentation(lab[0], lmap[0], prob[0], rec)
         # base at the input grid's low or high slice index: the mitral-valve centre against the apex
         pts = landmark_points(lmap[0], rec, fov=seg.fov)
-        k_of = (np.linalg.inv(img.affine) @ np.c_[pts, np.ones(len(pts))].T)[2]
+        k_of = world_to_voxel(pts, img.affine)[:, 2]
         base_first = bool(k_of[5] < k_of[4])
         for s in STRUCTS:
             p, t = seg.original == s, gt.array == s

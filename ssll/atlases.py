@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ssll.errors import AtlasError, RegistrationError
-from ssll.labels import Label
+from ssll.labels import Label, rv_wall_as_background
 from ssll.subjects import validate_subject_id
 from ssll.types import Array, PathLike, config_kwargs
 
@@ -339,9 +339,7 @@ def select_atlases(
         except RegistrationError:
             continue
         warped = warp_labels_nearest(a, aff, world)
-        if ignore_rv_wall:
-            warped[warped == Label.RV_WALL] = 0
-        scored.append((nmi(tl, warped), a, aff))
+        scored.append((nmi(tl, rv_wall_as_background(warped) if ignore_rv_wall else warped), a, aff))
     if not scored:
         raise AtlasError(f"no usable atlas in a bank of {len(bank)}: every {cfg.init} affine failed "
                          "(target landmarks missing, coplanar or in the wrong order?)")

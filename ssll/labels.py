@@ -33,6 +33,7 @@ __all__ = [
     "check_canonical",
     "from_canonical",
     "run_convert_labels",
+    "rv_wall_as_background",
     "to_canonical",
 ]
 
@@ -175,3 +176,9 @@ def check_canonical(labels: Array, *, what: str = "label map") -> Array:
         LabelError: a value outside 0..4 is present.
     """
     return to_canonical(labels, "canonical", what=what)
+
+
+def rv_wall_as_background(labels: Array) -> Array:
+    """A copy of canonical ``labels`` (any shape, same dtype) with the RV wall counted as background: how a
+    label map is matched against one without an RV wall (ACDC's convention; SSLLN-LR on real scans)."""
+    return np.where(labels == Label.RV_WALL, 0, labels).astype(np.asarray(labels).dtype)

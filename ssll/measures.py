@@ -21,8 +21,8 @@ import numpy as np
 from ssll.labels import Label, check_canonical
 from ssll.types import Array
 
-__all__ = ["CYCLE_COLUMNS", "MYOCARDIAL_DENSITY_G_PER_ML", "RV_WALL_MIN_COVERAGE", "cardiac_measures", "phase_measures",
-           "run_cohort_table", "run_measures", "rv_wall_coverage"]
+__all__ = ["CYCLE_COLUMNS", "MYOCARDIAL_DENSITY_G_PER_ML", "RV_WALL_MIN_COVERAGE", "cardiac_measures", "has_rv_wall",
+           "phase_measures", "run_cohort_table", "run_measures", "rv_wall_coverage"]
 
 #: Myocardial density (g/ml).
 MYOCARDIAL_DENSITY_G_PER_ML = 1.05
@@ -60,6 +60,13 @@ def rv_wall_coverage(labels: Array) -> float:
     free = rv & grow(~rv) & ~grow((lab == Label.LV_WALL) | (lab == Label.LV_CAVITY))
     n = int(free.sum())
     return float((free & grow(lab == Label.RV_WALL)).sum() / n) if n else math.nan
+
+
+def has_rv_wall(labels: Array) -> bool:
+    """Whether ``labels`` ``(I, J, K)`` have an RV wall round the RV cavity: :func:`rv_wall_coverage` at least
+    :data:`RV_WALL_MIN_COVERAGE` (False without an RV cavity), the test under which :func:`phase_measures` gives
+    an RV mass."""
+    return rv_wall_coverage(labels) >= RV_WALL_MIN_COVERAGE
 
 
 def phase_measures(labels: Array, spacing_mm: tuple[float, float, float], *, what: str = "labels") -> dict[str, float]:

@@ -18,7 +18,7 @@ import numpy as np
 
 from ssll.errors import SsllError
 from ssll.labels import Label
-from ssll.measures import RV_WALL_MIN_COVERAGE, rv_wall_coverage
+from ssll.measures import has_rv_wall
 from ssll.orientation import STORED, Orientation, orientation_by_name
 from ssll.types import Array, PathLike
 
@@ -290,8 +290,7 @@ def qc_flags(
                     "model on the acquired slices (< 0.80)")
             # the RV wall only where the segmentation has one: from a target without it (SSLLN-LR on real scans)
             # the refined RV wall is no better, and gives no RV mass (ssll.measures.rv_wall_coverage)
-            with_rv_wall = rv_wall_coverage(lab) >= RV_WALL_MIN_COVERAGE
-            for c in (Label.LV_CAVITY, Label.LV_WALL, Label.RV_CAVITY, *([Label.RV_WALL] if with_rv_wall else [])):
+            for c in (Label.LV_CAVITY, Label.LV_WALL, Label.RV_CAVITY, *([Label.RV_WALL] if has_rv_wall(lab) else [])):
                 sizes = _components(refined[phase] == c)
                 if len(sizes) > 1 and sizes[1] > 0.05 * sizes[0]:
                     add("refined_in_pieces", phase, f"refined {c.name.lower()} in {len(sizes)} pieces")

@@ -28,8 +28,8 @@ import torch
 from ssll.atlases import Atlas, AtlasConfig, crop, crop_box, select_atlases
 from ssll.errors import AtlasError
 from ssll.fusion import FusionConfig, fuse_labels
-from ssll.labels import Label, Landmark
-from ssll.measures import RV_WALL_MIN_COVERAGE, rv_wall_coverage
+from ssll.labels import Landmark, rv_wall_as_background
+from ssll.measures import has_rv_wall
 from ssll.motion import acquired_slices, labels_as_acquired, shift_slices
 from ssll.preprocess import GridRecord, input_fov_mask
 from ssll.register import FFDConfig, register_affine_labels, register_labels_batch, warp_atlas
@@ -104,11 +104,7 @@ def refine(
     ti, _ = crop(np.asarray(image, np.float32), affine, box)
     fallback = None
     # a target without an RV wall (SSLLN-LR on real scans): the atlases' RV walls are matched as background
-    no_rv_wall = cfg.atlases.rv_wall_from_atlases and not rv_wall_coverage(tl) >= RV_WALL_MIN_COVERAGE
-
-    def matched(atlas_labels: Array) -> Array:
-        return np.where(atlas_labels == Label.RV_WALL, 0, atlas_labels).astype(np.uint8) if no_rv_wall else atlas_labels
-
+    no_rv_wall = cfg.atlases.rv_wall_from_atlases and not has_rv_wall(tl)
     try:
         chosen = select_atlases(tl, taff, landmarks_mm, bank, cfg.atlases, ignore_rv_wall=no_rv_wall)
     except AtlasError as exc:
@@ -127,15 +123,15 @@ def refine(
     w_img, w_lab, regs = [], [], []
     t1 = time.perf_counter()
     inits = []
-    for c in chosen:
+    matched = [rv_wall_as_background(c["atlas"].labels) if no_rv_wall else c["atlas"].labels for c in chosen]
+    for c, m in zip(chosen, matched):
         init = c["affine"]
         if cfg.atlases.init == "labels":
-            init = register_affine_labels(tl, taff, matched(c["atlas"].labels), c["atlas"].affine, init, slices=ks,
-                                          device=device)
+            init = register_affine_labels(tl, taff, m, c["atlas"].affine, init, slices=ks, device=device)
         inits.append(init)
     # the selected atlases' FFDs optimised together (each as it would be alone)
-    results = register_labels_batch(tl, taff, [(matched(c["atlas"].labels), c["atlas"].affine, init)
-                                               for c, init in zip(chosen, inits)],
+    results = register_labels_batch(tl, taff,
+                                    [(m, c["atlas"].affine, init) for c, m, init in zip(chosen, matched, inits)],
                                     cfg.ffd, slices=ks, device=device, what=what,
                                     names=[f"atlas {c['atlas'].atlas_id}" for c in chosen])
     for c, init, res in zip(chosen, inits, results):

@@ -9,7 +9,15 @@ import pytest
 from conftest import write_nifti
 
 from ssll.errors import LabelError
-from ssll.measures import cardiac_measures, phase_measures, run_cohort_table, run_measures, rv_wall_coverage
+from ssll.labels import rv_wall_as_background
+from ssll.measures import (
+    cardiac_measures,
+    has_rv_wall,
+    phase_measures,
+    run_cohort_table,
+    run_measures,
+    rv_wall_coverage,
+)
 
 
 def _ellipsoid(shape, spacing, radii, label, out=None):
@@ -65,6 +73,11 @@ def test_rv_mass_only_where_an_rv_wall_covers_the_rv_cavity() -> None:
     for m in (ring, specks, none):  # the rest is measured as before
         assert m["rv_cavity_ml"] == ring["rv_cavity_ml"] > 0 and m["lv_mass_g"] == ring["lv_mass_g"] > 0
     assert math.isnan(rv_wall_coverage(np.ones((4, 4, 2), np.uint8)))  # no RV cavity
+    assert has_rv_wall(_rv_slab("ring")) and not has_rv_wall(_rv_slab("specks"))
+    assert not has_rv_wall(np.ones((4, 4, 2), np.uint8))
+    stripped = rv_wall_as_background(_rv_slab("ring"))
+    assert stripped.dtype == np.uint8 and not (stripped == 4).any()
+    assert np.array_equal(stripped, _rv_slab("none"))  # the ring as background: the slab without a wall
 
 
 def test_ef() -> None:
