@@ -285,3 +285,21 @@ def test_window_is_the_crop_of_the_whole_augmented_volume(elastic: float) -> Non
     with pytest.raises(ValueError, match="does not fit"):
         ga.augment_batch(x, lab, cfg, torch.Generator(), window=(30, 0, 24))
 
+
+
+def test_elastic_field_is_trilinear_and_its_window_is_the_crop() -> None:
+    from ssll.nn.data import elastic_field
+
+    coarse = torch.randn(2, 2, 3, 5, 4, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    full = elastic_field(coarse, (10, 48, 40))
+    ref = torch.nn.functional.interpolate(coarse.float(), size=(10, 48, 40), mode="trilinear", align_corners=True)
+    assert full.shape == (2, 2, 10, 48, 40) and full.dtype == torch.float32
+    assert torch.allclose(full, ref, atol=1e-5)
+    corners = [0, -1]  # the grid's end voxels carry the end control points
+    assert torch.allclose(full[:, :, corners][..., corners, :][..., corners],
+                          coarse[:, :, corners][..., corners, :][..., corners].float())
+    win = elastic_field(coarse, (10, 48, 40), (slice(None), slice(5, 29), slice(11, 35)))
+    assert win.shape == (2, 2, 10, 24, 24)
+    assert torch.equal(win, full[..., 5:29, 11:35])  # each voxel computed the same way, bit for bit
+    flat = elastic_field(coarse[:, :, :1], (10, 48, 40))  # one control point along an axis: constant along it
+    assert torch.equal(flat, flat[:, :, :1].expand_as(flat))

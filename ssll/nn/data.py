@@ -259,17 +259,43 @@ def elastic_coarse(shape: tuple[int, int, int], cfg: AugmentConfig, normal: Call
     return (np.asarray(normal(size=(2, *n)), np.float64) * cfg.elastic_mm).astype(np.float32)
 
 
-def elastic_field(coarse: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
+def elastic_field(coarse: torch.Tensor, shape: tuple[int, int, int],
+                  window: tuple[slice, slice, slice] | None = None) -> torch.Tensor:
     """Control-point displacements interpolated (trilinear, end points on the grid's end voxels) to a grid.
+
+    Separable linear interpolation along each axis (the values of ``interpolate(..., mode="trilinear",
+    align_corners=True)`` to float rounding). Each output voxel is computed the same way whatever the
+    window, so a window's values equal the same window of the whole grid's, bit for bit.
 
     Args:
         coarse: ``(B, C, nI, nJ, nK)`` displacements on the control points, on any device.
         shape: the grid ``(I, J, K)`` (any axis order, as long as ``coarse`` follows it).
+        window: per axis, the slice of the grid to compute (a training crop); defaults to all of it.
 
     Returns:
-        ``(B, C, I, J, K)`` float32 on ``coarse``'s device.
+        ``(B, C, I', J', K')`` float32 on ``coarse``'s device, ``I' x J' x K'`` the window's size.
     """
-    return torch.nn.functional.interpolate(coarse.float(), size=tuple(shape), mode="trilinear", align_corners=True)
+    out = coarse.float()
+    for axis, n in enumerate(shape):
+        keep = window[axis] if window is not None else slice(None)
+        out = _lerp_axis(out, 2 + axis, n, keep)
+    return out
+
+
+def _lerp_axis(x: torch.Tensor, dim: int, n: int, keep: slice) -> torch.Tensor:
+    """Linear interpolation of ``x`` along ``dim`` from its ``m`` control points (the first and last on the
+    grid's end voxels) to the voxels ``keep`` of an ``n``-voxel grid."""
+    m = x.shape[dim]
+    pos = torch.arange(n, dtype=torch.float64)[keep]
+    if m == 1 or n == 1:
+        return x.index_select(dim, torch.zeros(len(pos), dtype=torch.long, device=x.device))
+    t = pos * ((m - 1) / (n - 1))
+    lo = t.floor().long().clamp(max=m - 2)
+    shape = [1] * x.dim()
+    shape[dim] = len(pos)
+    frac = (t - lo).float().reshape(shape).to(x.device)
+    lo = lo.to(x.device)
+    return torch.lerp(x.index_select(dim, lo), x.index_select(dim, lo + 1), frac)
 
 
 def drop_slab(n_slices: int, foreground: Array, u: Sequence[float], cfg: AugmentConfig) -> tuple[int, int]:

@@ -100,15 +100,16 @@ def augment_batch(image: torch.Tensor, labels: torch.Tensor, cfg: AugmentConfig,
             def normal(size: tuple[int, ...]) -> np.ndarray:
                 return torch.randn(size, generator=generator, dtype=torch.float64).numpy()
 
-            field = torch.zeros(b, 2, s, h, w, device=dev)  # (B, 2 = (i, j), S, H, W) mm
+            hw = (len(range(h)[rows]), len(range(w)[cols]))
+            field = torch.zeros(b, 2, s, *hw, device=dev)  # (B, 2 = (i, j), S, window rows, window cols) mm
             if cfg.elastic_mm > 0:
-                # (B, 2, nI, nJ, nK) mm
+                # (B, 2, nI, nJ, nK) mm, interpolated in the window only
                 coarse = torch.from_numpy(np.stack([elastic_coarse((h, w, s), cfg, normal) for _ in range(b)]))
-                field = field + elastic_field(coarse.permute(0, 1, 4, 2, 3).to(dev), (s, h, w))
+                field = field + elastic_field(coarse.permute(0, 1, 4, 2, 3).to(dev), (s, h, w),
+                                              (slice(None), rows, cols))
             if cfg.slice_jitter_mm > 0:
                 jitter = torch.from_numpy(np.stack([slice_jitter(s, cfg, normal) for _ in range(b)]))  # (B, 2, S)
                 field = field + jitter.to(dev)[..., None, None]
-            field = field[..., rows, cols]
             grid = grid + torch.stack([field[:, 1] / float(d[0]), field[:, 0] / float(d[1]),
                                        torch.zeros_like(field[:, 0])], -1)
         th = theta.to(dev, torch.float32)
