@@ -191,6 +191,7 @@ def run_cohort_table(*, inputs: list[str] | None = None, out_csv: str, out_parqu
     inputs = inputs or []
     frames = [pd.read_csv(p, sep="\t") for p in inputs if Path(p).stat().st_size > 0]
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["subject"])
+    extra: dict[str, list] = {}  # columns added at once (one insert per column fragments the frame)
     if flags:
         fl, scores, turned = {}, {}, {}
         for f in flags:
@@ -199,23 +200,27 @@ def run_cohort_table(*, inputs: list[str] | None = None, out_csv: str, out_parqu
             scores[d["subject"]] = {f"{ph.lower()}_expected_dice_{name}": v
                                     for ph, per in (d.get("expected_dice") or {}).items() for name, v in per.items()}
             turned[d["subject"]] = {f"{ph.lower()}_orientation": o for ph, o in (d.get("orientation") or {}).items()}
-        df["qc_n_flags"] = [len(fl[s].split(";")) if fl.get(s) else 0 for s in df["subject"]]
-        df["qc_flags"] = [fl.get(s, "") for s in df["subject"]]
+        extra["qc_n_flags"] = [len(fl[s].split(";")) if fl.get(s) else 0 for s in df["subject"]]
+        extra["qc_flags"] = [fl.get(s, "") for s in df["subject"]]
         if any(scores.values()):
             cols = sorted({c for per in scores.values() for c in per})
             for c in cols:
-                df[c] = [scores.get(s, {}).get(c, np.nan) for s in df["subject"]]
+                extra[c] = [scores.get(s, {}).get(c, np.nan) for s in df["subject"]]
             main = [c for c in cols if not c.endswith("_rv_wall")]
-            df["qc_expected_dice_min"] = df[main].astype(float).min(axis=1, skipna=True)
+            extra["qc_expected_dice_min"] = list(
+                pd.DataFrame({c: extra[c] for c in main}, dtype=float).min(axis=1, skipna=True))
         for c in sorted({c for per in turned.values() for c in per}):
-            df[c] = [turned.get(s, {}).get(c, "") for s in df["subject"]]
+            extra[c] = [turned.get(s, {}).get(c, "") for s in df["subject"]]
     if cycles:
         per = {}
         for f in cycles:
             d = json.loads(Path(f).read_text())
             per[d.get("subject") or Path(f).parent.name] = d
         for col, key in CYCLE_COLUMNS.items():
-            df[f"cycle_{col}"] = [per[s].get(key) if s in per else np.nan for s in df["subject"]]
+            extra[f"cycle_{col}"] = [per[s].get(key) if s in per else np.nan for s in df["subject"]]
+    if extra:
+        df = pd.concat([df.drop(columns=[c for c in extra if c in df.columns]),
+                        pd.DataFrame(extra, index=df.index)], axis=1)
     with atomic_path(out_csv) as tmp:
         df.to_csv(tmp, index=False, float_format="%.3f")
     if out_parquet:
