@@ -483,7 +483,7 @@ def _run_qc_flags(a: argparse.Namespace) -> None:
 # ---------------------------------------------------------------- surface
 def _add_surface(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labels", required=True, help="canonical labels (e.g. the refined HR model)")
-    p.add_argument("--out-vtk", required=True, help="all structures in one VTK polydata (label cell scalar); "
+    p.add_argument("--out-vtk", required=True, help="all structures in one legacy binary VTK polydata (label cell scalar); "
                    "a PLY per structure is written beside it as <stem>_<structure>.ply")
     p.add_argument("--smooth-iterations", type=int, default=20)
 

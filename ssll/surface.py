@@ -107,7 +107,13 @@ def write_ply(path: PathLike, vertices: Array, triangles: Array) -> None:
 
 
 def write_vtk(path: PathLike, meshes: dict[int, tuple[Array, Array]]) -> None:
-    """Legacy ASCII VTK polydata of several structures, with a ``label`` cell scalar (canonical labels)."""
+    """Legacy binary VTK polydata (version 3.0, big-endian as that format requires) of several structures,
+    with a ``label`` cell scalar (canonical labels), written atomically.
+
+    Args:
+        path: the ``.vtk`` file.
+        meshes: per canonical label, ``(vertices (N, 3) world RAS+ mm, triangles (M, 3) vertex indices)``.
+    """
     from ssll.io import atomic_path
 
     verts, tris, labels, off = [], [], [], 0
@@ -119,15 +125,18 @@ def write_vtk(path: PathLike, meshes: dict[int, tuple[Array, Array]]) -> None:
     v = np.concatenate(verts) if verts else np.zeros((0, 3))
     t = np.concatenate(tris) if tris else np.zeros((0, 3), int)
     lab = np.concatenate(labels) if labels else np.zeros(0, int)
-    lines = ["# vtk DataFile Version 3.0", "ssll surfaces, world RAS+ mm", "ASCII", "DATASET POLYDATA",
-             f"POINTS {len(v)} float"]
-    lines += [f"{x:.3f} {y:.3f} {z:.3f}" for x, y, z in v]
-    lines.append(f"POLYGONS {len(t)} {4 * len(t)}")
-    lines += [f"3 {a} {b} {c}" for a, b, c in t]
-    lines += [f"CELL_DATA {len(t)}", "SCALARS label int 1", "LOOKUP_TABLE default"]
-    lines += [str(int(x)) for x in lab]
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text("\n".join(lines) + "\n")
+    cells = np.empty((len(t), 4), ">i4")
+    cells[:, 0] = 3
+    cells[:, 1:] = t
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(("# vtk DataFile Version 3.0\nssll surfaces, world RAS+ mm\nBINARY\nDATASET POLYDATA\n"
+                  f"POINTS {len(v)} float\n").encode("ascii"))
+        fh.write(np.ascontiguousarray(v, ">f4").tobytes())
+        fh.write(f"\nPOLYGONS {len(t)} {4 * len(t)}\n".encode("ascii"))
+        fh.write(cells.tobytes())
+        fh.write(f"\nCELL_DATA {len(t)}\nSCALARS label int 1\nLOOKUP_TABLE default\n".encode("ascii"))
+        fh.write(np.ascontiguousarray(lab, ">i4").tobytes())
+        fh.write(b"\n")
 
 
 def run_surface(*, labels: PathLike, out_dir: PathLike, prefix: str, smooth_iterations: int = 20) -> dict[str, float]:

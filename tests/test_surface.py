@@ -35,5 +35,47 @@ def test_run_surface_writes_ply_and_vtk(tmp_path) -> None:
     assert vols["lv_cavity"] == pytest.approx((lab == 1).sum() * voxel_ml, rel=0.08)
     ply = (tmp_path / "mesh" / "ED_lv_cavity.ply").read_bytes()
     assert ply.startswith(b"ply\nformat binary_little_endian 1.0")
-    vtk = (tmp_path / "mesh" / "ED.vtk").read_text().splitlines()
-    assert vtk[3] == "DATASET POLYDATA" and "SCALARS label int 1" in vtk
+    points, cells, labels = _read_binary_vtk(tmp_path / "mesh" / "ED.vtk")
+    assert sorted(set(labels.tolist())) == [1, 2, 3, 4]
+    ply_v, ply_t = _read_ply(tmp_path / "mesh" / "ED_lv_cavity.ply")
+    # the VTK holds the structures in label order: the LV cavity's vertices and triangles come first
+    np.testing.assert_array_equal(points[: len(ply_v)], ply_v)
+    np.testing.assert_array_equal(cells[labels == 1], ply_t)
+    assert mesh_volume(points.astype(float), cells[labels == 1]) / 1000 == pytest.approx(vols["lv_cavity"], rel=1e-5)
+
+
+def _read_ply(path) -> tuple[np.ndarray, np.ndarray]:
+    data = path.read_bytes()
+    head, body = data.split(b"end_header\n", 1)
+    words = head.decode().split()
+    nv, nf = int(words[words.index("vertex") + 1]), int(words[words.index("face") + 1])
+    v = np.frombuffer(body[: 12 * nv], "<f4").reshape(nv, 3)
+    f = np.frombuffer(body[12 * nv:], dtype=[("n", "u1"), ("idx", "<i4", (3,))], count=nf)
+    assert (f["n"] == 3).all()
+    return v, f["idx"]
+
+
+def _read_binary_vtk(path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Legacy binary VTK polydata as the format defines it (ASCII keyword lines, big-endian arrays)."""
+    data = path.read_bytes()
+    lines = data.split(b"\n", 5)
+    assert lines[0] == b"# vtk DataFile Version 3.0" and lines[2] == b"BINARY" and lines[3] == b"DATASET POLYDATA"
+    kw, n, kind = lines[4].split()
+    assert kw == b"POINTS" and kind == b"float"
+    n = int(n)
+    rest = lines[5]
+    points = np.frombuffer(rest[: 12 * n], ">f4").reshape(n, 3)
+    rest = rest[12 * n:]
+    head, rest = rest[1:].split(b"\n", 1)
+    kw, m, size = head.split()
+    assert kw == b"POLYGONS" and int(size) == 4 * int(m)
+    m = int(m)
+    cells = np.frombuffer(rest[: 16 * m], ">i4").reshape(m, 4)
+    assert (cells[:, 0] == 3).all()
+    rest = rest[16 * m:]
+    head = rest[1:].split(b"\n", 3)
+    assert head[0] == f"CELL_DATA {m}".encode() and head[1] == b"SCALARS label int 1"
+    assert head[2] == b"LOOKUP_TABLE default"
+    labels = np.frombuffer(head[3][: 4 * m], ">i4")
+    assert head[3][4 * m:] == b"\n"
+    return points, cells[:, 1:], labels
