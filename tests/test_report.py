@@ -132,7 +132,7 @@ def test_report_lists_failures_and_renders_in_chromium(tmp_path) -> None:
     review = page.split("Review first")[1]
     assert review.index("0.64") < review.index("0.79") < review.index("0.83")  # lowest expected Dice first
     assert "flagged below 0.75 for the LV cavity" in review  # the line the qc stage used (s1's flags.json)
-    assert "src=\"http" not in page and page.count("data:image/png;base64,") >= 3  # self-contained
+    assert "src=\"http" not in page and page.count("src=\"data:image/") >= 3  # self-contained
     assert len(data["measures"]) == 2
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
@@ -221,3 +221,27 @@ def test_report_draws_the_aha_bullseyes_where_measures_have_them(tmp_path) -> No
         m.to_csv(res / "measures" / f"{s}.tsv", sep="\t", index=False)
     page = render_html(collect(sheet=sheet, results=res, logs=logs, benchmarks=bench))
     assert page.count('alt="AHA bullseye"') == 1
+
+
+def test_qc_montages_are_embedded_as_jpeg_close_to_the_png(tmp_path) -> None:
+    import base64
+    import io
+
+    from conftest import biv_phantom
+    from PIL import Image
+
+    from ssll.qc import montage
+
+    sheet, res, logs, bench, _ = _cohort(tmp_path)
+    rng = np.random.default_rng(0)
+    lab = biv_phantom((64, 60, 12))
+    png = res / "qc" / "s1" / "ED.png"
+    montage(np.clip(lab / 4.0 + rng.normal(0, 0.1, lab.shape), 0, 1), lab, (1.5, 1.5, 8.0), png, title="s1")
+    page = render_html(collect(sheet=sheet, results=res, logs=logs, benchmarks=bench))
+    fig = page.split('alt="QC s1 ED" src="')[1].split('"')[0]
+    assert fig.startswith("data:image/jpeg;base64,")
+    raw = base64.b64decode(fig.split(",", 1)[1])
+    assert len(raw) < png.stat().st_size / 2  # an MR montage as JPEG: a fraction of the PNG
+    got = np.asarray(Image.open(io.BytesIO(raw)).convert("RGB")).astype(float)
+    want = np.asarray(Image.open(png).convert("RGB")).astype(float)
+    assert got.shape == want.shape and np.abs(got - want).mean() < 4  # the same picture (grey levels 0-255)
