@@ -423,11 +423,14 @@ def _add_report(p: argparse.ArgumentParser) -> None:
 
 
 def _run_report(a: argparse.Namespace) -> None:
-    from ssll.report import run_report
+    from ssll.report import NOT_RUN, run_report
 
     d = run_report(sheet=a.sheet, results=a.results, logs=a.logs, benchmarks=a.benchmarks, out_html=a.out_html,
                    out_failed=a.out_failed)
-    log.info("report: %d subjects, %d done, %d failed", len(d["subjects"]), len(d["measures"]), len(d["failed"]))
+    f = d["failed"]
+    todo = int((f["stage"] == NOT_RUN).sum()) if not f.empty else 0
+    log.info("report: %d subjects, %d done, %d failed, %d not run yet", len(d["subjects"]), len(d["measures"]),
+             len(f) - todo, todo)
 
 
 # ---------------------------------------------------------------- qc

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ssll.measures import CYCLE_COLUMNS
+from ssll.measures import CYCLE_COLUMNS, read_measure_rows
 from ssll.qc import MIN_EXPECTED_DICE
 from ssll.subjects import missing_input, read_subject_sheet, result_paths
 from ssll.types import PathLike
@@ -44,6 +44,8 @@ MEASURES = {"ed_lv_cavity_ml": "LVEDV (ml)", "es_lv_cavity_ml": "LVESV (ml)", "l
             "ed_lv_mass_g": "LV mass (g)", "ed_rv_cavity_ml": "RVEDV (ml)", "es_rv_cavity_ml": "RVESV (ml)",
             "rv_ef_pct": "RVEF (%)", "ed_rv_mass_g": "RV mass (g)", "ed_wall_thickness_mean_mm": "LV wall, ED (mm)",
             "es_wall_thickness_mean_mm": "LV wall, ES (mm)"}
+#: the stage ``failed.tsv`` gives a subject of the sheet that no run has started (no logs): a later chunk's
+NOT_RUN = "not run"
 _ERROR = re.compile(r"^ssll [\w-]+: .*(error|invalid setting): .*$")
 
 
@@ -88,7 +90,8 @@ def collect(*, sheet: PathLike, results: PathLike, logs: PathLike, benchmarks: P
     """Gather a run's outputs into tables (see module docstring)."""
     sheet_rows = read_subject_sheet(sheet)
     res, logs_p, bench_p = Path(results), Path(logs), Path(benchmarks)
-    rows, failed, flags, evals, scores, cycles = [], [], [], [], [], []
+    rows: list[Path] = []  # the subjects' measures files, read at once
+    failed, flags, evals, scores, cycles = [], [], [], [], []
     curves: dict[str, Any] = {}  # subject -> LV cavity (ml) per frame, from ssll cycle's volumes.tsv
     dice_lines: set[float] = set()  # the expected-Dice lines the subjects were flagged below (qc: min_expected_dice)
     for row in sheet_rows:
@@ -96,13 +99,18 @@ def collect(*, sheet: PathLike, results: PathLike, logs: PathLike, benchmarks: P
         paths = result_paths(res, s)
         m = paths["measures"]
         if m.is_file():
-            rows.append(pd.read_csv(m, sep="\t").iloc[0].to_dict())
+            rows.append(m)
         elif missing := missing_input(row):
             failed.append({"subject": s, "stage": "input", "reason": f"input missing: {missing}"})
         else:
             stage, reason = _failure_reason(s, logs_p)
-            failed.append({"subject": s, "stage": stage or "not run", "reason": reason or "no measures: not run yet "
-                           "or stopped before the measures stage"})
+            if stage:
+                failed.append({"subject": s, "stage": stage, "reason": reason})
+            elif any(logs_p.glob(f"*/{s}.log")):
+                failed.append({"subject": s, "stage": "stopped", "reason": "no measures and no error line: stopped "
+                               "(killed, timed out) before the measures stage, or still running"})
+            else:
+                failed.append({"subject": s, "stage": NOT_RUN, "reason": "no logs: not run yet (a later chunk?)"})
         f = paths["flags"]
         if f.is_file():
             qc = json.loads(f.read_text())
@@ -139,7 +147,8 @@ def collect(*, sheet: PathLike, results: PathLike, logs: PathLike, benchmarks: P
             rss = float("nan")
         rule = tsv.parent.name if tsv.parent != bench_p else tsv.stem
         bench.append({"stage": rule, "seconds": seconds, "max_rss_mb": rss})
-    return {"subjects": [r["subject"] for r in sheet_rows], "measures": pd.DataFrame(rows), "failed": pd.DataFrame(failed),
+    measures = read_measure_rows(rows) if rows else pd.DataFrame()
+    return {"subjects": [r["subject"] for r in sheet_rows], "measures": measures, "failed": pd.DataFrame(failed),
             "flags": pd.DataFrame(flags), "evaluations": evals, "benchmarks": pd.DataFrame(bench),
             "expected_dice": pd.DataFrame(scores), "results": res, "cycles": pd.DataFrame(cycles), "curves": curves,
             "min_expected_dice": sorted(dice_lines) or [MIN_EXPECTED_DICE]}
@@ -402,10 +411,30 @@ def _cycle_section(data: dict[str, Any], *, max_curves: int) -> str:
     return "".join(parts)
 
 
+def _flags_section(flags: pd.DataFrame, *, max_rows: int) -> str:
+    """How many subjects carry each flag (per phase), then the flags of at most ``max_rows`` subjects,
+    those with most flags first (every subject's are in the cohort table's ``qc_flags``)."""
+    if flags.empty:
+        return _table(flags)
+    counts = (flags.groupby(["flag", "phase"])["subject"].nunique().unstack("phase", fill_value=0)
+              .rename(columns=lambda ph: f"subjects at {ph}").reset_index())
+    ranked = flags["subject"].value_counts(sort=True).index
+    shown = ranked[:max_rows]
+    rows = flags[flags["subject"].isin(set(shown))]
+    rows = rows.assign(_rank=rows["subject"].map({s: n for n, s in enumerate(shown)})).sort_values(
+        "_rank", kind="stable").drop(columns="_rank")
+    more = (f"<p>{len(ranked) - len(shown)} more flagged subject(s): every subject's flags are in "
+            "<code>cohort/measures.csv</code> (<code>qc_flags</code>).</p>" if len(ranked) > len(shown) else "")
+    return _table(counts) + _table(rows) + more
+
+
 def render_html(data: dict[str, Any], *, title: str = "ssll cohort report", max_montages: int = 40,
-                max_review: int = 10, max_curves: int = 6) -> str:
+                max_review: int = 10, max_curves: int = 6, max_rows: int = 500) -> str:
     """The report page (see module docstring).
 
+    The flagged and the failed subjects are tabled up to ``max_rows`` subjects each (the flagged with a
+    count per flag first; all of them are in ``cohort/measures.csv`` and ``failed.tsv``), and subjects of
+    the sheet that no run has started yet (a large sheet run in chunks) are counted, not listed.
     QC montages are embedded for at most ``max_montages`` flagged subjects (most flags first): a
     large cohort's page stays small; the others are named with the folder of their montages. The
     ``max_review`` segmentations of lowest expected Dice are listed for review. At most ``max_curves``
@@ -413,14 +442,17 @@ def render_html(data: dict[str, Any], *, title: str = "ssll cohort report", max_
     """
     m, failed, flags, bench = data["measures"], data["failed"], data["flags"], data["benchmarks"]
     n_flagged = flags["subject"].nunique() if not flags.empty else 0
+    todo = failed[failed["stage"] == NOT_RUN] if not failed.empty else failed
+    failed = failed[failed["stage"] != NOT_RUN] if not failed.empty else failed
     cols = {**MEASURES, **{f"refined_{k}": f"{v}, refined" for k, v in MEASURES.items()}}
     parts = [f"<h1>{html.escape(title)}</h1>",
              (f'<p class="counts"><b>{len(data["subjects"])}</b> subjects: <b>{len(m)}</b> done, '
-              f'<b>{n_flagged}</b> flagged, <b>{len(failed)}</b> failed.</p>'),
+              f'<b>{n_flagged}</b> flagged, <b>{len(failed)}</b> failed'
+              + (f', <b>{len(todo)}</b> not run yet' if len(todo) else "") + ".</p>"),
              "<h2>Clinical measures</h2>", _table(_mean_sd(m, cols)) if not m.empty else "<p><i>none yet</i></p>",
              _histograms(m), _bullseyes(m),
              "<h2>Evaluation against ground truth</h2>", _evaluation_section(data),
-             "<h2>Flagged subjects</h2>", _table(flags)]
+             "<h2>Flagged subjects</h2>", _flags_section(flags, max_rows=max_rows)]
     scores = data.get("expected_dice", pd.DataFrame())
     if not scores.empty:
         main = [c for c in ("lv_cavity", "lv_wall", "rv_cavity") if c in scores.columns]
@@ -443,7 +475,11 @@ def render_html(data: dict[str, Any], *, title: str = "ssll cohort report", max_
             parts.append(f"<p>{len(rest)} more flagged subject(s); their montages are in "
                          f"<code>{html.escape(str(data['results']))}/qc/&lt;subject&gt;/</code>: "
                          f"{html.escape(', '.join(rest))}</p>")
-    parts += [_cycle_section(data, max_curves=max_curves), "<h2>Failed subjects</h2>", _table(failed),
+    parts += [_cycle_section(data, max_curves=max_curves), "<h2>Failed subjects</h2>", _table(failed.head(max_rows)),
+              (f"<p>{len(failed) - max_rows} more failed subject(s) in <code>failed.tsv</code>.</p>"
+               if len(failed) > max_rows else ""),
+              (f"<p>{len(todo)} subject(s) of the sheet not run yet (no logs): listed in <code>failed.tsv</code> with "
+               f"stage <code>{NOT_RUN}</code>.</p>" if len(todo) else ""),
               "<h2>Runtimes per stage</h2>"]
     if not bench.empty:
         rt = bench.groupby("stage").agg(jobs=("seconds", "size"), mean_s=("seconds", "mean"), max_s=("seconds", "max"),

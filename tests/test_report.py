@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 
@@ -245,3 +246,30 @@ def test_qc_montages_are_embedded_as_jpeg_close_to_the_png(tmp_path) -> None:
     got = np.asarray(Image.open(io.BytesIO(raw)).convert("RGB")).astype(float)
     want = np.asarray(Image.open(png).convert("RGB")).astype(float)
     assert got.shape == want.shape and np.abs(got - want).mean() < 4  # the same picture (grey levels 0-255)
+
+
+def test_subjects_not_run_yet_are_counted_not_failed_and_long_tables_are_cut(tmp_path) -> None:
+    # a large sheet run in chunks: "later" has no logs (a later chunk), "halted" has a log without an error line
+    sheet, res, logs, bench, _ = _cohort(tmp_path)
+    with sheet.open("a") as fh:
+        for s in ("later", "halted"):
+            fh.write(f"{s}\t{tmp_path / 'a'}\t{tmp_path / 'b'}\n")
+    (logs / "preprocess" / "halted.log").write_text("INFO start\nINFO preprocessing ED\n")
+    html_path, failed_tsv = tmp_path / "report.html", tmp_path / "failed.tsv"
+    run_report(sheet=sheet, results=res, logs=logs, benchmarks=bench, out_html=html_path, out_failed=failed_tsv)
+    stages = dict(pd.read_csv(failed_tsv, sep="\t")[["subject", "stage"]].itertuples(index=False))
+    assert stages == {"bad": "preprocess", "gone": "input", "later": "not run", "halted": "stopped"}
+    page = html_path.read_text()
+    assert "<b>6</b> subjects: <b>2</b> done, <b>1</b> flagged, <b>3</b> failed, <b>1</b> not run yet." in page
+    failed_part = page.split("<h2>Failed subjects</h2>")[1]
+    assert "halted" in failed_part and "later" not in failed_part.split("not run yet")[0]
+    # flags: a count per flag and phase, then at most max_rows subjects' rows (most flags first)
+    two = [{"flag": "lv_wall_open", "phase": "ED", "reason": "r"}, {"flag": "lv_missing", "phase": "ES", "reason": "r"}]
+    (res / "qc" / "s2" / "flags.json").write_text(json.dumps({"subject": "s2", "flags": two}))
+    page = render_html(collect(sheet=sheet, results=res, logs=logs, benchmarks=bench), max_rows=1)
+    flagged = page.split("<h2>Flagged subjects</h2>")[1].split("<h2>")[0]
+    cells = re.sub(r">\s+<", "><", flagged)
+    assert "<th>flag</th><th>subjects at ED</th><th>subjects at ES</th>" in cells
+    assert "<td>lv_missing</td><td>0</td><td>1</td>" in cells and "<td>lv_wall_open</td><td>2</td><td>0</td>" in cells
+    assert "1 more flagged subject(s)" in flagged and ">s2<" in flagged and ">s1<" not in flagged.split("more")[0]
+    assert "2 more failed subject(s)" in page
