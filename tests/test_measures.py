@@ -103,3 +103,19 @@ def test_run_measures_and_cohort(tmp_path: Path) -> None:
     run_cohort_table(inputs=[str(tmp_path / "s1.tsv")] * 2, out_csv=str(tmp_path / "c.csv"))
     df = pd.read_csv(tmp_path / "c.csv")
     assert len(df) == 2 and "lv_ef_pct" in df.columns
+
+
+def test_read_measure_rows_keeps_order_aligns_columns_and_skips_empty_files(tmp_path) -> None:
+    from ssll.measures import read_measure_rows
+
+    files = {"a": "subject\tx_ml\ty_g\na\t1.5\t2\n", "b": "subject\tx_ml\nb\t3.0\n", "empty": "",
+             "c": "subject\tx_ml\ty_g\nc\t4.5\t\n"}  # c: y_g empty
+    for name, text in files.items():
+        (tmp_path / f"{name}.tsv").write_text(text)
+    df = read_measure_rows([tmp_path / f"{n}.tsv" for n in ("c", "a", "empty", "b")])
+    assert df["subject"].tolist() == ["c", "a", "b"]
+    assert df["x_ml"].tolist() == [4.5, 1.5, 3.0]
+    assert np.isnan(df.loc[0, "y_g"]) and df.loc[1, "y_g"] == 2 and np.isnan(df.loc[2, "y_g"])
+    (tmp_path / "c.tsv").write_text("subject\tx_ml\ty_g\nc\t4.5\t1\n")  # without the final newline
+    assert read_measure_rows([tmp_path / "a.tsv", tmp_path / "c.tsv"])["subject"].tolist() == ["a", "c"]
+    assert read_measure_rows([]).columns.tolist() == ["subject"]
