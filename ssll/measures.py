@@ -160,32 +160,39 @@ CYCLE_COLUMNS = {"n_frames": "n_frames", "ed_frame": "ed_frame", "es_frame": "es
                  "rv_esv_ml": "es_rv_cavity_ml", "rv_ef_pct": "rv_ef_pct"}
 
 
-def read_measure_rows(paths: list[PathLike]) -> pd.DataFrame:
+def read_measure_rows(paths: list[PathLike], *, chunk: int = 10000) -> pd.DataFrame:
     """The rows of many ``ssll measures`` TSVs (a header and one row each) as one frame, in ``paths`` order.
 
-    Files with the same header are parsed as one table (a single ``read_csv``), so a cohort of 100,000
-    subjects is read in one pass: concatenating one frame per file took 53 s and 1.9 GB for 10,000
-    (``bench/report_scale.py``). Empty files are skipped; files whose columns differ are aligned by name.
+    Files with the same header are parsed as one table, ``chunk`` files per ``read_csv``: concatenating one
+    frame per file took 53 s and 1.9 GB for 10,000 subjects (``bench/report_scale.py``). Empty files are
+    skipped; files whose columns differ are aligned by name.
     """
     import io
 
     import pandas as pd
 
-    groups: dict[str, list[tuple[int, str]]] = {}  # header -> (position, data lines)
+    groups: dict[str, list[tuple[int, str]]] = {}  # header -> (position, data lines) not yet parsed
+    frames: list[pd.DataFrame] = []
+
+    def parse(header: str) -> None:
+        members = groups.pop(header)
+        f = pd.read_csv(io.StringIO(header + "\n" + "".join(b for _, b in members)), sep="\t")
+        if len(f) != len(members):
+            raise ValueError(f"measures: {len(members)} files with header {header[:40]!r}... gave {len(f)} rows")
+        frames.append(f.set_axis([n for n, _ in members]))
+
     for n, p in enumerate(paths):
         text = Path(p).read_text()
         if not text.strip():
             continue
         header, _, body = text.partition("\n")
         groups.setdefault(header, []).append((n, body if body.endswith("\n") or not body else body + "\n"))
-    if not groups:
+        if len(groups[header]) >= chunk:
+            parse(header)
+    for header in list(groups):
+        parse(header)
+    if not frames:
         return pd.DataFrame(columns=["subject"])
-    frames = []
-    for header, members in groups.items():
-        f = pd.read_csv(io.StringIO(header + "\n" + "".join(b for _, b in members)), sep="\t")
-        if len(f) != len(members):
-            raise ValueError(f"measures: {len(members)} files with header {header[:40]!r}... gave {len(f)} rows")
-        frames.append(f.set_axis([n for n, _ in members]))
     df = frames[0] if len(frames) == 1 else pd.concat(frames)
     return df.sort_index().reset_index(drop=True)
 

@@ -86,12 +86,39 @@ def _failure_reason(subject: str, logs: Path) -> tuple[str, str]:
     return "", ""
 
 
+class _Rows:
+    """Table rows (dicts) gathered into DataFrames every ``chunk`` rows; :meth:`frame` gives the whole table."""
+
+    def __init__(self, chunk: int = 5000) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self.frames: list[pd.DataFrame] = []
+        self.chunk = chunk
+
+    def append(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        if len(self.rows) >= self.chunk:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.rows:
+            self.frames.append(pd.DataFrame(self.rows))
+            self.rows = []
+
+    def frame(self) -> pd.DataFrame:
+        self._flush()
+        if not self.frames:
+            return pd.DataFrame()
+        return self.frames[0] if len(self.frames) == 1 else pd.concat(self.frames, ignore_index=True)
+
+
 def collect(*, sheet: PathLike, results: PathLike, logs: PathLike, benchmarks: PathLike) -> dict[str, Any]:
     """Gather a run's outputs into tables (see module docstring)."""
     sheet_rows = read_subject_sheet(sheet)
     res, logs_p, bench_p = Path(results), Path(logs), Path(benchmarks)
     rows: list[Path] = []  # the subjects' measures files, read at once
-    failed, flags, evals, scores, cycles = [], [], [], [], []
+    # tables gathered a few thousand rows at a time (100,000 subjects' rows as dicts would hold gigabytes)
+    failed, flags, scores, cycles = _Rows(), _Rows(), _Rows(), _Rows()
+    overlap, truth, bench = _Rows(), _Rows(), _Rows()
     curves: dict[str, Any] = {}  # subject -> LV cavity (ml) per frame, from ssll cycle's volumes.tsv
     dice_lines: set[float] = set()  # the expected-Dice lines the subjects were flagged below (qc: min_expected_dice)
     for row in sheet_rows:
@@ -122,14 +149,17 @@ def collect(*, sheet: PathLike, results: PathLike, logs: PathLike, benchmarks: P
                 dice_lines.add(float(qc["min_expected_dice"]))
         e = paths["evaluate"]
         if e.is_file():
-            evals.append(json.loads(e.read_text()))
+            ev = json.loads(e.read_text())
+            for r in ev["overlap"]:
+                overlap.append({"subject": ev["subject"], **r})
+            if "measures_truth" in ev:
+                truth.append({"subject": ev["subject"], **ev["measures_truth"]})
         c = paths["cycle"]
         if c.is_file():
             rec = json.loads(c.read_text())
             cycles.append({"subject": s, **{f"cycle_{col}": rec.get(key) for col, key in CYCLE_COLUMNS.items()}})
             if (v := c.with_name("volumes.tsv")).is_file():
                 curves[s] = pd.read_csv(v, sep="\t")["lv_cavity_ml"].to_numpy(float)
-    bench = []
     for tsv in sorted(bench_p.glob("**/*.tsv")):
         # Snakemake benchmark file: a header and one row per run (plain parsing: a large cohort has
         # hundreds of thousands of them)
@@ -148,9 +178,10 @@ def collect(*, sheet: PathLike, results: PathLike, logs: PathLike, benchmarks: P
         rule = tsv.parent.name if tsv.parent != bench_p else tsv.stem
         bench.append({"stage": rule, "seconds": seconds, "max_rss_mb": rss})
     measures = read_measure_rows(rows) if rows else pd.DataFrame()
-    return {"subjects": [r["subject"] for r in sheet_rows], "measures": measures, "failed": pd.DataFrame(failed),
-            "flags": pd.DataFrame(flags), "evaluations": evals, "benchmarks": pd.DataFrame(bench),
-            "expected_dice": pd.DataFrame(scores), "results": res, "cycles": pd.DataFrame(cycles), "curves": curves,
+    return {"subjects": [r["subject"] for r in sheet_rows], "measures": measures, "failed": failed.frame(),
+            "flags": flags.frame(), "overlap": overlap.frame(), "measures_truth": truth.frame(),
+            "benchmarks": bench.frame(), "expected_dice": scores.frame(), "results": res, "cycles": cycles.frame(),
+            "curves": curves,
             "min_expected_dice": sorted(dice_lines) or [MIN_EXPECTED_DICE]}
 
 
@@ -288,10 +319,9 @@ def _agreement_plots(auto: pd.DataFrame, truth: pd.DataFrame, cols: list[str]) -
 def _evaluation_section(data: dict[str, Any]) -> str:
     from scipy import stats
 
-    evals = data["evaluations"]
-    if not evals:
+    ov = data["overlap"]
+    if ov.empty:
         return "<p><i>No ground truth in the subject sheet.</i></p>"
-    ov = pd.DataFrame([{"subject": e["subject"], **r} for e in evals for r in e["overlap"]])
     metric_cols = [c for c in ov.columns if c.startswith(("dice_", "hd_", "hd95_"))]
     summary = ov.groupby(["method", "phase"])[metric_cols].agg(["mean", "std"])
     summary.columns = [f"{a} {b}" for a, b in summary.columns]
@@ -308,7 +338,7 @@ def _evaluation_section(data: dict[str, Any]) -> str:
                 tests.append({"metric": c, "n": int(ok.sum()), f"mean {methods[0]}": x[ok].mean(),
                               f"mean {methods[1]}": y[ok].mean(), "wilcoxon p": stats.wilcoxon(x[ok], y[ok]).pvalue})
         parts += [f"<h3>Paired Wilcoxon tests, {methods[0]} vs {methods[1]}</h3>", _table(pd.DataFrame(tests))]
-    truth = pd.DataFrame([{"subject": e["subject"], **e["measures_truth"]} for e in evals if "measures_truth" in e])
+    truth = data["measures_truth"]
     m = data["measures"]
     if not truth.empty and not m.empty:
         merged = m.merge(truth, on="subject", suffixes=("", "_truth"))
@@ -417,7 +447,7 @@ def _flags_section(flags: pd.DataFrame, *, max_rows: int) -> str:
     if flags.empty:
         return _table(flags)
     counts = (flags.groupby(["flag", "phase"])["subject"].nunique().unstack("phase", fill_value=0)
-              .rename(columns=lambda ph: f"subjects at {ph}").reset_index())
+              .rename(columns=lambda ph: f"subjects at {ph}").rename_axis(columns=None).reset_index())
     ranked = flags["subject"].value_counts(sort=True).index
     shown = ranked[:max_rows]
     rows = flags[flags["subject"].isin(set(shown))]

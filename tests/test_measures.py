@@ -119,3 +119,6 @@ def test_read_measure_rows_keeps_order_aligns_columns_and_skips_empty_files(tmp_
     (tmp_path / "c.tsv").write_text("subject\tx_ml\ty_g\nc\t4.5\t1\n")  # without the final newline
     assert read_measure_rows([tmp_path / "a.tsv", tmp_path / "c.tsv"])["subject"].tolist() == ["a", "c"]
     assert read_measure_rows([]).columns.tolist() == ["subject"]
+    # parsed a few files at a time: the same table
+    paths = [tmp_path / f"{n}.tsv" for n in ("c", "a", "empty", "b", "a")]
+    pd.testing.assert_frame_equal(read_measure_rows(paths, chunk=1), read_measure_rows(paths))
