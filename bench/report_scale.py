@@ -16,7 +16,6 @@ Run (after the README's main command, from the repository root; results/ and ben
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import shutil
@@ -25,6 +24,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,14 +62,27 @@ def build_tree(src_results: Path, src_bench: Path, src_logs: Path, templates: li
             q.mkdir(parents=True)
             (q / "flags.json").write_text(json.dumps({**c["flags"], "subject": s}))
             for p in c["pngs"]:
-                _link(p, q / p.name)
+                _link(_pooled(p, dst / "pool", i // LINKS_PER_FILE), q / p.name)
             if c["evaluation"] is not None:
                 (res / "evaluate" / f"{s}.json").write_text(json.dumps({**c["evaluation"], "subject": s}))
             for st in c["stages"]:
-                _link(src_bench / st / f"{t}.tsv", bench / st / f"{s}.tsv")
+                _link(_pooled(src_bench / st / f"{t}.tsv", dst / "pool", i // LINKS_PER_FILE), bench / st / f"{s}.tsv")
             for st in c["log_stages"]:
-                _link(src_logs / st / f"{t}.log", logs / st / f"{s}.log")
+                _link(_pooled(src_logs / st / f"{t}.log", dst / "pool", i // LINKS_PER_FILE), logs / st / f"{s}.log")
     return sheet
+
+
+#: hard links made to one file (ext4 allows 65,000; 100,000 subjects link each demo file 50,000 times)
+LINKS_PER_FILE = 20000
+
+
+def _pooled(src: Path, pool: Path, k: int) -> Path:
+    """The k-th copy of ``src`` in ``pool`` (made on first use), to link at most LINKS_PER_FILE times."""
+    copy = pool / str(k) / src.parent.parent.name / src.parent.name / src.name
+    if not copy.exists():
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, copy)
+    return copy
 
 
 def _link(src: Path, dst: Path) -> None:
@@ -107,6 +121,7 @@ def main() -> None:
     ap.add_argument("--out", default="bench/results/report_scale.csv")
     a = ap.parse_args()
     ssll = [sys.executable, "-m", "ssll"]
+    out = ROOT / a.out
     rows = []
     for n in a.sizes:
         for done in a.done:
@@ -130,12 +145,8 @@ def main() -> None:
                              "measures_csv_mb": round((res / "cohort/measures.csv").stat().st_size / 2**20, 2),
                              "tree_build_s": round(built, 1)})
                 print(rows[-1], flush=True)
-    out = ROOT / a.out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                pd.DataFrame(rows).to_csv(out, index=False)  # after every size: a later failure keeps these
 
 
 if __name__ == "__main__":

@@ -455,7 +455,8 @@ def _flags_section(flags: pd.DataFrame, *, max_rows: int) -> str:
         "_rank", kind="stable").drop(columns="_rank")
     more = (f"<p>{len(ranked) - len(shown)} more flagged subject(s): every subject's flags are in "
             "<code>cohort/measures.csv</code> (<code>qc_flags</code>).</p>" if len(ranked) > len(shown) else "")
-    return _table(counts) + _table(rows) + more
+    return ("<h3>Subjects per flag</h3>" + _table(counts)
+            + "<h3>Flags per subject, most flags first</h3>" + _table(rows) + more)
 
 
 def render_html(data: dict[str, Any], *, title: str = "ssll cohort report", max_montages: int = 40,
