@@ -75,15 +75,20 @@ def _photo_file(path: Path, quality: int = 85) -> str:
 
 
 def _failure_reason(subject: str, logs: Path) -> tuple[str, str]:
-    """The stage and the error line of a subject's first failing log, or ('', '') if none is found."""
+    """Why a subject has no measures: the stage and the error line of its first failing log; ``stopped``
+    where it has logs without an error line; :data:`NOT_RUN` where it has no logs at all."""
     # logs/<stage>/<subject>.log: the exact name (a prefix glob would also take subject s10's logs for s1)
-    for log in sorted(logs.glob(f"*/{subject}.log")):
+    found = sorted(logs.glob(f"*/{subject}.log"))
+    for log in found:
         lines = log.read_text(errors="replace").splitlines()
         hits = [ln for ln in lines if _ERROR.match(ln.strip())]
         tb = [ln for ln in lines if ln.startswith(("Traceback", "MemoryError", "Killed"))]
         if hits or tb:
             return log.parent.name, (hits[-1] if hits else lines[-1]).strip()
-    return "", ""
+    if found:
+        return "stopped", ("no measures and no error line: stopped (killed, timed out) before the measures stage, "
+                           "or still running")
+    return NOT_RUN, "no logs: not run yet (a later chunk?)"
 
 
 class _Rows:
@@ -131,13 +136,7 @@ def collect(*, sheet: PathLike, results: PathLike, logs: PathLike, benchmarks: P
             failed.append({"subject": s, "stage": "input", "reason": f"input missing: {missing}"})
         else:
             stage, reason = _failure_reason(s, logs_p)
-            if stage:
-                failed.append({"subject": s, "stage": stage, "reason": reason})
-            elif any(logs_p.glob(f"*/{s}.log")):
-                failed.append({"subject": s, "stage": "stopped", "reason": "no measures and no error line: stopped "
-                               "(killed, timed out) before the measures stage, or still running"})
-            else:
-                failed.append({"subject": s, "stage": NOT_RUN, "reason": "no logs: not run yet (a later chunk?)"})
+            failed.append({"subject": s, "stage": stage, "reason": reason})
         f = paths["flags"]
         if f.is_file():
             qc = json.loads(f.read_text())

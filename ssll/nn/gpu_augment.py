@@ -100,8 +100,7 @@ def augment_batch(image: torch.Tensor, labels: torch.Tensor, cfg: AugmentConfig,
             def normal(size: tuple[int, ...]) -> np.ndarray:
                 return torch.randn(size, generator=generator, dtype=torch.float64).numpy()
 
-            hw = (len(range(h)[rows]), len(range(w)[cols]))
-            field = torch.zeros(b, 2, s, *hw, device=dev)  # (B, 2 = (i, j), S, window rows, window cols) mm
+            field = torch.zeros(b, 2, *grid.shape[1:4], device=dev)  # (B, 2 = (i, j), S, window rows, cols) mm
             if cfg.elastic_mm > 0:
                 # (B, 2, nI, nJ, nK) mm, interpolated in the window only
                 coarse = torch.from_numpy(np.stack([elastic_coarse((h, w, s), cfg, normal) for _ in range(b)]))
