@@ -55,4 +55,4 @@ onerror:
 rule all:
     default_target: True
     input:
-        final_targets(),
+        final_targets,

@@ -38,12 +38,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in a.sizes:
-            sheet = Path(tmp) / f"subjects_{n}.tsv"
-            with sheet.open("w") as fh:
-                fh.write("subject\timage\ted_image\tes_image\n")
-                for i in range(n):
-                    fh.write(f"s{i:06d}\t\t{ROOT}/demo/acdc/patient020/patient020_frame01.nii.gz\t"
-                             f"{ROOT}/demo/acdc/patient020/patient020_frame11.nii.gz\n")
+            sheet = write_sheet(Path(tmp) / f"subjects_{n}.tsv", n)
             cfg = Path(tmp) / f"config_{n}.yaml"
             cfg.write_text(f"subjects: {sheet}\nresults: {tmp}/results_{n}\n")
             before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -59,6 +54,16 @@ def main() -> None:
                          "peak_rss_mb": round(max(peak, before) / 1024, 0)})
             print(rows[-1], flush=True)
     _write(ROOT / a.out, rows)
+
+
+def write_sheet(sheet: Path, n: int) -> Path:
+    """A subject sheet of ``n`` subjects ``s000000``, ... , each pointing at the bundled demo study."""
+    with sheet.open("w") as fh:
+        fh.write("subject\timage\ted_image\tes_image\n")
+        for i in range(n):
+            fh.write(f"s{i:06d}\t\t{ROOT}/demo/acdc/patient020/patient020_frame01.nii.gz\t"
+                     f"{ROOT}/demo/acdc/patient020/patient020_frame11.nii.gz\n")
+    return sheet
 
 
 FLOOR_SNAKEFILE = """

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from ssll.errors import SsllError
 
-__all__ = ["SHEET_COLUMNS", "SUBJECT_ID_PATTERN", "discover_subjects", "missing_input", "read_subject_sheet",
-           "result_paths", "run_sheet", "validate_subject_id"]
+__all__ = ["SHEET_COLUMNS", "SUBJECT_ID_PATTERN", "discover_subjects", "missing_input", "missing_inputs",
+           "read_sheet_table", "read_subject_sheet", "result_paths", "run_sheet", "validate_subject_id"]
 
 #: the subject sheet's columns (workflow/schemas/subjects.schema.yaml)
 SHEET_COLUMNS = ["subject", "image", "ed_image", "es_image", "ed_frame", "es_frame", "gt_ed", "gt_es", "gt_convention"]
@@ -36,6 +38,93 @@ def missing_input(row: Mapping[str, str]) -> str | None:
     that does not exist, or None when all exist (empty cells are not paths)."""
     paths = [row.get("image", "")] if row.get("image", "") else [row.get("ed_image", ""), row.get("es_image", "")]
     return next((p for p in paths if p and not Path(p).exists()), None)
+
+
+def missing_inputs(rows: Mapping[str, Sequence[str]]) -> dict[str, str]:
+    """:func:`missing_input` for many subjects at once: ``{subject: first missing path}`` for the subjects
+    with one (each distinct path looked up once).
+
+    Args:
+        rows: columns of a subject sheet, each a sequence over the same subjects: ``subject``, ``image``,
+            ``ed_image``, ``es_image`` (a DataFrame's columns will do).
+    """
+    exists: dict[str, bool] = {}
+    out: dict[str, str] = {}
+    for subject, image, ed, es in zip(rows["subject"], rows["image"], rows["ed_image"], rows["es_image"], strict=True):
+        for p in ([image] if image else [ed, es]):
+            if not p:
+                continue
+            if p not in exists:
+                exists[p] = os.path.exists(p)
+            if not exists[p]:
+                out[subject] = p
+                break
+    return out
+
+
+def _offenders(df: Any, bad: Any, column: str, limit: int = 5) -> str:
+    """'subject s1 ('value'), ...' for the first ``limit`` rows of ``df`` where ``bad`` is true."""
+    hits = df.loc[bad, ["subject", column]]
+    shown = ", ".join(f"subject {s!r} ({v!r})" for s, v in hits.head(limit).itertuples(index=False))
+    return shown + (f" and {len(hits) - limit} more" if len(hits) > limit else "")
+
+
+def read_sheet_table(path: str | Path, schema: Mapping[str, Any]) -> Any:
+    """Read and check a subject sheet (TSV, ``#`` starts a comment) as one table, column by column.
+
+    What :func:`snakemake.utils.validate` checks one row at a time (``schema``'s ``required`` columns, each
+    property's ``pattern`` and ``enum``, its ``default`` for a column the sheet lacks), plus: subject ids as
+    :func:`validate_subject_id` wants them, no duplicate ids, and ``image`` or both ``ed_image`` and
+    ``es_image`` in every row. Vectorised, so 100,000 subjects take about a second where the row-wise
+    check took tens: every workflow job reads the sheet again.
+
+    Args:
+        path: the sheet.
+        schema: the sheet's JSON schema (``workflow/schemas/subjects.schema.yaml``, loaded).
+
+    Returns:
+        A ``pandas.DataFrame`` of strings (empty cells ``""``), one row per subject in sheet order, with every
+        column of ``schema``, indexed by subject (the ``subject`` column kept).
+
+    Raises:
+        SsllError: naming the sheet, the column, what is wrong and the first subjects (with their values)
+            where it is wrong.
+    """
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(path, sep="\t", dtype=str, comment="#").fillna("")
+    except (OSError, ValueError) as exc:
+        raise SsllError(f"{path}: cannot read the subject sheet ({exc})") from None
+    missing = [c for c in schema.get("required", []) if c not in df.columns]
+    if missing:
+        raise SsllError(f"{path}: the subject sheet has no column {', '.join(missing)}")
+    for col, prop in schema.get("properties", {}).items():
+        if col not in df.columns:
+            df[col] = prop.get("default", "")
+            continue
+        if "pattern" in prop:  # JSON schema's pattern is a search, anchored by ^ and $ where wanted
+            search = re.compile(prop["pattern"]).search
+            bad = df[col].map(lambda v, search=search: search(v) is None).astype(bool)
+            if bad.any():
+                raise SsllError(f"{path}: column {col} must match {prop['pattern']}: {_offenders(df, bad, col)}")
+        if "enum" in prop:
+            bad = ~df[col].isin(prop["enum"])
+            if bad.any():
+                raise SsllError(f"{path}: column {col} must be one of {prop['enum']}: {_offenders(df, bad, col)}")
+    bad = df["subject"].map(lambda v: _RE.match(v) is None or ".." in v).astype(bool)
+    if bad.any():
+        raise SsllError(f"{path}: invalid subject ids (must match {SUBJECT_ID_PATTERN} without '..'): "
+                        f"{_offenders(df, bad, 'subject')}")
+    dups = df["subject"][df["subject"].duplicated()].unique().tolist()
+    if dups:
+        raise SsllError(f"{path}: duplicate subject ids {dups[:10]}" + (" ..." if len(dups) > 10 else ""))
+    bad = (df["image"] == "") & ((df["ed_image"] == "") | (df["es_image"] == ""))
+    if bad.any():
+        shown = df.loc[bad, "subject"].head(5).tolist()
+        raise SsllError(f"{path}: subjects {shown}" + (f" and {int(bad.sum()) - 5} more" if bad.sum() > 5 else "")
+                        + ": give image, or ed_image and es_image")
+    return df.set_index("subject", drop=False)
 
 
 def read_subject_sheet(path: str | Path) -> list[dict[str, str]]:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import zipfile
 from pathlib import Path
 
@@ -10,7 +11,14 @@ from conftest import write_dicom_series, write_nifti
 
 from ssll.cli import main
 from ssll.errors import SsllError
-from ssll.subjects import SHEET_COLUMNS, discover_subjects, read_subject_sheet
+from ssll.subjects import (
+    SHEET_COLUMNS,
+    discover_subjects,
+    missing_input,
+    missing_inputs,
+    read_sheet_table,
+    read_subject_sheet,
+)
 
 
 def _data(root: Path) -> None:
@@ -72,3 +80,98 @@ def test_sheet_refuses_a_duplicate_subject_and_a_missing_folder(tmp_path: Path) 
         discover_subjects(tmp_path / "d")
     with pytest.raises(SsllError, match="not a folder"):
         discover_subjects(tmp_path / "nowhere")
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _schema() -> dict:
+    import yaml
+
+    return yaml.safe_load((ROOT / "workflow/schemas/subjects.schema.yaml").read_text())
+
+
+def _write_sheet(path: Path, rows: list[dict[str, str]]) -> Path:
+    pd.DataFrame(rows).to_csv(path, sep="\t", index=False)
+    return path
+
+
+def test_sheet_table_adds_the_schema_defaults_and_keeps_sheet_order(tmp_path: Path) -> None:
+    sheet = tmp_path / "s.tsv"
+    sheet.write_text("# a comment\nsubject\ted_image\tes_image\tes_frame\nb2\tx.nii\ty.nii\t\na1\tx.nii\ty.nii\t7\n")
+    df = read_sheet_table(sheet, _schema())
+    assert list(df.index) == ["b2", "a1"] and list(df["subject"]) == ["b2", "a1"]
+    assert set(SHEET_COLUMNS) <= set(df.columns)
+    assert df.loc["a1", "es_frame"] == "7" and df.loc["b2", "es_frame"] == ""
+    assert (df[["image", "ed_frame", "gt_ed", "gt_es", "gt_convention"]] == "").all().all()
+
+
+@pytest.mark.parametrize(("column", "value"), [
+    ("ed_frame", "1.5"), ("es_frame", "-1"), ("es_frame", "x"), ("gt_convention", "ACDC"), ("gt_convention", "mnm"),
+    ("subject", "bad/../id"), ("subject", "a b"), ("subject", "_x"), ("subject", "x" * 65),
+])
+def test_sheet_table_refuses_what_the_schema_refuses(tmp_path: Path, column: str, value: str) -> None:
+    """Each cell the schema refuses is refused, naming the sheet, the column and the subject with the value; the
+    same sheet with that cell valid passes, and snakemake's row-wise check of the schema agrees on both."""
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    good = {"subject": "ok1", "ed_image": "x.nii", "es_image": "y.nii", "ed_frame": "0", "es_frame": "12",
+            "gt_convention": "acdc"}
+    sheet = _write_sheet(tmp_path / "good.tsv", [good, {**good, "subject": "ok2"}])
+    read_sheet_table(sheet, _schema())
+    validate(pd.read_csv(sheet, sep="\t", dtype=str).fillna(""), str(ROOT / "workflow/schemas/subjects.schema.yaml"))
+    bad_row = {**good, "subject": "ok3", column: value}
+    sheet = _write_sheet(tmp_path / "bad.tsv", [good, bad_row])
+    with pytest.raises(SsllError) as err:
+        read_sheet_table(sheet, _schema())
+    msg = str(err.value)
+    assert str(sheet) in msg and (f"column {column}" in msg or "invalid subject ids" in msg), msg
+    assert repr(value) in msg and ("ok1" not in msg), msg
+    if value != "bad/../id":  # the schema's pattern allows '..'; ids with it are refused by validate_subject_id
+        with pytest.raises(WorkflowError):
+            validate(pd.read_csv(sheet, sep="\t", dtype=str).fillna(""), str(ROOT / "workflow/schemas/subjects.schema.yaml"))
+
+
+def test_sheet_table_refuses_dots_duplicates_rows_without_images_and_no_subject_column(tmp_path: Path) -> None:
+    ok = {"subject": "s1", "ed_image": "x.nii", "es_image": "y.nii"}
+    cases = {
+        "dots": ([ok, {**ok, "subject": "a..b"}], "'a..b'"),  # would name a path's parent
+        "dup": ([ok, ok, {**ok, "subject": "s2"}, {**ok, "subject": "s2"}], "duplicate subject ids ['s1', 's2']"),
+        "noimage": ([ok, {**ok, "subject": "s2", "es_image": ""}, {"subject": "s3", "image": ""}],
+                    "subjects ['s2', 's3']: give image, or ed_image and es_image"),
+    }
+    for name, (rows, want) in cases.items():
+        sheet = _write_sheet(tmp_path / f"{name}.tsv", rows)
+        with pytest.raises(SsllError, match=re.escape(want)):
+            read_sheet_table(sheet, _schema())
+    sheet = _write_sheet(tmp_path / "nosubject.tsv", [{"id": "s1", "image": "c.nii"}])
+    with pytest.raises(SsllError, match="no column subject"):
+        read_sheet_table(sheet, _schema())
+    # many offenders: the first five named, the rest counted
+    rows = [{**ok, "subject": f"s{i}", "ed_frame": "x"} for i in range(8)]
+    with pytest.raises(SsllError, match=re.escape("subject 's4' ('x') and 3 more")):
+        read_sheet_table(_write_sheet(tmp_path / "many.tsv", rows), _schema())
+
+
+def test_missing_inputs_names_each_subjects_first_missing_file_and_looks_each_up_once(tmp_path: Path,
+                                                                                      monkeypatch) -> None:
+    import os
+
+    for name in ("ed.nii", "es.nii", "cine.nii"):
+        (tmp_path / name).write_bytes(b"")
+    ed, es, cine, gone = (str(tmp_path / n) for n in ("ed.nii", "es.nii", "cine.nii", "gone.nii"))
+    table = pd.DataFrame({
+        "subject": ["a", "b", "c", "d", "e"],
+        "image": [cine, "", gone, "", ""],
+        "ed_image": ["", ed, ed, gone, ed],
+        "es_image": ["", es, es, es, gone],
+    })
+    calls: list[str] = []
+    real = os.path.exists
+    monkeypatch.setattr(os.path, "exists", lambda p: calls.append(p) or real(p))
+    got = missing_inputs(table)
+    assert got == {"c": gone, "d": gone, "e": gone}  # c: its cine (ed/es ignored); d: ED first; e: ES
+    assert sorted(calls) == sorted({cine, ed, es, gone})
+    assert got == {s: m for s, *_ in table.itertuples(index=False)
+                   if (m := missing_input(table.set_index("subject", drop=False).loc[s]))}

@@ -72,6 +72,25 @@ def test_shell_commands_do_not_grow_with_the_cohort(tmp_path: Path) -> None:
     assert segment and all("--orientation search" in c and "--batch-size 4" in c for c in segment), segment[:1]
 
 
+def test_chunks_are_the_sheets_rows_and_a_missing_input_leaves_only_its_subject_out(tmp_path: Path) -> None:
+    """chunk_size cuts the sheet's rows, so a subject's chunk does not move when another's file goes missing; a
+    missing file is looked up (and reported) only in the chunk that plans its subject."""
+    demo = ROOT / "demo/acdc/patient020"
+    ed, es = f"{demo}/patient020_frame01.nii.gz", f"{demo}/patient020_frame11.nii.gz"
+    sheet = tmp_path / "s.tsv"
+    sheet.write_text("subject\ted_image\tes_image\n" + "".join(
+        f"s{i}\t{tmp_path / 'gone.nii.gz' if i == 1 else ed}\t{es}\n" for i in range(4)))
+    planned = {}
+    for chunk in (0, 1):
+        r = _run([*SNAKEMAKE, "-n", "--forceall", "-p", "--config", f"subjects={sheet}", f"results={tmp_path / 'r'}",
+                  "chunk_size=2", f"chunk_index={chunk}"], ROOT)
+        assert r.returncode == 0, r.stderr[-2000:]
+        planned[chunk] = sorted(ln.split("--subject ")[1].split()[0] for ln in r.stdout.splitlines()
+                                if ln.startswith("Shell command: ssll ingest"))
+        assert ("subject s1: input missing" in r.stderr) == (chunk == 0), r.stderr[-2000:]
+    assert planned == {0: ["s0"], 1: ["s2", "s3"]}
+
+
 def test_cycle_is_planned_for_cine_subjects_only_when_asked(tmp_path: Path) -> None:
     """`cycle: true` adds one `ssll cycle` job per subject given as a cine (column image), none for a subject given
     as ED/ES files; with the default config there is none."""

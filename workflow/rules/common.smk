@@ -3,41 +3,43 @@ import json
 import os
 import sys
 
-import pandas as pd
+import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from ssll.subjects import SUBJECT_ID_PATTERN, missing_input
+from ssll.errors import SsllError
+from ssll.subjects import SUBJECT_ID_PATTERN, missing_inputs, read_sheet_table
 
 validate(config, "../schemas/config.schema.yaml")
 
+# Every job reads this file again (a SLURM job twice), so nothing here may cost per subject of the sheet
+# more than a vectorised pass: the sheet is checked column by column (read_sheet_table), and input files
+# are looked up for the subjects this run plans only.
 SUBJECTS_TSV = config["subjects"]
-subjects = pd.read_csv(SUBJECTS_TSV, sep="\t", dtype=str, comment="#").fillna("")
-validate(subjects, "../schemas/subjects.schema.yaml")
-_dups = subjects["subject"][subjects["subject"].duplicated()].tolist()
-if _dups:
-    raise WorkflowError(f"{SUBJECTS_TSV}: duplicate subject ids {_dups}")
-for _row in subjects.itertuples():
-    if not (_row.image or (_row.ed_image and _row.es_image)):
-        raise WorkflowError(
-            f"{SUBJECTS_TSV}: subject {_row.subject}: give image, or ed_image and es_image"
-        )
-subjects = subjects.set_index("subject", drop=False)
+with open(
+    os.path.join(workflow.basedir, "workflow/schemas/subjects.schema.yaml")
+) as _f:
+    _SHEET_SCHEMA = yaml.safe_load(_f)
+try:
+    subjects = read_sheet_table(SUBJECTS_TSV, _SHEET_SCHEMA)
+except SsllError as exc:
+    raise WorkflowError(str(exc)) from None
 
-
+# large cohorts: plan one chunk of the sheet's rows per run (the DAG grows with the subjects); the
+# cohort table and report of any run cover every subject of the sheet with results so far
+_planned = subjects
+if config["chunk_size"]:
+    _lo = config["chunk_index"] * config["chunk_size"]
+    _planned = subjects.iloc[_lo : _lo + config["chunk_size"]]
 # a subject whose input file is missing is left out (the report lists it as failed) instead of
 # stopping the whole cohort at DAG construction
-MISSING = {s: m for s in subjects.index if (m := missing_input(subjects.loc[s]))}
+MISSING = missing_inputs(_planned)
 for _s, _m in MISSING.items():
     print(
         f"ssll workflow: subject {_s}: input missing: {_m}; left out", file=sys.stderr
     )
-SUBJECTS = [s for s in subjects["subject"] if s not in MISSING]
-# large cohorts: plan one chunk of the sheet per run (the DAG grows with the subjects); the
-# cohort table and report of any run cover every subject of the sheet with results so far
-if config["chunk_size"]:
-    _lo = config["chunk_index"] * config["chunk_size"]
-    SUBJECTS = SUBJECTS[_lo : _lo + config["chunk_size"]]
+SUBJECTS = [s for s in _planned["subject"] if s not in MISSING]
+_CINE = set(subjects["subject"][subjects["image"] != ""])
 PHASES = ["ED", "ES"]
 RESULTS = config["results"]
 
@@ -55,7 +57,7 @@ def cycle_record(subject):
 def has_cycle(subject):
     """Whether the run makes a cycle record for this subject (`cycle` or `phases_from_cycle`, given as a cine)."""
     wanted = config.get("cycle", False) or config.get("phases_from_cycle", False)
-    return bool(wanted and subjects.loc[subject, "image"])
+    return bool(wanted) and subject in _CINE
 
 
 def frames_from_cycle(subject):
@@ -163,7 +165,9 @@ def refine_params():
     )
 
 
-def final_targets():
+# Inputs over the whole run's subjects are input functions, not lists: a function is called only when its
+# rule is in the DAG, so a job of one subject (in its own process on a cluster) never builds them.
+def final_targets(wildcards=None):
     return [
         *expand(
             f"{RESULTS}/landmarks/{{subject}}/{{phase}}.json",
@@ -187,6 +191,26 @@ def final_targets():
     ]
 
 
+def get_cohort_table_inputs(wildcards):
+    return {
+        "measures": expand(f"{RESULTS}/measures/{{subject}}.tsv", subject=SUBJECTS),
+        "flags": expand(f"{RESULTS}/qc/{{subject}}/flags.json", subject=SUBJECTS),
+        "cycles": get_cycle_targets(),
+    }
+
+
+def get_report_inputs(wildcards):
+    return {
+        "table": f"{RESULTS}/cohort/measures.csv",
+        "qc": expand(
+            f"{RESULTS}/qc/{{subject}}/{{phase}}.png", subject=SUBJECTS, phase=PHASES
+        ),
+        "evaluations": expand(
+            f"{RESULTS}/evaluate/{{subject}}.json", subject=GT_SUBJECTS
+        ),
+    }
+
+
 def get_qc_cycle_inputs(wildcards):
     """For the phase_off_curve check: ingest's frames record and the cycle record, where there is a cycle."""
     if not has_cycle(wildcards.subject):
@@ -207,9 +231,10 @@ def get_cycle_targets():
     return [cycle_record(s) for s in SUBJECTS if has_cycle(s)]
 
 
-GT_SUBJECTS = [
-    s for s in SUBJECTS if subjects.loc[s, "gt_ed"] and subjects.loc[s, "gt_es"]
-]
+_WITH_TRUTH = set(
+    subjects["subject"][(subjects["gt_ed"] != "") & (subjects["gt_es"] != "")]
+)
+GT_SUBJECTS = [s for s in SUBJECTS if s in _WITH_TRUTH]
 
 
 def get_truth(wildcards):

@@ -27,9 +27,7 @@ rule cohort_table:
     far), found from the sheet rather than a file list (a shell command is limited to 128 KiB).
     """
     input:
-        measures=expand(f"{RESULTS}/measures/{{subject}}.tsv", subject=SUBJECTS),
-        flags=expand(f"{RESULTS}/qc/{{subject}}/flags.json", subject=SUBJECTS),
-        cycles=get_cycle_targets(),
+        unpack(get_cohort_table_inputs),
     output:
         csv=f"{RESULTS}/cohort/measures.csv",
         parquet=f"{RESULTS}/cohort/measures.parquet",
@@ -67,11 +65,7 @@ rule evaluate:
 rule report:
     """The cohort report: one self-contained HTML file (measures, evaluation, flags, failures, runtimes)."""
     input:
-        table=rules.cohort_table.output.csv,
-        qc=expand(
-            f"{RESULTS}/qc/{{subject}}/{{phase}}.png", subject=SUBJECTS, phase=PHASES
-        ),
-        evaluations=expand(f"{RESULTS}/evaluate/{{subject}}.json", subject=GT_SUBJECTS),
+        unpack(get_report_inputs),
     output:
         html=f"{RESULTS}/cohort/report.html",
         failed=f"{RESULTS}/cohort/failed.tsv",
