@@ -501,10 +501,13 @@ def render_html(data: dict[str, Any], *, title: str = "ssll cohort report", max_
                 if png.is_file():
                     parts.append(f'<figure><img alt="QC {html.escape(s)} {ph}" src="{_photo_file(png)}">'
                                  f"<figcaption>{html.escape(s)} {ph}</figcaption></figure>")
-        if rest:
+        if rest:  # named up to max_rows (50,000 flagged names would be half a megabyte of one line)
+            named = rest[:max_rows]
+            more = (f" and {len(rest) - len(named)} more (all in <code>cohort/measures.csv</code>, column "
+                    "<code>qc_flags</code>)" if len(rest) > len(named) else "")
             parts.append(f"<p>{len(rest)} more flagged subject(s); their montages are in "
                          f"<code>{html.escape(str(data['results']))}/qc/&lt;subject&gt;/</code>: "
-                         f"{html.escape(', '.join(rest))}</p>")
+                         f"{html.escape(', '.join(named))}{more}</p>")
     parts += [_cycle_section(data, max_curves=max_curves), "<h2>Failed subjects</h2>", _table(failed.head(max_rows)),
               (f"<p>{len(failed) - max_rows} more failed subject(s) in <code>failed.tsv</code>.</p>"
                if len(failed) > max_rows else ""),

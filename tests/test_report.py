@@ -273,3 +273,7 @@ def test_subjects_not_run_yet_are_counted_not_failed_and_long_tables_are_cut(tmp
     assert "<td>lv_missing</td><td>0</td><td>1</td>" in cells and "<td>lv_wall_open</td><td>2</td><td>0</td>" in cells
     assert "1 more flagged subject(s)" in flagged and ">s2<" in flagged and ">s1<" not in flagged.split("more")[0]
     assert "2 more failed subject(s)" in page
+    # without montages, the flagged subjects' names stop at max_rows too (most flags first), the rest counted
+    page = render_html(collect(sheet=sheet, results=res, logs=logs, benchmarks=bench), max_rows=1, max_montages=0)
+    names = next(p for p in page.split("<p>") if "their montages are in" in p)
+    assert names.startswith("2 more flagged subject(s)") and ": s2 and 1 more (all in" in names, names
