@@ -6,9 +6,12 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ssll.errors import SsllError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["SHEET_COLUMNS", "SUBJECT_ID_PATTERN", "discover_subjects", "missing_input", "missing_inputs",
            "read_sheet_table", "read_subject_sheet", "result_paths", "run_sheet", "validate_subject_id"]
@@ -62,14 +65,14 @@ def missing_inputs(rows: Mapping[str, Sequence[str]]) -> dict[str, str]:
     return out
 
 
-def _offenders(df: Any, bad: Any, column: str, limit: int = 5) -> str:
+def _offenders(df: pd.DataFrame, bad: pd.Series, column: str, limit: int = 5) -> str:
     """'subject s1 ('value'), ...' for the first ``limit`` rows of ``df`` where ``bad`` is true."""
     hits = df.loc[bad, ["subject", column]]
     shown = ", ".join(f"subject {s!r} ({v!r})" for s, v in hits.head(limit).itertuples(index=False))
     return shown + (f" and {len(hits) - limit} more" if len(hits) > limit else "")
 
 
-def read_sheet_table(path: str | Path, schema: Mapping[str, Any]) -> Any:
+def read_sheet_table(path: str | Path, schema: Mapping[str, Any]) -> pd.DataFrame:
     """Read and check a subject sheet (TSV, ``#`` starts a comment) as one table, column by column.
 
     What :func:`snakemake.utils.validate` checks one row at a time (``schema``'s ``required`` columns, each
