@@ -34,7 +34,7 @@ if config["chunk_size"]:
 # a subject whose input file is missing is left out (the report lists it as failed) instead of
 # stopping the whole cohort at DAG construction
 MISSING = missing_inputs(_planned)
-for _s, _m in MISSING.items():
+for _s, _m in MISSING.items() if workflow.is_main_process else ():  # said once, not in every job's log
     print(
         f"ssll workflow: subject {_s}: input missing: {_m}; left out", file=sys.stderr
     )
