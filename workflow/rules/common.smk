@@ -34,10 +34,12 @@ if config["chunk_size"]:
 # a subject whose input file is missing is left out (the report lists it as failed) instead of
 # stopping the whole cohort at DAG construction
 MISSING = missing_inputs(_planned)
-for _s, _m in MISSING.items() if workflow.is_main_process else ():  # said once, not in every job's log
-    print(
-        f"ssll workflow: subject {_s}: input missing: {_m}; left out", file=sys.stderr
-    )
+if workflow.is_main_process:  # said once, not again in every job's log
+    for _s, _m in MISSING.items():
+        print(
+            f"ssll workflow: subject {_s}: input missing: {_m}; left out",
+            file=sys.stderr,
+        )
 SUBJECTS = [s for s in _planned["subject"] if s not in MISSING]
 _CINE = set(subjects["subject"][subjects["image"] != ""])
 PHASES = ["ED", "ES"]
