@@ -18,6 +18,8 @@ the two demo subjects followed by N-2 copies, and records SLURM's RunTime of tha
 its Snakemake processes and the ingest itself) and the wall time of the submitting snakemake.
 ``--before REV`` times the workflow of git revision REV too (its Snakefile, workflow/ and config/,
 with the installed ssll package), for a before/after table. Wall time and the process's peak memory.
+Run it with a SLURM answering (``.ci/slurm-cluster start``) or without the slurm plugin: where it is installed
+and no SLURM answers, importing it waits about 9 s in every Snakemake process (10.4 s against 1.5 s here).
 
 Run:  python bench/job_startup.py --sizes 1000 10000 100000 --before 4cf0b9a --out bench/results/job_startup.csv
       python bench/job_startup.py --sizes 100000 --before 4cf0b9a --slurm --out bench/results/job_startup_slurm.csv

@@ -189,6 +189,10 @@ def test_demo_cohort_on_slurm(tmp_path: Path) -> None:
     assert "Using profiles" in r.stdout + r.stderr or "slurm" in r.stdout + r.stderr
     logs = list((work / ".snakemake/slurm_logs").rglob("*.log"))
     assert any("segment" in str(p) for p in logs), logs  # the jobs really went through sbatch
+    # the profile's groups: ingest + preprocess in one SLURM job, landmarks + refine in another
+    dirs = {p.relative_to(work / ".snakemake/slurm_logs").parts[0] for p in logs}
+    assert any(d.startswith("group_prepare") for d in dirs) and any(d.startswith("group_register") for d in dirs), dirs
+    assert not any(d in ("rule_ingest", "rule_preprocess", "rule_landmarks", "rule_refine") for d in dirs), dirs
     assert (work / "results/cohort/measures.csv").exists()
     assert any("refine" in str(p) for p in logs) and (work / "results/cohort/report.html").exists()
 
