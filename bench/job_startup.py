@@ -40,7 +40,7 @@ import pandas as pd
 from dryrun_scale import ROOT, write_sheet
 
 
-def _env() -> dict[str, str]:
+def bin_env() -> dict[str, str]:
     """This interpreter's bin folder first on PATH, where the jobs' ``ssll`` is."""
     return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
 
@@ -49,7 +49,7 @@ def _run(cmd: list[str], cwd: Path) -> tuple[float, float]:
     """(seconds, peak RSS in MB) of one process run to its end, the child's own peak (os.wait4, before Popen
     reaps it); exits on failure."""
     t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env())
+    p = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=bin_env())
     assert p.stderr is not None
     err = p.stderr.read()
     _, status, usage = os.wait4(p.pid, 0)
@@ -127,7 +127,7 @@ def _slurm_job(tree: Path, tmp: Path, n: int) -> dict:
     r = subprocess.run(["timeout", "-s", "INT", "1200", sys.executable, "-m", "snakemake", "--profile", "profiles/slurm",
                         "--profile", str(ROOT / "tests/workflow/slurm-ci"), "--config", f"subjects={sheet}",
                         f"results={results}", "--", str(results / "ingest/patient020/ED.nii.gz")],
-                       cwd=tree, capture_output=True, text=True, check=False, env=_env())
+                       cwd=tree, capture_output=True, text=True, check=False, env=bin_env())
     wall = time.perf_counter() - t0
     if r.returncode != 0:
         raise SystemExit(f"SLURM run failed in {tree}:\n{r.stderr[-3000:]}")

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from job_startup import _env
+from job_startup import bin_env
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ("rule_atlas_phantoms", "rule_atlas_bank", "rule_cohort_table", "rule_report")
@@ -44,7 +44,7 @@ def _run(tmp: Path, name: str, *, grouped: bool) -> dict:
     t0 = time.perf_counter()
     r = subprocess.run(["timeout", "-s", "INT", "1200", sys.executable, "-m", "snakemake", "--profile", "profiles/slurm",
                         "--profile", str(ROOT / "tests/workflow/slurm-ci"), "--configfile", "config/config.yaml",
-                        "fast.yaml", "stored.yaml"], cwd=work, env=_env(), capture_output=True, text=True,
+                        "fast.yaml", "stored.yaml"], cwd=work, env=bin_env(), capture_output=True, text=True,
                        check=False)
     wall = time.perf_counter() - t0
     if r.returncode != 0:
