@@ -72,6 +72,14 @@ def _offenders(df: pd.DataFrame, bad: pd.Series, column: str, limit: int = 5) ->
     return shown + (f" and {len(hits) - limit} more" if len(hits) > limit else "")
 
 
+def _separator_hint(df: pd.DataFrame) -> str:
+    """A hint when a sheet's header looks comma- or semicolon-separated (a sheet is tab-separated)."""
+    header = "\t".join(map(str, df.columns))
+    if len(df.columns) == 1 and ("," in header or ";" in header):
+        return f" (a subject sheet is tab-separated; its header reads {header[:80]!r})"
+    return ""
+
+
 def read_sheet_table(path: str | Path, schema: Mapping[str, Any]) -> pd.DataFrame:
     """Read and check a subject sheet (TSV, ``#`` starts a comment) as one table, column by column.
 
@@ -101,7 +109,7 @@ def read_sheet_table(path: str | Path, schema: Mapping[str, Any]) -> pd.DataFram
         raise SsllError(f"{path}: cannot read the subject sheet ({exc})") from None
     missing = [c for c in schema.get("required", []) if c not in df.columns]
     if missing:
-        raise SsllError(f"{path}: the subject sheet has no column {', '.join(missing)}")
+        raise SsllError(f"{path}: the subject sheet has no column {', '.join(missing)}{_separator_hint(df)}")
     for col, prop in schema.get("properties", {}).items():
         if col not in df.columns:
             df[col] = prop.get("default", "")
@@ -141,7 +149,7 @@ def read_subject_sheet(path: str | Path) -> list[dict[str, str]]:
 
     df = pd.read_csv(path, sep="\t", dtype=str, comment="#").fillna("")
     if "subject" not in df.columns:
-        raise SsllError(f"{path}: the subject sheet has no 'subject' column")
+        raise SsllError(f"{path}: the subject sheet has no 'subject' column{_separator_hint(df)}")
     rows = df.to_dict("records")
     for r in rows:
         try:

@@ -146,8 +146,16 @@ def test_sheet_table_refuses_dots_duplicates_rows_without_images_and_no_subject_
         with pytest.raises(SsllError, match=re.escape(want)):
             read_sheet_table(sheet, _schema())
     sheet = _write_sheet(tmp_path / "nosubject.tsv", [{"id": "s1", "image": "c.nii"}])
-    with pytest.raises(SsllError, match="no column subject"):
+    with pytest.raises(SsllError, match="no column subject$"):
         read_sheet_table(sheet, _schema())
+    # a comma-separated sheet (as a spreadsheet saves it) is told to be tab-separated, by both readers
+    sheet = tmp_path / "comma.csv"
+    sheet.write_text("subject,ed_image,es_image\ns1,x.nii,y.nii\n")
+    with pytest.raises(SsllError, match="no column subject .a subject sheet is tab-separated; its header reads "
+                                        "'subject,ed_image,es_image'"):
+        read_sheet_table(sheet, _schema())
+    with pytest.raises(SsllError, match="tab-separated"):
+        read_subject_sheet(sheet)
     # many offenders: the first five named, the rest counted
     rows = [{**ok, "subject": f"s{i}", "ed_frame": "x"} for i in range(8)]
     with pytest.raises(SsllError, match=re.escape("subject 's4' ('x') and 3 more")):
