@@ -91,6 +91,44 @@ def test_chunks_are_the_sheets_rows_and_a_missing_input_leaves_only_its_subject_
     assert planned == {0: ["s0"], 1: ["s2", "s3"]}
 
 
+def test_sheet_paths_with_spaces_and_quotes_reach_the_commands_whole(tmp_path: Path) -> None:
+    """Paths from the sheet are shell-quoted: a folder named with a space and a quote (a DICOM export's "SAX 1",
+    a name like O'Neil) reaches ingest and evaluate as one argument each, and cannot end the quoting early."""
+    import shlex
+
+    data = tmp_path / "scans of O'Neil; touch injected"
+    data.mkdir()
+    demo = ROOT / "demo/acdc/patient020"
+    for name in ("patient020_frame01.nii.gz", "patient020_frame11.nii.gz", "patient020_frame01_gt.nii.gz",
+                 "patient020_frame11_gt.nii.gz"):
+        shutil.copy(demo / name, data / name)
+    ed, es = data / "patient020_frame01.nii.gz", data / "patient020_frame11.nii.gz"
+    gt_ed, gt_es = data / "patient020_frame01_gt.nii.gz", data / "patient020_frame11_gt.nii.gz"
+    sheet = tmp_path / "s.tsv"
+    sheet.write_text("subject\ted_image\tes_image\tgt_ed\tgt_es\tgt_convention\n"
+                     f"p1\t{ed}\t{es}\t{gt_ed}\t{gt_es}\tacdc\n")
+    conf = ["--config", f"subjects={sheet}", f"results={tmp_path / 'r'}"]
+    r = _run([*SNAKEMAKE, "-n", "--forceall", "-p", *conf], ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    cmds = {ln.split()[3]: shlex.split(ln.removeprefix("Shell command: ").split(" > ")[0])
+            for ln in r.stdout.splitlines() if ln.startswith(("Shell command: ssll ingest", "Shell command: ssll evaluate"))}
+    assert set(cmds) == {"ingest", "evaluate"}, list(cmds)
+    ingest, evaluate = cmds["ingest"], cmds["evaluate"]
+    assert ingest[ingest.index("--ed-image") + 1] == str(ed) and ingest[ingest.index("--es-image") + 1] == str(es)
+    assert evaluate[evaluate.index("--ed-truth") + 1] == str(gt_ed)
+    assert evaluate[evaluate.index("--es-truth") + 1] == str(gt_es)
+    # and the ingest job really runs on them, in a copy of the workflow (its logs land there)
+    work = tmp_path / "run"
+    _copy_workflow(work)
+    r = _run([*SNAKEMAKE, "-c1", *conf, "--", str(tmp_path / "r/ingest/p1/ED.nii.gz")], work)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert nib.load(str(tmp_path / "r/ingest/p1/ED.nii.gz")).shape == nib.load(str(ed)).shape
+    assert not (work / "injected").exists()  # the folder's name ran nothing
+    # the results folder, unquoted in every rule's outputs, is refused with such characters before any job
+    r = _run([*SNAKEMAKE, "-n", "--config", f"subjects={sheet}", f"results={tmp_path / 'my results'}"], ROOT)
+    assert r.returncode != 0 and "my results" in r.stdout + r.stderr, r.stderr[-2000:]
+
+
 def test_cycle_is_planned_for_cine_subjects_only_when_asked(tmp_path: Path) -> None:
     """`cycle: true` adds one `ssll cycle` job per subject given as a cine (column image), none for a subject given
     as ED/ES files; with the default config there is none."""
@@ -123,14 +161,14 @@ def test_cycle_is_planned_for_cine_subjects_only_when_asked(tmp_path: Path) -> N
     # the QC flags of the cine subject check its ED/ES against the curve; the other subject's have nothing to check
     qc = {c.split("--subject ")[-1].split()[0]: c for c in r.stdout.splitlines()
           if c.startswith("Shell command: (ssll qc ")}
-    assert f"--cycle '{tmp_path / 'r'}/cycle/cine1/cycle.json'" in qc["cine1"] and "--frames '" in qc["cine1"]
+    assert f"--cycle {tmp_path / 'r'}/cycle/cine1/cycle.json" in qc["cine1"] and "--frames " in qc["cine1"]
     assert "--cycle" not in qc["files1"]
     # phases_from_cycle: the cine subject's ingest reads its frames from the cycle; the other's does not
     r = _run([*base, "phases_from_cycle=True"], ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
     ingest = {c.split("--subject ")[1].split()[0]: c for c in r.stdout.splitlines()
               if c.startswith("Shell command: ssll ingest")}
-    assert f"--frames-from '{tmp_path / 'r'}/cycle/cine1/cycle.json'" in ingest["cine1"]
+    assert f"--frames-from {tmp_path / 'r'}/cycle/cine1/cycle.json" in ingest["cine1"]
     assert "--frames-from" not in ingest["files1"]
     assert sum(c.startswith("Shell command: ssll cycle") for c in r.stdout.splitlines()) == 1
 

@@ -1,6 +1,7 @@
 # Sheet and config loading, wildcard constraints, input functions. No rule logic here.
 import json
 import os
+import shlex
 import sys
 
 import yaml
@@ -90,16 +91,16 @@ def get_cine(wildcards):
 def get_ingest_args(wildcards):
     row = subjects.loc[wildcards.subject]
     if row.image:
-        args = f"--image '{row.image}'"
+        args = f"--image {shlex.quote(row.image)}"
     else:
-        args = f"--ed-image '{row.ed_image}' --es-image '{row.es_image}'"
+        args = f"--ed-image {shlex.quote(row.ed_image)} --es-image {shlex.quote(row.es_image)}"
     if row.get("ed_frame", ""):
         args += f" --ed {int(row.ed_frame)}"
     if row.get("es_frame", ""):
         args += f" --es {int(row.es_frame)}"
     cycle = frames_from_cycle(wildcards.subject)
     if cycle:
-        args += f" --frames-from '{cycle}'"
+        args += f" --frames-from {shlex.quote(cycle)}"
     return args
 
 
@@ -129,7 +130,7 @@ def section(name):
 def get_network_args():
     """The SSLLN arguments segment and cycle share (config segment: weights, orientation, batch size)."""
     s = config["segment"]
-    w = f"--weights '{s['weights']}' " if s["weights"] else ""
+    w = f"--weights {shlex.quote(s['weights'])} " if s["weights"] else ""
     return (
         f"{w}--orientation {s['orientation']} --orientation-margin {float(s['orientation_margin'])}"
         f" --batch-size {int(s['batch_size'])}"
@@ -145,7 +146,7 @@ BANK = config["atlas_bank"]["path"] or "resources/atlas_bank/bank"
 
 def get_hr_weights_arg():
     w = config["atlas_bank"]["weights"]
-    return f"--weights '{w}'" if w else ""
+    return f"--weights {shlex.quote(w)}" if w else ""
 
 
 def get_bank_dir(wildcards, input):
@@ -225,7 +226,11 @@ def get_qc_cycle_inputs(wildcards):
 
 def get_qc_cycle_args(wildcards):
     paths = get_qc_cycle_inputs(wildcards)
-    return f"--frames '{paths[0]}' --cycle '{paths[1]}'" if paths else ""
+    return (
+        f"--frames {shlex.quote(paths[0])} --cycle {shlex.quote(paths[1])}"
+        if paths
+        else ""
+    )
 
 
 def get_cycle_targets():

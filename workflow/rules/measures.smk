@@ -59,7 +59,7 @@ rule evaluate:
     params:
         convention=get_truth_convention,
     shell:
-        "ssll evaluate --subject {wildcards.subject} --ed-truth {input.ed} --es-truth {input.es} --ed-labels {input.ed_labels} --es-labels {input.es_labels} --ed-refined {input.ed_refined} --es-refined {input.es_refined} --convention {params.convention} --out-json {output} > {log} 2>&1"
+        "ssll evaluate --subject {wildcards.subject} --ed-truth {input.ed:q} --es-truth {input.es:q} --ed-labels {input.ed_labels} --es-labels {input.es_labels} --ed-refined {input.ed_refined} --es-refined {input.es_refined} --convention {params.convention} --out-json {output} > {log} 2>&1"
 
 
 rule report:
