@@ -17,9 +17,7 @@ validate(config, "../schemas/config.schema.yaml")
 # more than a vectorised pass: the sheet is checked column by column (read_sheet_table), and input files
 # are looked up for the subjects this run plans only.
 SUBJECTS_TSV = config["subjects"]
-with open(
-    os.path.join(workflow.basedir, "workflow/schemas/subjects.schema.yaml")
-) as _f:
+with open(workflow.source_path("../schemas/subjects.schema.yaml")) as _f:
     _SHEET_SCHEMA = yaml.safe_load(_f)
 try:
     subjects = read_sheet_table(SUBJECTS_TSV, _SHEET_SCHEMA)
