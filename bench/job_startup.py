@@ -134,10 +134,15 @@ def _slurm_job(tree: Path, tmp: Path, n: int) -> dict:
     job = re.search(r"SLURM jobid (\d+)", r.stdout + r.stderr)
     if not job:
         raise SystemExit(f"no SLURM job id in the output:\n{r.stderr[-3000:]}")
-    info = subprocess.run(["scontrol", "show", "job", job.group(1)], capture_output=True, text=True, check=True).stdout
-    h, m, sec = (int(x) for x in re.search(r"RunTime=(\d+):(\d+):(\d+)", info).groups())
-    return {"what": "SLURM job (ingest): RunTime; submitting snakemake: wall", "seconds": 3600 * h + 60 * m + sec,
+    return {"what": "SLURM job (ingest): RunTime; submitting snakemake: wall", "seconds": slurm_runtime_s(job.group(1)),
             "submit_wall_s": round(wall, 1)}
+
+
+def slurm_runtime_s(job_id: str) -> int:
+    """SLURM's RunTime of a job (``scontrol show job``; whole seconds, ``[D-]HH:MM:SS``)."""
+    info = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True, check=True).stdout
+    d, h, m, s = re.search(r"RunTime=(?:(\d+)-)?(\d+):(\d+):(\d+)", info).groups()
+    return 86400 * int(d or 0) + 3600 * int(h) + 60 * int(m) + int(s)
 
 
 def _save(rows: list[dict], out: Path) -> None:

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from job_startup import bin_env
+from job_startup import bin_env, slurm_runtime_s
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ("rule_atlas_phantoms", "rule_atlas_bank", "rule_cohort_table", "rule_report")
@@ -54,10 +54,7 @@ def _run(tmp: Path, name: str, *, grouped: bool) -> dict:
         kind = log.relative_to(work / ".snakemake/slurm_logs").parts[0]
         if kind in SHARED:
             continue
-        info = subprocess.run(["scontrol", "show", "job", log.stem], capture_output=True, text=True,
-                              check=True).stdout
-        h, m, s = (int(x) for x in re.search(r"RunTime=(\d+):(\d+):(\d+)", info).groups())
-        jobs[kind] = 3600 * h + 60 * m + s
+        jobs[kind] = slurm_runtime_s(log.stem)
     return {"slurm_jobs": len(jobs), "runtime_sum_s": sum(jobs.values()), "runtime_s": dict(sorted(jobs.items())),
             "submit_wall_s": round(wall, 1)}
 

@@ -36,11 +36,17 @@ def validate_subject_id(subject: str) -> str:
     return subject
 
 
+def _study_paths(image: str, ed_image: str, es_image: str) -> list[str]:
+    """The input files of one sheet row: its cine (``image``), or else its ED and ES volumes; empty cells
+    are not paths."""
+    return [p for p in ([image] if image else [ed_image, es_image]) if p]
+
+
 def missing_input(row: Mapping[str, str]) -> str | None:
     """The first input path of a subject-sheet row (``image``, or ``ed_image`` and ``es_image``)
     that does not exist, or None when all exist (empty cells are not paths)."""
-    paths = [row.get("image", "")] if row.get("image", "") else [row.get("ed_image", ""), row.get("es_image", "")]
-    return next((p for p in paths if p and not Path(p).exists()), None)
+    paths = _study_paths(row.get("image", ""), row.get("ed_image", ""), row.get("es_image", ""))
+    return next((p for p in paths if not Path(p).exists()), None)
 
 
 def missing_inputs(rows: Mapping[str, Sequence[str]]) -> dict[str, str]:
@@ -54,9 +60,7 @@ def missing_inputs(rows: Mapping[str, Sequence[str]]) -> dict[str, str]:
     exists: dict[str, bool] = {}
     out: dict[str, str] = {}
     for subject, image, ed, es in zip(rows["subject"], rows["image"], rows["ed_image"], rows["es_image"], strict=True):
-        for p in ([image] if image else [ed, es]):
-            if not p:
-                continue
+        for p in _study_paths(image, ed, es):
             if p not in exists:
                 exists[p] = os.path.exists(p)
             if not exists[p]:
@@ -70,6 +74,20 @@ def _offenders(df: pd.DataFrame, bad: pd.Series, column: str, limit: int = 5) ->
     hits = df.loc[bad, ["subject", column]]
     shown = ", ".join(f"subject {s!r} ({v!r})" for s, v in hits.head(limit).itertuples(index=False))
     return shown + (f" and {len(hits) - limit} more" if len(hits) > limit else "")
+
+
+def _sheet_frame(path: str | Path) -> pd.DataFrame:
+    """A subject sheet as read, every cell a string (empty ``""``; ``#`` starts a comment).
+
+    Raises:
+        SsllError: the file cannot be read or parsed (naming it).
+    """
+    import pandas as pd
+
+    try:
+        return pd.read_csv(path, sep="\t", dtype=str, comment="#").fillna("")
+    except (OSError, ValueError) as exc:
+        raise SsllError(f"{path}: cannot read the subject sheet ({exc})") from None
 
 
 def _separator_hint(df: pd.DataFrame) -> str:
@@ -101,12 +119,7 @@ def read_sheet_table(path: str | Path, schema: Mapping[str, Any]) -> pd.DataFram
         SsllError: naming the sheet, the column, what is wrong and the first subjects (with their values)
             where it is wrong.
     """
-    import pandas as pd
-
-    try:
-        df = pd.read_csv(path, sep="\t", dtype=str, comment="#").fillna("")
-    except (OSError, ValueError) as exc:
-        raise SsllError(f"{path}: cannot read the subject sheet ({exc})") from None
+    df = _sheet_frame(path)
     missing = [c for c in schema.get("required", []) if c not in df.columns]
     if missing:
         raise SsllError(f"{path}: the subject sheet has no column {', '.join(missing)}{_separator_hint(df)}")
@@ -145,9 +158,7 @@ def read_subject_sheet(path: str | Path) -> list[dict[str, str]]:
     Raises:
         SsllError: no ``subject`` column, or an invalid subject id (naming the sheet).
     """
-    import pandas as pd
-
-    df = pd.read_csv(path, sep="\t", dtype=str, comment="#").fillna("")
+    df = _sheet_frame(path)
     if "subject" not in df.columns:
         raise SsllError(f"{path}: the subject sheet has no 'subject' column{_separator_hint(df)}")
     rows = df.to_dict("records")

@@ -85,10 +85,13 @@ def test_sheet_refuses_a_duplicate_subject_and_a_missing_folder(tmp_path: Path) 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+SCHEMA = ROOT / "workflow/schemas/subjects.schema.yaml"
+
+
 def _schema() -> dict:
     import yaml
 
-    return yaml.safe_load((ROOT / "workflow/schemas/subjects.schema.yaml").read_text())
+    return yaml.safe_load(SCHEMA.read_text())
 
 
 def _write_sheet(path: Path, rows: list[dict[str, str]]) -> Path:
@@ -120,7 +123,7 @@ def test_sheet_table_refuses_what_the_schema_refuses(tmp_path: Path, column: str
             "gt_convention": "acdc"}
     sheet = _write_sheet(tmp_path / "good.tsv", [good, {**good, "subject": "ok2"}])
     read_sheet_table(sheet, _schema())
-    validate(pd.read_csv(sheet, sep="\t", dtype=str).fillna(""), str(ROOT / "workflow/schemas/subjects.schema.yaml"))
+    validate(pd.read_csv(sheet, sep="\t", dtype=str).fillna(""), str(SCHEMA))
     bad_row = {**good, "subject": "ok3", column: value}
     sheet = _write_sheet(tmp_path / "bad.tsv", [good, bad_row])
     with pytest.raises(SsllError) as err:
@@ -130,7 +133,7 @@ def test_sheet_table_refuses_what_the_schema_refuses(tmp_path: Path, column: str
     assert repr(value) in msg and ("ok1" not in msg), msg
     if value != "bad/../id":  # the schema's pattern allows '..'; ids with it are refused by validate_subject_id
         with pytest.raises(WorkflowError):
-            validate(pd.read_csv(sheet, sep="\t", dtype=str).fillna(""), str(ROOT / "workflow/schemas/subjects.schema.yaml"))
+            validate(pd.read_csv(sheet, sep="\t", dtype=str).fillna(""), str(SCHEMA))
 
 
 def test_sheet_table_refuses_dots_duplicates_rows_without_images_and_no_subject_column(tmp_path: Path) -> None:
