@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import os
 import tempfile
 import warnings
@@ -130,6 +131,12 @@ def _raw_pixdim(path: Path, header_cls: type) -> Array | None:
         return None
 
 
+#: The ``descrip`` of an output written on an input's own grid with the input's geometry fields kept verbatim
+#: (:func:`save_nifti`). Reading such a file does not repeat the input's header warning: the stage that read
+#: the input gave it, and a cohort's logs would otherwise carry it once per derived file.
+KEPT_GEOMETRY_DESCRIP = b"ssll: geometry fields kept from the input"
+
+
 def _resolve_affine(img: nib.Nifti1Image, path: Path) -> Array:
     hdr = img.header
     zooms = np.asarray(hdr.get_zooms()[:3], dtype=np.float64)
@@ -148,11 +155,12 @@ def _resolve_affine(img: nib.Nifti1Image, path: Path) -> Array:
                 raise InputImageError(f"{path}: singular sform")
             affine = np.array(sform, dtype=np.float64)
             affine[:3, :3] = sform[:3, :3] / norms * zooms
-        warnings.warn(
-            f"{path}: sform scales {np.round(norms, 4).tolist()} disagree with pixdim "
-            f"{np.round(zooms, 4).tolist()} mm; using pixdim spacing",
-            stacklevel=3,
-        )
+        message = (f"{path}: sform scales {np.round(norms, 4).tolist()} disagree with pixdim "
+                   f"{np.round(zooms, 4).tolist()} mm; using pixdim spacing")
+        if bytes(hdr["descrip"]).rstrip(b"\0") == KEPT_GEOMETRY_DESCRIP:
+            logging.getLogger("ssll").debug(message)
+        else:
+            warnings.warn(message, stacklevel=3)
         return affine
     if qform is not None and qcode > 0:
         return np.asarray(qform, dtype=np.float64)
@@ -239,7 +247,7 @@ def save_nifti(path: PathLike, vol: Volume, *, dtype: Any = None) -> None:
     """Write ``vol`` atomically as NIfTI-1.
 
     If ``vol.header`` is set (a volume on an input's own grid) its geometry fields are kept
-    verbatim; otherwise ``vol.affine`` is written as both sform and qform (code 1).
+    verbatim and ``descrip`` says so (:data:`KEPT_GEOMETRY_DESCRIP`); otherwise ``vol.affine`` is written as both sform and qform (code 1).
     """
     data = np.asarray(vol.array if dtype is None else vol.array.astype(dtype))
     if vol.header is not None:
@@ -251,6 +259,7 @@ def save_nifti(path: PathLike, vol: Volume, *, dtype: Any = None) -> None:
         img.header.set_zooms(zooms[: data.ndim])
         img.header["scl_slope"] = np.nan
         img.header["scl_inter"] = np.nan
+        img.header["descrip"] = KEPT_GEOMETRY_DESCRIP
     else:
         img = nib.Nifti1Image(data, vol.affine)
         img.set_sform(vol.affine, code=1)
