@@ -486,8 +486,9 @@ def _run_qc_flags(a: argparse.Namespace) -> None:
 # ---------------------------------------------------------------- surface
 def _add_surface(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labels", required=True, help="canonical labels (e.g. the refined HR model)")
-    p.add_argument("--out-vtk", required=True, help="all structures in one legacy binary VTK polydata (label cell scalar); "
-                   "a PLY per structure is written beside it as <stem>_<structure>.ply")
+    p.add_argument("--out-vtk", required=True, help="all structures in one legacy binary VTK polydata (label cell scalar)")
+    p.add_argument("--ply", action="store_true",
+                   help="also a PLY per structure beside it, <stem>_<structure>.ply (the same surfaces again)")
     p.add_argument("--smooth-iterations", type=int, default=20)
 
 
@@ -499,7 +500,8 @@ def _run_surface(a: argparse.Namespace) -> None:
     out = Path(a.out_vtk)
     if out.suffix != ".vtk":
         raise ValueError(f"--out-vtk must end in .vtk, got {out.name}")
-    vols = run_surface(labels=a.labels, out_dir=out.parent, prefix=out.stem, smooth_iterations=a.smooth_iterations)
+    vols = run_surface(labels=a.labels, out_dir=out.parent, prefix=out.stem, smooth_iterations=a.smooth_iterations,
+                       ply=a.ply)
     log.info("surfaces: %s", ", ".join(f"{k} {v:.1f} ml" for k, v in vols.items()))
 
 
@@ -579,7 +581,7 @@ _REGISTRY: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Calla
     ("evaluate", "Dice, HD, HD95 (mm) per structure and ground-truth measures of one subject", _add_evaluate,
      _run_evaluate),
     ("report", "the cohort report: one self-contained HTML file", _add_report, _run_report),
-    ("surface", "surface meshes (PLY per structure, one VTK) of a segmentation, world mm", _add_surface,
+    ("surface", "surface meshes (one VTK; --ply: a PLY per structure too) of a segmentation, world mm", _add_surface,
      _run_surface),
     ("qc-flags", "automatic QC flags of one subject (missing/broken structures, ranges, landmarks, refinement)",
      _add_qc_flags, _run_qc_flags),

@@ -364,7 +364,7 @@ def run_preprocess(
     path, so later stages can write results on the original grid), and, when ``labels`` is
     given, the canonical labels on the working grid.
     """
-    from ssll.io import load_image, load_labels, save_nifti, write_json
+    from ssll.io import load_image, load_labels, save_nifti, save_unit_image, write_json
 
     vol = load_image(image)
     check_cine_spacing(vol.affine, image)
@@ -377,7 +377,7 @@ def run_preprocess(
         if out_labels is None:
             raise ValueError("run_preprocess: labels given without out_labels")
         save_nifti(out_labels, Volume(labels_to_working(lab.array, record), work.affine), dtype=np.uint8)
-    save_nifti(out_image, work, dtype=np.float32)
+    save_unit_image(out_image, work)
     write_json(out_record, record.to_dict())
     return record
 

@@ -1,4 +1,4 @@
-"""Surface meshes of segmented structures (``ssll surface``): PLY per structure and one VTK file.
+"""Surface meshes of segmented structures (``ssll surface``): one VTK file, and on request a PLY per structure.
 
 Each structure's surface is the boundary between its voxels and the rest (the voxel faces, a
 closed and consistently oriented triangle mesh whose enclosed volume equals the voxel volume
@@ -139,8 +139,11 @@ def write_vtk(path: PathLike, meshes: dict[int, tuple[Array, Array]]) -> None:
         fh.write(b"\n")
 
 
-def run_surface(*, labels: PathLike, out_dir: PathLike, prefix: str, smooth_iterations: int = 20) -> dict[str, float]:
-    """I/O layer of ``ssll surface``: ``<prefix>_<structure>.ply`` per structure present and ``<prefix>.vtk``.
+def run_surface(*, labels: PathLike, out_dir: PathLike, prefix: str, smooth_iterations: int = 20,
+                ply: bool = False) -> dict[str, float]:
+    """I/O layer of ``ssll surface``: ``<prefix>.vtk`` (every structure, ``label`` cell scalar) and, with ``ply``,
+    ``<prefix>_<structure>.ply`` per structure present: the same surfaces again, for tools that want one file a
+    structure (about as large as the VTK, so off unless asked for).
 
     Returns:
         Enclosed volume (ml) of each smoothed surface.
@@ -156,7 +159,8 @@ def run_surface(*, labels: PathLike, out_dir: PathLike, prefix: str, smooth_iter
         v, t = boundary_mesh(mask, lab.affine)
         v = taubin_smooth(v, t, iterations=smooth_iterations)
         name = Label(c).name.lower()
-        write_ply(Path(out_dir) / f"{prefix}_{name}.ply", v, t)
+        if ply:
+            write_ply(Path(out_dir) / f"{prefix}_{name}.ply", v, t)
         meshes[c] = (v, t)
         volumes[name] = mesh_volume(v, t) / 1000.0
     write_vtk(Path(out_dir) / f"{prefix}.vtk", meshes)

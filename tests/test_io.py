@@ -185,3 +185,27 @@ def test_warnings_are_not_errors_for_good_files(tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_image(_good(tmp_path))
+
+
+def test_unit_image_is_stored_in_16_bits_and_reads_back_within_half_a_step(tmp_path: Path) -> None:
+    import SimpleITK as sitk
+
+    from ssll.io import UNIT_IMAGE_STEPS, save_unit_image
+
+    rng = np.random.default_rng(0)
+    data = rng.random((24, 20, 6)).astype(np.float32)
+    data[0, 0, 0], data[1, 0, 0] = 0.0, 1.0
+    aff = oblique_affine()
+    save_unit_image(tmp_path / "w.nii.gz", Volume(data, aff))
+    img = nib.load(str(tmp_path / "w.nii.gz"))
+    assert img.get_data_dtype() == np.uint16
+    back = load_image(tmp_path / "w.nii.gz")
+    assert np.abs(back.array - data).max() <= 0.5 / UNIT_IMAGE_STEPS + 1e-7
+    assert back.array[0, 0, 0] == 0.0 and back.array[1, 0, 0] == pytest.approx(1.0, abs=1e-7)
+    np.testing.assert_allclose(back.affine, aff, atol=1e-5)
+    # another reader applies the slope too (SimpleITK's array is (K, J, I))
+    other = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "w.nii.gz"))).transpose(2, 1, 0)
+    np.testing.assert_allclose(other, back.array, atol=1e-6)
+    with pytest.raises(ValueError, match="outside"):
+        save_unit_image(tmp_path / "bad.nii.gz", Volume(data * 1.5, aff))
+    assert not (tmp_path / "bad.nii.gz").exists()

@@ -29,7 +29,7 @@ def test_boundary_mesh_is_closed_outward_and_exact(affine) -> None:
 def test_run_surface_writes_ply_and_vtk(tmp_path) -> None:
     lab = biv_phantom((48, 48, 12), spacing=(1.5, 1.5, 4.0))
     path = write_nifti(tmp_path / "lab.nii.gz", lab, spacing=(1.5, 1.5, 4.0))
-    vols = run_surface(labels=path, out_dir=tmp_path / "mesh", prefix="ED")
+    vols = run_surface(labels=path, out_dir=tmp_path / "mesh", prefix="ED", ply=True)
     assert set(vols) == {"lv_cavity", "lv_wall", "rv_cavity", "rv_wall"}
     voxel_ml = 1.5 * 1.5 * 4.0 / 1000
     assert vols["lv_cavity"] == pytest.approx((lab == 1).sum() * voxel_ml, rel=0.08)
@@ -42,6 +42,20 @@ def test_run_surface_writes_ply_and_vtk(tmp_path) -> None:
     np.testing.assert_array_equal(points[: len(ply_v)], ply_v)
     np.testing.assert_array_equal(cells[labels == 1], ply_t)
     assert mesh_volume(points.astype(float), cells[labels == 1]) / 1000 == pytest.approx(vols["lv_cavity"], rel=1e-5)
+
+
+def test_surface_writes_ply_only_when_asked(tmp_path) -> None:
+    from ssll.cli import main
+
+    lab = biv_phantom((48, 48, 12), spacing=(1.5, 1.5, 4.0))
+    path = write_nifti(tmp_path / "lab.nii.gz", lab, spacing=(1.5, 1.5, 4.0))
+    assert main(["surface", "--labels", str(path), "--out-vtk", str(tmp_path / "a" / "ED.vtk")]) == 0
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["ED.vtk", "ED.vtk.prov.json"]
+    assert main(["surface", "--labels", str(path), "--out-vtk", str(tmp_path / "b" / "ED.vtk"), "--ply"]) == 0
+    names = sorted(p.name for p in (tmp_path / "b").iterdir())
+    assert names == ["ED.vtk", "ED.vtk.prov.json"] + [f"ED_{s}.ply" for s in ("lv_cavity", "lv_wall", "rv_cavity",
+                                                                            "rv_wall")]
+    assert (tmp_path / "a" / "ED.vtk").read_bytes() == (tmp_path / "b" / "ED.vtk").read_bytes()
 
 
 def _read_ply(path) -> tuple[np.ndarray, np.ndarray]:

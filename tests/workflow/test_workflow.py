@@ -258,7 +258,8 @@ def test_demo_cohort_end_to_end(tmp_path: Path) -> None:
             assert ref.shape == src.shape
             np.testing.assert_allclose(ref.affine, src.affine, atol=1e-4)
             assert set(np.unique(np.asarray(ref.dataobj))) == {0, 1, 2, 3, 4}  # the refined model has an RV wall
-            assert (work / "results/mesh" / subject / f"{phase}_lv_wall.ply").exists()
+            assert (work / "results/mesh" / subject / f"{phase}.vtk").stat().st_size > 0
+            assert not (work / "results/mesh" / subject / f"{phase}_lv_wall.ply").exists()  # surface: ply: false
             assert (work / "results/refine" / subject / f"{phase}_labels.nii.gz.prov.json").exists()
     table = (work / "results/cohort/measures.csv").read_text()
     assert "patient020" in table and "lv_ef_pct" in table and "refined_lv_ef_pct" in table and "qc_flags" in table

@@ -37,7 +37,7 @@ rule refine:
 
 
 rule surface:
-    """Surface meshes of the refined models (ED, ES): one VTK each (label cell scalar) and a PLY per structure beside it."""
+    """Surface meshes of the refined models (ED, ES): one VTK each (label cell scalar); with `surface: ply: true` a PLY per structure beside it."""
     input:
         labels=by_phase(f"{RESULTS}/refine/{{subject}}/{{phase}}_labels.nii.gz"),
     output:
@@ -48,5 +48,6 @@ rule surface:
         "../../envs/ssll.yaml"
     shell:
         "ssll surface --subject {wildcards.subject}"
+        + (" --ply" if config["surface"]["ply"] else "")
         + per_phase("--labels {input.labels[#]} --out-vtk {output.vtk[#]}")
         + " > {log} 2>&1"
