@@ -11,7 +11,10 @@ slice-wise, mm):
 * ``refined_<grid>``: ``ssll.refine`` of it (landmark affine, NMI selection over the phantom atlas
   bank, B-spline FFD, patch fusion), taken to the original grid by nearest neighbour as
   ``ssll refine`` writes it — once per FFD control grid in ``--grids`` (``+sS``: with per-slice
-  shifts fitted, the model moved back onto each slice as acquired, as ``ssll refine`` writes it).
+  shifts fitted, the model moved back onto each slice as acquired, as ``ssll refine`` writes it;
+  ``+labels``: the label-only start, ``atlases: init: labels``, instead of the landmark affine).
+  ``init`` and ``mirrored`` in ``per_volume.csv`` say which start each refinement used and whether the
+  atlases were mirrored into the target (ACDC's headers show every heart as its mirror image).
 
 The refinement replaces each slice's contour by a smooth 3D shape, so some loss against per-slice
 expert contours is expected; the question is how much, and whether the default grid costs more
@@ -36,6 +39,9 @@ outputs are compared as the motion-free model (not moved back onto the shifted s
 
 Run (after ``bench/refinement.py`` has built its bank; the committed results, ~35 min on 2 cores):
     python bench/refinement_acdc.py --phases ED ES --grids 30_15 50_40 30_15_100_80 --out bench/results/refinement_acdc
+The landmark start against the label-only start (the committed ``refinement_acdc_init/``, ~30 min):
+    python bench/refinement_acdc.py --phases ED ES --grids 30_15 30_15+labels 50_40 50_40+labels --picture "" \
+        --out bench/results/refinement_acdc_init
 The picture ``beyond_stack_patient017_ED.png`` (the model before and after the cut at the base)
 comes from the same script: ``--phases ED --grids 30_15 --limit 1``.
 """
@@ -48,6 +54,7 @@ import os
 import sys
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -91,7 +98,8 @@ def parse_grid(spec: str) -> tuple[tuple[float, float], tuple[float, float]]:
     ``I1_I2_T1_T2`` gives the in-plane spacing of the coarse and fine level, then the
     through-plane spacing of each (what ``bench/refinement.py`` takes as ``--control-spacing-mm
     I1 I2 --through-plane-mm T1 T2``). A suffix ``+sS`` (e.g. ``30_15+s10``) is the same grid
-    with per-slice shifts fitted (``ffd: slice_shift_mm: S``; see :func:`parse_variant`).
+    with per-slice shifts fitted (``ffd: slice_shift_mm: S``; see :func:`parse_variant`), ``+labels`` the
+    label-only start (:func:`variant_init`).
 
     Raises:
         argparse.ArgumentTypeError: neither a named grid nor four positive numbers.
@@ -113,15 +121,21 @@ def parse_variant(spec: str) -> FFDConfig:
     per-slice shift prior (mm) after ``+s`` (0, none fitted, without the suffix)."""
     ip, tp = parse_grid(spec)
     shift = 0.0
-    if "+" in spec:
-        suffix = spec.split("+", 1)[1]
+    for suffix in spec.split("+")[1:]:
+        if suffix == "labels":
+            continue
         try:
             shift = float(suffix.removeprefix("s")) if suffix.startswith("s") else -1.0
         except ValueError:
             shift = -1.0
         if shift <= 0:
-            raise argparse.ArgumentTypeError(f"grid {spec!r}: the suffix must be +sS with S > 0 (mm)")
+            raise argparse.ArgumentTypeError(f"grid {spec!r}: a suffix must be +sS with S > 0 (mm) or +labels")
     return FFDConfig(control_spacing_mm=ip, through_plane_mm=tp, slice_shift_mm=shift)
+
+
+def variant_init(spec: str) -> str:
+    """The atlas start of a ``--grids`` entry: ``labels`` with the suffix ``+labels``, else ``landmarks``."""
+    return "labels" if "labels" in spec.split("+")[1:] else "landmarks"
 
 
 def with_slice_shifts(img: Volume, sd_mm: float, patient: int, phase: str) -> tuple[Volume, np.ndarray]:
@@ -176,7 +190,8 @@ def main(a: argparse.Namespace) -> None:
     model = load_model(a.weights_lr or default_weights("sslln_lr"))
     fusion = fusion_config(a)
     atlases = AtlasConfig(rv_wall_from_atlases=a.rv_wall_from_atlases)
-    cfgs = {g: RefineConfig(atlases=atlases, ffd=parse_variant(g), fusion=fusion) for g in a.grids}
+    cfgs = {g: RefineConfig(atlases=replace(atlases, init=variant_init(g)), ffd=parse_variant(g), fusion=fusion)
+            for g in a.grids}
     rows = []
     for c in cases:
         img = load_image(c["image"])
@@ -190,7 +205,7 @@ def main(a: argparse.Namespace) -> None:
         ks, slab = acquired_slices(rec), stack_slab(rec, fov=seg.fov)
         outs = {"network": seg.original}
         hr, hr_whole = {}, {}
-        secs = {}
+        secs, infos = {}, {}
         for g, cfg in cfgs.items():
             t0 = time.perf_counter()
             # the model before and after the cut at the base of the imaged slab (refine(..., stack=) does
@@ -198,6 +213,7 @@ def main(a: argparse.Namespace) -> None:
             whole, info = refine(work.array, seg.labels, rec.working_affine, pts, bank, cfg, slices=ks)
             refined, _cut = clip_beyond_stack(whole, rec.working_affine, pts, slab, keep=cfg.atlases.beyond_stack)
             secs[g] = time.perf_counter() - t0
+            infos[g] = info
             # on the input grid as `ssll refine` writes it: back on each slice as acquired (with added
             # shifts the truth is the unshifted heart: the motion-free model)
             acq = refined if a.add_shift_mm > 0 else labels_as_acquired(refined, rec.working_affine, info)
@@ -213,8 +229,10 @@ def main(a: argparse.Namespace) -> None:
         ml_orig = float(np.prod(gt.spacing)) / 1000.0
         ml_work = float(abs(np.linalg.det(np.asarray(rec.working_affine)[:3, :3]))) / 1000.0
         for name, o in outs.items():
+            info = infos.get(name.removeprefix("refined_"), {})
             row = {"patient": c["patient"], "group": c["group"], "phase": c["phase"], "method": name,
-                   "seconds": secs.get(name.removeprefix("refined_"))}
+                   "seconds": secs.get(name.removeprefix("refined_")), "init": info.get("init"),
+                   "mirrored": info.get("mirrored")}
             sc, _shifts = dice_shift_compensated(o, gt.array, tuple(int(s) for s in STRUCTS), gt.spacing)
             for s in STRUCTS:
                 n = s.name.lower()

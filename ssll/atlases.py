@@ -138,15 +138,19 @@ def crop(array: Array, affine: Array, box: tuple[slice, slice, slice]) -> tuple[
     return np.ascontiguousarray(array[box]), out
 
 
-def landmark_affine(source_mm: Array, dest_mm: Array, *, what: str = "landmarks") -> Array:
+def landmark_affine(source_mm: Array, dest_mm: Array, *, what: str = "landmarks",
+                    allow_reflection: bool = False) -> Array:
     """12-DOF least-squares affine (4x4) mapping ``source_mm`` points to ``dest_mm`` points.
 
     Args:
         source_mm: ``(N, 3)`` world mm, N >= 4 (the 6 landmarks); NaN rows are left out.
         dest_mm: ``(N, 3)`` corresponding points.
+        allow_reflection: accept an affine with a negative determinant (the two point sets are mirror
+            images of each other: :func:`select_atlases` with a target whose world frame is mirrored).
 
     Raises:
-        RegistrationError: fewer than 4 usable pairs, or the points are (nearly) coplanar.
+        RegistrationError: fewer than 4 usable pairs, the points are (nearly) coplanar, the affine is
+            singular, or (without ``allow_reflection``) it is a reflection.
     """
     s, d = np.asarray(source_mm, float), np.asarray(dest_mm, float)
     ok = np.isfinite(s).all(1) & np.isfinite(d).all(1)
@@ -160,7 +164,10 @@ def landmark_affine(source_mm: Array, dest_mm: Array, *, what: str = "landmarks"
     m = np.linalg.lstsq(x, d, rcond=None)[0].T
     out = np.eye(4)
     out[:3] = m
-    if np.linalg.det(out[:3, :3]) <= 0:
+    det = np.linalg.det(out[:3, :3])
+    if abs(det) < 1e-6:
+        raise RegistrationError(f"{what}: the landmark affine is singular")
+    if det < 0 and not allow_reflection:
         raise RegistrationError(f"{what}: the landmark affine is a reflection (landmarks in the wrong order?)")
     return out
 
@@ -307,6 +314,12 @@ def select_atlases(
     """Rank every atlas by NMI after its landmark affine (or centroid alignment, ``cfg.init="labels"``);
     return the top ``cfg.top_k``.
 
+    A heart has one handedness, so the landmark affines from a target to a bank's atlases are either mostly
+    proper (det > 0) or, where the target image's world frame is a mirror image of the patient (a header
+    without the true patient orientation: ACDC's files put every heart so), mostly reflections. The
+    majority decides which the target is; the atlases whose affine is of the other kind are skipped, as
+    landmarks in the wrong order would give them. A mirrored target gets its atlases mirrored into it.
+
     Args:
         target_labels: ``(I, J, K)`` target segmentation on the (cropped) working grid.
         target_affine: its 4x4 voxel -> world mm.
@@ -317,8 +330,9 @@ def select_atlases(
 
     Returns:
         One dict per kept atlas, best first: ``atlas`` (:class:`Atlas`), ``affine`` (4x4 world(target)
-        -> world(atlas)), ``nmi``, ``rank`` (1-based). Atlases whose landmark affine fails (too few
-        landmarks, coplanar, a reflection) are skipped; fewer than ``top_k`` are returned (with a
+        -> world(atlas)), ``nmi``, ``rank`` (1-based), ``mirrored`` (the target's frame is the atlases'
+        mirror image: the affines are reflections). Atlases whose landmark affine fails (too few
+        landmarks, coplanar, of the minority's handedness) are skipped; fewer than ``top_k`` are returned (with a
         warning) when fewer are usable.
 
     Raises:
@@ -329,15 +343,21 @@ def select_atlases(
     s = cfg.nmi_stride
     tl = np.asarray(target_labels)[::s, ::s, ::s].reshape(-1)
     world = pts @ np.asarray(target_affine)[:3, :3].T.astype(np.float32) + np.asarray(target_affine)[:3, 3]
-    scored = []
+    starts = []
     for a in bank:
         try:
             if cfg.init == "labels":
-                aff = centroid_affine(target_labels, target_affine, a.labels, a.affine)
+                starts.append((a, centroid_affine(target_labels, target_affine, a.labels, a.affine)))
             else:
-                aff = landmark_affine(target_landmarks, a.landmarks, what=f"atlas {a.atlas_id}")
+                starts.append((a, landmark_affine(target_landmarks, a.landmarks, what=f"atlas {a.atlas_id}",
+                                                  allow_reflection=True)))
         except RegistrationError:
             continue
+    flipped = [bool(np.linalg.det(aff[:3, :3]) < 0) for _, aff in starts]
+    mirrored = 2 * sum(flipped) > len(starts)
+    starts = [s for s, f in zip(starts, flipped) if f == mirrored]
+    scored = []
+    for a, aff in starts:
         warped = warp_labels_nearest(a, aff, world)
         scored.append((nmi(tl, rv_wall_as_background(warped) if ignore_rv_wall else warped), a, aff))
     if not scored:
@@ -348,7 +368,8 @@ def select_atlases(
 
         warnings.warn(f"{cfg.top_k} atlases asked for, {len(scored)} usable in a bank of {len(bank)}", stacklevel=2)
     scored.sort(key=lambda t: -t[0])
-    return [{"atlas": a, "affine": aff, "nmi": float(v), "rank": r + 1} for r, (v, a, aff) in enumerate(scored[: cfg.top_k])]
+    return [{"atlas": a, "affine": aff, "nmi": float(v), "rank": r + 1, "mirrored": mirrored}
+            for r, (v, a, aff) in enumerate(scored[: cfg.top_k])]
 
 
 

@@ -158,6 +158,7 @@ def refine(
         "box_voxels": [[s.start, s.stop] for s in box],
         "init": cfg.atlases.init,
         "init_fallback": fallback,
+        "mirrored": bool(chosen[0]["mirrored"]),
         "rv_wall_from_atlases": no_rv_wall,
         "beyond_stack": cut,
         "slice_shifts_mm": None if shifts is None else {

@@ -88,9 +88,32 @@ def test_selection_ranks_by_nmi_after_the_landmark_affine(tmp_path) -> None:
     np.testing.assert_allclose(chosen[0]["affine"], np.eye(4), atol=1e-9)
     with pytest.warns(UserWarning, match="5 atlases asked for, 4 usable"):
         assert len(select_atlases(target, _affine(), LANDMARKS, bank, AtlasConfig(top_k=5))) == 4
-    mirrored = LANDMARKS * [-1, 1, 1]  # landmarks in mirror order: every landmark affine is a reflection
-    with pytest.raises(AtlasError, match="no usable atlas"):
-        select_atlases(target, _affine(), mirrored, bank, AtlasConfig(top_k=2))
+    assert not chosen[0]["mirrored"]
+
+
+def test_a_target_in_a_mirrored_frame_gets_its_atlases_mirrored_into_it(tmp_path) -> None:
+    # the target image is the phantom seen in a mirror (array flipped along i, the same header), as ACDC's
+    # headers show every heart; its landmarks are the mirror images of the atlases'
+    bank = _bank(tmp_path, [8.0, 0.0, 4.0, 12.0])
+    target = biv_phantom(shape=(60, 60, 30), spacing=SP)
+    plain = select_atlases(target, _affine(), LANDMARKS, bank, AtlasConfig(top_k=3, nmi_stride=1))
+    mirror = np.diag([-1.0, 1.0, 1.0, 1.0])
+    mirror[0, 3] = 59 * SP[0]  # x -> 73.75 mm - x: voxel i -> 59 - i
+    landmarks = LANDMARKS @ mirror[:3, :3].T + mirror[:3, 3]
+    chosen = select_atlases(target[::-1], _affine(), landmarks, bank, AtlasConfig(top_k=3, nmi_stride=1))
+    assert [c["atlas"].atlas_id for c in chosen] == ["a1", "a2", "a0"]
+    assert all(c["mirrored"] for c in chosen)
+    np.testing.assert_allclose(chosen[0]["affine"], mirror, atol=1e-9)  # the mirror back onto the atlas
+    for c, p in zip(chosen, plain):  # the mirrored atlas fits the mirrored heart as the atlas fits the heart
+        assert c["nmi"] == pytest.approx(p["nmi"], abs=1e-9)
+    # an atlas whose landmark affine has the minority's handedness (landmarks in the wrong order) is skipped
+    bank[1].landmarks = bank[1].landmarks @ mirror[:3, :3].T
+    chosen = select_atlases(target[::-1], _affine(), landmarks, bank, AtlasConfig(top_k=3, nmi_stride=1))
+    assert [c["atlas"].atlas_id for c in chosen] == ["a2", "a0", "a3"]
+    assert all(c["mirrored"] for c in chosen)
+    with pytest.raises(RegistrationError, match="reflection"):
+        landmark_affine(landmarks, LANDMARKS)
+    np.testing.assert_allclose(landmark_affine(landmarks, LANDMARKS, allow_reflection=True), mirror, atol=1e-9)
 
 
 def test_bank_errors_name_the_problem(tmp_path) -> None:
