@@ -555,7 +555,9 @@ def _run_refine(a: argparse.Namespace) -> None:
     info = run_refine(subject=a.subject or "subject", image=a.image, labels=a.labels, landmarks=a.landmarks,
                       record=a.record, bank=a.bank, out_labels=a.out_labels, out_original=a.out_original,
                       out_record=a.out_record, cfg=cfg)
-    log.info("refined with %d atlases in %.1f s", len(info["selected"]), info["seconds"]["total"])
+    log.info("refined with %d atlases in %.1f s%s", len(info["selected"]), info["seconds"]["total"],
+             " (mirrored into the target: its landmarks are the atlases' mirror image, as where a header lacks the "
+             "patient's true orientation; ACDC's do)" if info.get("mirrored") else "")
 
 
 _REGISTRY: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], Any]]] = [
