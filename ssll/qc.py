@@ -242,7 +242,8 @@ def qc_flags(
             so that it is compared with each slice where that slice was imaged.
         landmarks_mm: phase -> ``(6, 3)`` world mm.
         measures: the subject's measures row (``ssll measures``).
-        refine_records: phase -> the ``ssll refine`` record (registration convergence).
+        refine_records: phase -> the ``ssll refine`` record (registration convergence; ``mirrored``, which ED
+            and ES must agree on where both started from landmarks).
         acquired: phase -> working-grid indices of the acquired slices (None: all).
         expected_dice: phase -> the network's expected Dice per structure (``ssll segment``'s
             ``<phase>_expected_dice.json``); flagged below ``min_expected_dice`` for the LV
@@ -305,6 +306,12 @@ def qc_flags(
             ends = [s["levels"][-1]["consistency_end"] for s in rec.get("selected", [])]
             if ends and min(ends) < 0.75:
                 add("registration_not_converged", phase, f"label consistency {min(ends):.2f} after the FFD (< 0.75)")
+    mirrored = {ph: bool(r["mirrored"]) for ph, r in (refine_records or {}).items()
+                if r and r.get("init") == "landmarks" and "mirrored" in r}
+    if len(set(mirrored.values())) > 1:
+        add("mirror_differs", "ED+ES", "the refinement mirrored the atlases into "
+            + " but not ".join(ph for ph, m in sorted(mirrored.items(), key=lambda t: not t[1]))
+            + ": the two come from one stack, so one phase's landmarks are probably in the wrong order")
     turned = {ph: o for ph, o in (orientations or {}).items() if o}
     if len(set(turned.values())) > 1:
         add("orientation_differs", "ED+ES", "segmented in different orientations of the voxel grid ("

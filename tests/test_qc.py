@@ -164,6 +164,26 @@ def test_ed_and_es_segmented_in_different_orientations_are_flagged() -> None:
          "voxel grid (ED rot0, ES rot90+reversed): one of them is probably wrong"}]
 
 
+def test_ed_and_es_refined_with_and_without_mirroring_are_flagged() -> None:
+    from ssll.qc import qc_flags
+
+    lab = biv_phantom((64, 60, 24), spacing=(1.5, 1.5, 4.0))
+    good = {"ed_lv_cavity_ml": 150.0, "es_lv_cavity_ml": 60.0, "ed_lv_mass_g": 120.0, "ed_rv_cavity_ml": 160.0,
+            "lv_ef_pct": 60.0, "rv_ef_pct": 55.0}
+
+    def flags(ed: dict, es: dict) -> list[dict]:
+        return [f for f in qc_flags(segmentations={"ED": lab, "ES": lab}, refined=None,
+                                    landmarks_mm={"ED": _landmarks_ok(), "ES": _landmarks_ok()}, measures=good,
+                                    refine_records={"ED": ed, "ES": es}) if f["flag"] == "mirror_differs"]
+
+    plain, mirror = {"init": "landmarks", "mirrored": False}, {"init": "landmarks", "mirrored": True}
+    assert flags(plain, plain) == [] == flags(mirror, mirror)
+    assert flags(mirror, {"init": "labels", "mirrored": False}) == []  # a label-only start says nothing of it
+    assert flags(plain, mirror) == [{"flag": "mirror_differs", "phase": "ED+ES", "reason": "the refinement mirrored "
+                                     "the atlases into ES but not ED: the two come from one stack, so one phase's "
+                                     "landmarks are probably in the wrong order"}]
+
+
 def test_ed_or_es_off_the_volume_curve_is_flagged_beyond_one_frame_cyclically(tmp_path: Path) -> None:
     """phase_off_curve: ES 3 frames from the curve's smallest LV cavity is flagged with both frames and the method;
     a neighbouring frame, or ED at frame 0 against the curve's last frame (cyclic neighbours), is not; through
