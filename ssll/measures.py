@@ -7,7 +7,8 @@ stroke volume = EDV - ESV (ml) and ejection fraction = 100 x SV / EDV (%).
 The RV mass is given only where the segmentation has an RV wall around the RV cavity
 (:func:`rv_wall_coverage` at least :data:`RV_WALL_MIN_COVERAGE`): on real scans SSLLN-LR, which learned
 the RV wall from phantoms alone (ACDC has no RV-wall label), draws a few scattered RV-wall voxels, whose
-"mass" of 0.7-10 g is not a measurement.
+"mass" of 0.7-10 g is not a measurement. Nor is the refined model's RV mass there: its RV wall is then
+the atlases' (:func:`run_measures`).
 """
 
 from __future__ import annotations
@@ -33,8 +34,10 @@ MYOCARDIAL_DENSITY_G_PER_ML = 1.05
 #: below this :func:`rv_wall_coverage` the RV wall is not segmented as a wall and no RV mass is given (a wall
 #: over less of the free wall would understate the mass by more than its gaps). The values are far apart:
 #: 0.93-0.98 for phantom truths and 0.83-0.89 for SSLLN-LR on simulated thick-slice phantoms, against
-#: 0.10-0.48 (median 0.32) for SSLLN-LR on the 40 held-out ACDC volumes and 0.39-0.61 for the refined model on
-#: the demo's (0.05-0.34 before it took its RV wall from the atlases, ``AtlasConfig.rv_wall_from_atlases``).
+#: 0.10-0.48 (median 0.32) for SSLLN-LR on the 40 held-out ACDC volumes and 0.62-0.83 for the refined model on
+#: the demo's (0.05-0.34 before it took its RV wall from the atlases, ``AtlasConfig.rv_wall_from_atlases``, 0.39-0.61
+#: before its atlases were mirrored into ACDC's frames); that wall is the atlases', so :func:`run_measures` gives no
+#: refined RV mass where the segmentation has no RV wall.
 RV_WALL_MIN_COVERAGE = 0.7
 
 
@@ -119,7 +122,9 @@ def run_measures(*, subject: str, ed_labels: str, es_labels: str, out_tsv: str, 
     refined HR models, the same prefixed ``refined_``. With the landmarks of both phases (``ssll landmarks``
     JSON, world mm), the LV wall thickness of the 16 AHA segments at ED and ES and its thickening
     (:func:`ssll.thickness.thickness_measures`: ``ed_wall_thickness_aha01_mm``, ..., ``wall_thickening_aha16_pct``),
-    from the segmentation and from the refined models alike.
+    from the segmentation and from the refined models alike. The refined RV mass is given only where the
+    segmentation itself has an RV wall (its ``rv_wall_coverage`` at least :data:`RV_WALL_MIN_COVERAGE`): else the
+    refined model's RV wall is the atlases' (``AtlasConfig.rv_wall_from_atlases``), a shape, not a measurement.
     """
     import pandas as pd
 
@@ -140,6 +145,9 @@ def run_measures(*, subject: str, ed_labels: str, es_labels: str, out_tsv: str, 
                                phase_measures(res.array, res.spacing, what=es_refined))
         if points is not None:
             ref.update(_thickness_row(red, res, points))
+        for ph in ("ed", "es"):  # a refined RV wall where the segmentation has none is the atlases' (not measured)
+            if not row[f"{ph}_rv_wall_coverage"] >= RV_WALL_MIN_COVERAGE:
+                ref[f"{ph}_rv_mass_g"] = float("nan")
         row.update({f"refined_{k}": v for k, v in ref.items()})
     with atomic_path(out_tsv) as tmp:
         pd.DataFrame([row]).to_csv(tmp, sep="\t", index=False, float_format="%.3f")

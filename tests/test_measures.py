@@ -105,6 +105,24 @@ def test_run_measures_and_cohort(tmp_path: Path) -> None:
     assert len(df) == 2 and "lv_ef_pct" in df.columns
 
 
+def test_refined_rv_mass_only_where_the_segmentation_has_an_rv_wall(tmp_path: Path) -> None:
+    sp = (1.25, 1.25, 10.0)
+    for name, wall in (("ring", "ring"), ("none", "none")):
+        write_nifti(tmp_path / f"{name}.nii.gz", _rv_slab(wall), spacing=sp)
+    ring, none = str(tmp_path / "ring.nii.gz"), str(tmp_path / "none.nii.gz")
+    # the network drew no RV wall; the refined model has the atlases' round it: no RV mass from either
+    row = run_measures(subject="s", ed_labels=none, es_labels=none, ed_refined=ring, es_refined=ring,
+                       out_tsv=str(tmp_path / "a.tsv"))
+    assert row["refined_ed_rv_wall_coverage"] > 0.9 and math.isnan(row["refined_ed_rv_mass_g"])
+    assert math.isnan(row["refined_es_rv_mass_g"]) and math.isnan(row["ed_rv_mass_g"])
+    assert row["refined_ed_lv_mass_g"] == pytest.approx(row["ed_lv_mass_g"])  # the rest is measured
+    # the network drew one (phantoms): the refined model's RV mass is given
+    row = run_measures(subject="s", ed_labels=ring, es_labels=none, ed_refined=ring, es_refined=ring,
+                       out_tsv=str(tmp_path / "b.tsv"))
+    assert row["ed_rv_mass_g"] > 5.0 and row["refined_ed_rv_mass_g"] == pytest.approx(row["ed_rv_mass_g"])
+    assert math.isnan(row["refined_es_rv_mass_g"])
+
+
 def test_read_measure_rows_keeps_order_aligns_columns_and_skips_empty_files(tmp_path) -> None:
     from ssll.measures import read_measure_rows
 
