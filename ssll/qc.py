@@ -242,8 +242,9 @@ def qc_flags(
             so that it is compared with each slice where that slice was imaged.
         landmarks_mm: phase -> ``(6, 3)`` world mm.
         measures: the subject's measures row (``ssll measures``).
-        refine_records: phase -> the ``ssll refine`` record (registration convergence; ``mirrored``, which ED
-            and ES must agree on where both started from landmarks).
+        refine_records: phase -> the ``ssll refine`` record (registration convergence; ``init_fallback``, a
+            label-only start where landmarks were asked for; ``mirrored``, which ED and ES must agree on where both
+            started from landmarks).
         acquired: phase -> working-grid indices of the acquired slices (None: all).
         expected_dice: phase -> the network's expected Dice per structure (``ssll segment``'s
             ``<phase>_expected_dice.json``); flagged below ``min_expected_dice`` for the LV
@@ -306,6 +307,9 @@ def qc_flags(
             ends = [s["levels"][-1]["consistency_end"] for s in rec.get("selected", [])]
             if ends and min(ends) < 0.75:
                 add("registration_not_converged", phase, f"label consistency {min(ends):.2f} after the FFD (< 0.75)")
+            if rec.get("init_fallback"):
+                add("refined_from_labels", phase, "no atlas accepted the landmarks, so the refinement started from the "
+                    "labels alone (the paper's Fig. 12 ablation; it cannot turn a mirrored frame round)")
     mirrored = {ph: bool(r["mirrored"]) for ph, r in (refine_records or {}).items()
                 if r and r.get("init") == "landmarks" and "mirrored" in r}
     if len(set(mirrored.values())) > 1:
