@@ -35,6 +35,7 @@ from ssll.atlases import load_bank  # noqa: E402
 from ssll.ingest import frame, read_dicom_cine  # noqa: E402
 from ssll.io import load_labels  # noqa: E402
 from ssll.landmarks import landmarks_from_labels  # noqa: E402
+from ssll.nn.data import acdc_cases  # noqa: E402
 from ssll.nn.infer import default_weights, landmark_points, load_model, segment_volume  # noqa: E402
 from ssll.preprocess import preprocess_volume  # noqa: E402
 
@@ -59,10 +60,9 @@ def main() -> None:
     warnings.simplefilter("ignore")
     out: dict = {}
     signs = []
-    for folder in sorted(Path(a.acdc).glob("patient*")):
-        ed = int(next(ln for ln in (folder / "Info.cfg").read_text().splitlines() if ln.startswith("ED")).split(":")[1])
-        lab = load_labels(folder / f"{folder.name}_frame{ed:02d}_gt.nii.gz", "acdc")
-        signs.append(handedness(landmarks_from_labels(lab.array, lab.affine, what=folder.name)))
+    for case in (c for c in acdc_cases(a.acdc) if c["phase"] == "ED"):
+        lab = load_labels(case["labels"], "acdc")
+        signs.append(handedness(landmarks_from_labels(lab.array, lab.affine, what=str(case["patient"]))))
     out["acdc_ed_expert_labels"] = _counts(signs)
     for bank in a.banks:
         if (Path(bank) / "atlases.tsv").exists():

@@ -229,10 +229,10 @@ def main(a: argparse.Namespace) -> None:
         ml_orig = float(np.prod(gt.spacing)) / 1000.0
         ml_work = float(abs(np.linalg.det(np.asarray(rec.working_affine)[:3, :3]))) / 1000.0
         for name, o in outs.items():
-            info = infos.get(name.removeprefix("refined_"), {})
+            g = name.removeprefix("refined_")
             row = {"patient": c["patient"], "group": c["group"], "phase": c["phase"], "method": name,
-                   "seconds": secs.get(name.removeprefix("refined_")), "init": info.get("init"),
-                   "mirrored": info.get("mirrored")}
+                   "seconds": secs.get(g), "init": infos.get(g, {}).get("init"),
+                   "mirrored": infos.get(g, {}).get("mirrored")}
             sc, _shifts = dice_shift_compensated(o, gt.array, tuple(int(s) for s in STRUCTS), gt.spacing)
             for s in STRUCTS:
                 n = s.name.lower()

@@ -248,7 +248,8 @@ def save_nifti(path: PathLike, vol: Volume, *, dtype: Any = None) -> None:
     """Write ``vol`` atomically as NIfTI-1.
 
     If ``vol.header`` is set (a volume on an input's own grid) its geometry fields are kept
-    verbatim and ``descrip`` says so (:data:`KEPT_GEOMETRY_DESCRIP`); otherwise ``vol.affine`` is written as both sform and qform (code 1).
+    verbatim and ``descrip`` says so (:data:`KEPT_GEOMETRY_DESCRIP`); otherwise ``vol.affine`` is written as both
+    sform and qform (code 1).
     """
     data = np.asarray(vol.array if dtype is None else vol.array.astype(dtype))
     if vol.header is not None:
@@ -262,12 +263,18 @@ def save_nifti(path: PathLike, vol: Volume, *, dtype: Any = None) -> None:
         img.header["scl_inter"] = np.nan
         img.header["descrip"] = KEPT_GEOMETRY_DESCRIP
     else:
-        img = nib.Nifti1Image(data, vol.affine)
-        img.set_sform(vol.affine, code=1)
-        img.set_qform(vol.affine, code=1)
-        img.header.set_xyzt_units("mm", "sec")
+        img = _image_with_affine(data, vol.affine)
     with atomic_path(path) as tmp:
         nib.save(img, str(tmp))
+
+
+def _image_with_affine(data: Array, affine: Array) -> nib.Nifti1Image:
+    """A NIfTI-1 image of ``data`` with ``affine`` (voxel -> RAS+ mm) as both sform and qform (code 1)."""
+    img = nib.Nifti1Image(data, affine)
+    img.set_sform(affine, code=1)
+    img.set_qform(affine, code=1)
+    img.header.set_xyzt_units("mm", "sec")
+    return img
 
 
 #: Steps of :func:`save_unit_image`: values in [0, 1] are stored in steps of 1 / 65535 (1.5e-5).
@@ -286,11 +293,7 @@ def save_unit_image(path: PathLike, vol: Volume) -> None:
     a = np.asarray(vol.array, dtype=np.float64)
     if a.size and (not np.all(np.isfinite(a)) or a.min() < 0.0 or a.max() > 1.0):
         raise ValueError(f"save_unit_image: {path}: values outside [0, 1]")
-    q = np.rint(a * UNIT_IMAGE_STEPS).astype(np.uint16)
-    img = nib.Nifti1Image(q, vol.affine)
-    img.set_sform(vol.affine, code=1)
-    img.set_qform(vol.affine, code=1)
-    img.header.set_xyzt_units("mm", "sec")
+    img = _image_with_affine(np.rint(a * UNIT_IMAGE_STEPS).astype(np.uint16), vol.affine)
     img.header.set_slope_inter(1.0 / UNIT_IMAGE_STEPS, 0.0)
     with atomic_path(path) as tmp:
         nib.save(img, str(tmp))

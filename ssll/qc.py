@@ -313,9 +313,10 @@ def qc_flags(
     mirrored = {ph: bool(r["mirrored"]) for ph, r in (refine_records or {}).items()
                 if r and r.get("init") == "landmarks" and "mirrored" in r}
     if len(set(mirrored.values())) > 1:
-        add("mirror_differs", "ED+ES", "the refinement mirrored the atlases into "
-            + " but not ".join(ph for ph, m in sorted(mirrored.items(), key=lambda t: not t[1]))
-            + ": the two come from one stack, so one phase's landmarks are probably in the wrong order")
+        into = ", ".join(ph for ph, m in mirrored.items() if m)
+        not_into = ", ".join(ph for ph, m in mirrored.items() if not m)
+        add("mirror_differs", "ED+ES", f"the refinement mirrored the atlases into {into} but not {not_into}: the two "
+            "come from one stack, so one phase's landmarks are probably in the wrong order")
     turned = {ph: o for ph, o in (orientations or {}).items() if o}
     if len(set(turned.values())) > 1:
         add("orientation_differs", "ED+ES", "segmented in different orientations of the voxel grid ("
