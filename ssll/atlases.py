@@ -343,7 +343,7 @@ def select_atlases(
     s = cfg.nmi_stride
     tl = np.asarray(target_labels)[::s, ::s, ::s].reshape(-1)
     world = pts @ np.asarray(target_affine)[:3, :3].T.astype(np.float32) + np.asarray(target_affine)[:3, 3]
-    starts = []
+    starts, errors = [], []
     for a in bank:
         try:
             if cfg.init == "labels":
@@ -351,7 +351,8 @@ def select_atlases(
             else:
                 starts.append((a, landmark_affine(target_landmarks, a.landmarks, what=f"atlas {a.atlas_id}",
                                                   allow_reflection=True)))
-        except RegistrationError:
+        except RegistrationError as exc:
+            errors.append(str(exc))
             continue
     flipped = [bool(np.linalg.det(aff[:3, :3]) < 0) for _, aff in starts]
     mirrored = 2 * sum(flipped) > len(starts)
@@ -361,8 +362,9 @@ def select_atlases(
         warped = warp_labels_nearest(a, aff, world)
         scored.append((nmi(tl, rv_wall_as_background(warped) if ignore_rv_wall else warped), a, aff))
     if not scored:
+        first = f"; first: {errors[0]}" if errors else ""
         raise AtlasError(f"no usable atlas in a bank of {len(bank)}: every {cfg.init} affine failed "
-                         "(target landmarks missing, coplanar or in the wrong order?)")
+                         f"(target landmarks missing, coplanar or in the wrong order?{first})")
     if len(scored) < cfg.top_k:
         import warnings
 

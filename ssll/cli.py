@@ -558,6 +558,8 @@ def _run_refine(a: argparse.Namespace) -> None:
     log.info("refined with %d atlases in %.1f s%s", len(info["selected"]), info["seconds"]["total"],
              " (mirrored into the target: its landmarks are the atlases' mirror image, as where a header lacks the "
              "patient's true orientation; ACDC's do)" if info.get("mirrored") else "")
+    if info.get("init_fallback"):
+        log.warning("%s: %s", a.subject or "subject", info["init_fallback"])
 
 
 _REGISTRY: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], Any]]] = [

@@ -242,8 +242,9 @@ def qc_flags(
             so that it is compared with each slice where that slice was imaged.
         landmarks_mm: phase -> ``(6, 3)`` world mm.
         measures: the subject's measures row (``ssll measures``).
-        refine_records: phase -> the ``ssll refine`` record (registration convergence; ``init_fallback``, a
-            label-only start where landmarks were asked for; ``mirrored``, which ED and ES must agree on where both
+        refine_records: phase -> the ``ssll refine`` record (registration convergence; ``init_fallback``, the
+            segmentation's own landmarks (``init`` ``landmarks_from_labels``) or a label-only start where the given
+            landmarks were asked for and no atlas accepted them; ``mirrored``, which ED and ES must agree on where both
             started from landmarks).
         acquired: phase -> working-grid indices of the acquired slices (None: all).
         expected_dice: phase -> the network's expected Dice per structure (``ssll segment``'s
@@ -307,11 +308,14 @@ def qc_flags(
             ends = [s["levels"][-1]["consistency_end"] for s in rec.get("selected", [])]
             if ends and min(ends) < 0.75:
                 add("registration_not_converged", phase, f"label consistency {min(ends):.2f} after the FFD (< 0.75)")
-            if rec.get("init_fallback"):
+            if rec.get("init_fallback") and rec.get("init") == "landmarks_from_labels":
+                add("landmarks_rejected", phase, "no atlas accepted the network's landmarks, so the refinement started "
+                    "from the landmarks the training rules derive from the segmentation")
+            elif rec.get("init_fallback"):
                 add("refined_from_labels", phase, "no atlas accepted the landmarks, so the refinement started from the "
                     "labels alone (the paper's Fig. 12 ablation; it cannot turn a mirrored frame round)")
     mirrored = {ph: bool(r["mirrored"]) for ph, r in (refine_records or {}).items()
-                if r and r.get("init") == "landmarks" and "mirrored" in r}
+                if r and r.get("init") in ("landmarks", "landmarks_from_labels") and "mirrored" in r}
     if len(set(mirrored.values())) > 1:
         into = ", ".join(ph for ph, m in mirrored.items() if m)
         not_into = ", ".join(ph for ph, m in mirrored.items() if not m)

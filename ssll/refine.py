@@ -26,9 +26,10 @@ import numpy as np
 import torch
 
 from ssll.atlases import Atlas, AtlasConfig, crop, crop_box, select_atlases
-from ssll.errors import AtlasError
+from ssll.errors import AtlasError, LandmarkError
 from ssll.fusion import FusionConfig, fuse_labels
 from ssll.labels import Landmark, rv_wall_as_background
+from ssll.landmarks import landmarks_from_labels, voxel_to_world
 from ssll.measures import has_rv_wall
 from ssll.motion import acquired_slices, labels_as_acquired, shift_slices
 from ssll.preprocess import GridRecord, input_fov_mask
@@ -103,6 +104,7 @@ def refine(
     tl, taff = crop(np.asarray(labels, np.uint8), affine, box)
     ti, _ = crop(np.asarray(image, np.float32), affine, box)
     fallback = None
+    init_used = cfg.atlases.init
     # a target without an RV wall (SSLLN-LR on real scans): the atlases' RV walls are matched as background
     no_rv_wall = cfg.atlases.rv_wall_from_atlases and not has_rv_wall(tl)
     try:
@@ -110,10 +112,20 @@ def refine(
     except AtlasError as exc:
         if cfg.atlases.init != "landmarks":
             raise
-        # no atlas accepts the landmark affine (e.g. landmarks in the wrong order): label-only start
-        fallback = f"landmark initialisation failed ({exc}); used the label-based affine"
-        cfg = replace(cfg, atlases=replace(cfg.atlases, init="labels"))
-        chosen = select_atlases(tl, taff, landmarks_mm, bank, cfg.atlases, ignore_rv_wall=no_rv_wall)
+        # no atlas accepts the given landmarks (missing, coplanar, in the wrong order): the landmarks the
+        # training rules derive from the segmentation itself, then the label-only start
+        try:
+            landmarks_mm = voxel_to_world(landmarks_from_labels(tl, taff, what=what), taff)
+            chosen = select_atlases(tl, taff, landmarks_mm, bank, cfg.atlases, ignore_rv_wall=no_rv_wall)
+            init_used = "landmarks_from_labels"
+            fallback = (f"landmark initialisation failed ({exc}); used the landmarks the training rules derive "
+                        "from the segmentation")
+        except (LandmarkError, AtlasError) as exc2:
+            fallback = (f"landmark initialisation failed ({exc}), and with the segmentation's own landmarks "
+                        f"({exc2}); used the label-based affine")
+            cfg = replace(cfg, atlases=replace(cfg.atlases, init="labels"))
+            init_used = "labels"
+            chosen = select_atlases(tl, taff, landmarks_mm, bank, cfg.atlases, ignore_rv_wall=no_rv_wall)
     ks = None
     if slices is not None:
         ks = np.asarray(slices, int) - box[2].start
@@ -140,7 +152,7 @@ def refine(
         w_lab.append(lab_w)
         w_img.append(img_w)
         regs.append({"atlas_id": a.atlas_id, "rank": c["rank"], "nmi": c["nmi"],
-                     "init": cfg.atlases.init, "affine": np.round(init, 6).tolist(), "levels": res.history})
+                     "init": init_used, "affine": np.round(init, 6).tolist(), "levels": res.history})
     t_reg = time.perf_counter() - t1
     t2 = time.perf_counter()
     shifts = None
@@ -156,7 +168,7 @@ def refine(
         out, cut = clip_beyond_stack(out, affine, landmarks_mm, stack, keep=cfg.atlases.beyond_stack)
     record = {
         "box_voxels": [[s.start, s.stop] for s in box],
-        "init": cfg.atlases.init,
+        "init": init_used,
         "init_fallback": fallback,
         "mirrored": bool(chosen[0]["mirrored"]),
         "rv_wall_from_atlases": no_rv_wall,

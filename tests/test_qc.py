@@ -181,6 +181,12 @@ def test_ed_and_es_refined_with_and_without_mirroring_are_flagged() -> None:
                                    landmarks_mm={"ED": _landmarks_ok(), "ES": _landmarks_ok()}, measures=good,
                                    refine_records={"ED": fell_back, "ES": {"init": "landmarks", "mirrored": False}})]
     assert [(f["flag"], f["phase"]) for f in started] == [("refined_from_labels", "ED")]
+    ruled = {"init": "landmarks_from_labels", "mirrored": True, "init_fallback": "landmark initialisation failed (...)"}
+    started = [f for f in qc_flags(segmentations={"ED": lab, "ES": lab}, refined=None,
+                                   landmarks_mm={"ED": _landmarks_ok(), "ES": _landmarks_ok()}, measures=good,
+                                   refine_records={"ED": {"init": "landmarks", "mirrored": True}, "ES": ruled})]
+    assert [(f["flag"], f["phase"]) for f in started] == [("landmarks_rejected", "ES")]
+    assert [f["flag"] for f in flags({"init": "landmarks", "mirrored": False}, ruled)] == ["mirror_differs"]
     plain, mirror = {"init": "landmarks", "mirrored": False}, {"init": "landmarks", "mirrored": True}
     assert flags(plain, plain) == [] == flags(mirror, mirror)
     assert flags(mirror, {"init": "labels", "mirrored": False}) == []  # a label-only start says nothing of it

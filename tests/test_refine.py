@@ -284,3 +284,25 @@ def test_refine_passes_largest_component_to_the_fusion_and_records_it(bank_dir) 
     assert record["fusion"]["largest_component"] is True
     for c in (1, 2, 3):
         assert ndimage.label(out == c, structure=np.ones((3, 3, 3)))[1] == 1
+
+
+def test_landmarks_no_atlas_accepts_are_replaced_by_the_segmentations_own(bank_dir) -> None:
+    """Given landmarks that no atlas accepts (here too few: three of six lost), the refinement starts from the
+    landmarks the training rules derive from the segmentation, says so in the record, and is as good as from the
+    true landmarks; with ``init: labels`` asked for, nothing is replaced."""
+    truth, aff, lr, lr_aff = _lr_target()
+    staircase = nearest_upsample(lr, lr_aff, SHAPE, aff)
+    image = image_from_labels(staircase, 7) / 450.0
+    bank, ks = load_bank(bank_dir), np.arange(2, SHAPE[2], 5)
+    cfg = RefineConfig(atlases=AtlasConfig(top_k=3))
+    lost = _landmarks_world(aff)
+    lost[:3] = np.nan
+    given, rec_given = refine(image, staircase, aff, _landmarks_world(aff), bank, cfg, slices=ks)
+    ruled, rec = refine(image, staircase, aff, lost, bank, cfg, slices=ks)
+    assert rec_given["init"] == "landmarks" and rec_given["init_fallback"] is None
+    assert rec["init"] == "landmarks_from_labels" and "3 usable landmark pairs" in rec["init_fallback"]
+    assert {s["init"] for s in rec["selected"]} == {"landmarks_from_labels"}
+    for c in (1, 2, 3):
+        assert dice(ruled == c, truth == c) > dice(given == c, truth == c) - 0.02
+    labels_cfg = RefineConfig(atlases=AtlasConfig(top_k=3, init="labels"))
+    assert refine(image, staircase, aff, lost, bank, labels_cfg, slices=ks)[1]["init"] == "labels"
