@@ -34,16 +34,10 @@ sys.path.insert(0, str(ROOT))
 from ssll.atlases import load_bank  # noqa: E402
 from ssll.ingest import frame, read_dicom_cine  # noqa: E402
 from ssll.io import load_labels  # noqa: E402
-from ssll.landmarks import landmarks_from_labels  # noqa: E402
+from ssll.landmarks import handedness, landmarks_from_labels, voxel_to_world  # noqa: E402
 from ssll.nn.data import acdc_cases  # noqa: E402
 from ssll.nn.infer import default_weights, landmark_points, load_model, segment_volume  # noqa: E402
 from ssll.preprocess import preprocess_volume  # noqa: E402
-
-
-def handedness(landmarks: np.ndarray) -> int:
-    """+1 or -1: the sign of the triple product above for ``(6, 3)`` landmarks (world mm); 0 if degenerate."""
-    p = np.asarray(landmarks, float)
-    return int(np.sign(np.dot(np.cross(p[1] - p[2], p[4] - p[5]), p[0] - p[3])))
 
 
 def _counts(signs: list[int]) -> dict[str, int]:
@@ -62,7 +56,8 @@ def main() -> None:
     signs = []
     for case in (c for c in acdc_cases(a.acdc) if c["phase"] == "ED"):
         lab = load_labels(case["labels"], "acdc")
-        signs.append(handedness(landmarks_from_labels(lab.array, lab.affine, what=str(case["patient"]))))
+        vox = landmarks_from_labels(lab.array, lab.affine, what=str(case["patient"]))
+        signs.append(handedness(voxel_to_world(vox, lab.affine)))
     out["acdc_ed_expert_labels"] = _counts(signs)
     for bank in a.banks:
         if (Path(bank) / "atlases.tsv").exists():

@@ -37,8 +37,10 @@ from ssll.labels import LANDMARK_NAMES, Label, Landmark
 from ssll.types import Array, PathLike
 
 __all__ = [
+    "handedness",
     "landmark_map",
     "landmarks_from_labels",
+    "odd_handed",
     "points_from_landmark_map",
     "read_landmarks",
     "run_landmarks",
@@ -58,6 +60,52 @@ def world_to_voxel(points: Array, affine: Array) -> Array:
     """``(N, 3)`` world mm -> ``(N, 3)`` voxel coordinates."""
     inv = np.linalg.inv(affine)
     return np.asarray(points, dtype=np.float64) @ inv[:3, :3].T + inv[:3, 3]
+
+
+def handedness(points_mm: Array) -> int:
+    """The handedness of a heart's six landmarks in its image's world frame: +1, -1, or 0 (degenerate, or a
+    landmark missing as NaN).
+
+    The sign of ``((RV insert anterior - RV insert inferior) x (apex - mitral valve centre)) . (LV lateral wall -
+    RV lateral turning point)``, rows in :class:`~ssll.labels.Landmark` order, world mm. Every heart drawn in a true
+    patient frame gives one sign (+1: the phantom atlases, DICOM studies); a header that mirrors the patient
+    flips it (ACDC's files: -1, ``bench/frame_handedness.py``), and so do landmarks whose RV inserts are swapped.
+    """
+    p = np.asarray(points_mm, float)
+    v = float(np.dot(np.cross(p[Landmark.RV_INSERT_ANTERIOR - 1] - p[Landmark.RV_INSERT_INFERIOR - 1],
+                              p[Landmark.APEX - 1] - p[Landmark.MITRAL_VALVE_CENTRE - 1]),
+                     p[Landmark.LV_LATERAL_WALL - 1] - p[Landmark.RV_LATERAL_TURNING - 1]))
+    return int(np.sign(v)) if np.isfinite(v) else 0
+
+
+def odd_handed(given: list[Array], own: list[Array | None]) -> list[int]:
+    """The phases of one stack whose given landmarks have the other handedness than the stack's.
+
+    ED and ES of one stack share one world frame, so their landmarks share one :func:`handedness`. Where the
+    given landmarks (the network's landmark head: a volume segmented in a mirrored orientation of its voxel grid
+    gets its RV inserts swapped) disagree, the stack's handedness is the one on which a phase's given landmarks and
+    the landmarks the rules derive from its own segmentation (:func:`landmarks_from_labels`, which read
+    "anterior" from the header) agree; a phase whose given landmarks have the other one while its own rules have
+    the stack's is odd. Nothing is odd where the given landmarks agree, or where the agreeing phases do not name
+    one handedness.
+
+    Args:
+        given: per phase, ``(6, 3)`` landmarks, world mm.
+        own: per phase, ``(6, 3)`` landmarks derived from its segmentation (world mm), or None where the rules
+            failed.
+
+    Returns:
+        Indices into ``given`` of the odd phases (empty for most stacks).
+    """
+    h = [handedness(p) for p in given]
+    r = [0 if p is None else handedness(p) for p in own]
+    if len({x for x in h if x}) < 2:
+        return []
+    agreed = {a for a, b in zip(h, r) if a and a == b}
+    if len(agreed) != 1:
+        return []
+    stack = agreed.pop()
+    return [i for i, (a, b) in enumerate(zip(h, r)) if a == -stack and b == stack]
 
 
 def _centroid2(mask: Array) -> Array:

@@ -244,7 +244,8 @@ def qc_flags(
         measures: the subject's measures row (``ssll measures``).
         refine_records: phase -> the ``ssll refine`` record (registration convergence; ``init_fallback``, the
             segmentation's own landmarks (``init`` ``landmarks_from_labels``) or a label-only start where the given
-            landmarks were asked for and no atlas accepted them; ``mirrored``, which ED and ES must agree on where both
+            landmarks were asked for and no atlas accepted them or they had the other handedness than the
+            stack's; ``mirrored``, which ED and ES must agree on where both
             started from landmarks).
         acquired: phase -> working-grid indices of the acquired slices (None: all).
         expected_dice: phase -> the network's expected Dice per structure (``ssll segment``'s
@@ -309,8 +310,8 @@ def qc_flags(
             if ends and min(ends) < 0.75:
                 add("registration_not_converged", phase, f"label consistency {min(ends):.2f} after the FFD (< 0.75)")
             if rec.get("init_fallback") and rec.get("init") == "landmarks_from_labels":
-                add("landmarks_rejected", phase, "no atlas accepted the network's landmarks, so the refinement started "
-                    "from the landmarks the training rules derive from the segmentation")
+                add("landmarks_rejected", phase, f"the refinement did not start from the network's landmarks: "
+                    f"{rec['init_fallback']}")
             elif rec.get("init_fallback"):
                 add("refined_from_labels", phase, "no atlas accepted the landmarks, so the refinement started from the "
                     "labels alone (the paper's Fig. 12 ablation; it cannot turn a mirrored frame round)")

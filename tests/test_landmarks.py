@@ -9,8 +9,10 @@ from conftest import biv_phantom, write_nifti
 from ssll.errors import LandmarkError
 from ssll.labels import Label, Landmark
 from ssll.landmarks import (
+    handedness,
     landmark_map,
     landmarks_from_labels,
+    odd_handed,
     points_from_landmark_map,
     restrict_landmark_map,
     run_landmarks,
@@ -181,3 +183,26 @@ def test_landmarks_just_beyond_the_acquired_slices_are_kept() -> None:
     n = int(LANDMARK_FOV_MARGIN_MM / 2.0)  # 2 mm slices
     assert kg[0] == ks[0] - n and kg[-1] == ks[-1] + n
     assert np.array_equal(grown[:, :, ks[0]:ks[-1] + 1], fov[:, :, ks[0]:ks[-1] + 1])
+
+
+def test_handedness_flips_with_a_mirror_or_swapped_rv_inserts_and_is_0_when_undefined() -> None:
+    # LV lateral +x, RV inserts at +-y, RV lateral -x, apex -z, mitral centre +z
+    p = np.array([[35, 0, 0], [0, 20, 0], [0, -20, 0], [-45, 0, 0], [5, 0, -60], [0, 0, 30.0]])
+    h = handedness(p)
+    assert h in (1, -1)
+    assert handedness(p * [-1, 1, 1]) == -h == handedness(p[[0, 2, 1, 3, 4, 5]])
+    assert handedness(p + [10.0, -3.0, 7.0]) == h  # a shift changes nothing
+    missing = p.copy()
+    missing[4] = np.nan
+    assert handedness(missing) == 0 and handedness(np.zeros((6, 3))) == 0
+
+
+def test_odd_handed_names_the_phase_whose_landmarks_disagree_with_the_stack_and_its_own_labels() -> None:
+    p = np.array([[35, 0, 0], [0, 20, 0], [0, -20, 0], [-45, 0, 0], [5, 0, -60], [0, 0, 30.0]])
+    swapped = p[[0, 2, 1, 3, 4, 5]]
+    assert odd_handed([p, p], [p, p]) == [] == odd_handed([p, p], [swapped, swapped])  # the given agree: nothing
+    assert odd_handed([p, swapped], [p, p]) == [1]  # ES's inserts swapped (patient037's ES, turned)
+    assert odd_handed([swapped, p], [p, p]) == [0]
+    assert odd_handed([p, swapped], [p, None]) == []  # ES's own rules failed: no evidence against its landmarks
+    assert odd_handed([p, swapped], [swapped, p]) == []  # each disagrees with its own rules: undecided
+    assert odd_handed([p, swapped], [p, swapped]) == []  # each agrees with its own: undecided (the QC flag says so)

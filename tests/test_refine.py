@@ -306,3 +306,42 @@ def test_landmarks_no_atlas_accepts_are_replaced_by_the_segmentations_own(bank_d
         assert dice(ruled == c, truth == c) > dice(given == c, truth == c) - 0.02
     labels_cfg = RefineConfig(atlases=AtlasConfig(top_k=3, init="labels"))
     assert refine(image, staircase, aff, lost, bank, labels_cfg, slices=ks)[1]["init"] == "labels"
+
+
+def test_a_phase_whose_landmarks_have_the_other_handedness_than_its_stack_is_refined_from_its_own(bank_dir,
+                                                                                                tmp_path) -> None:
+    """ED and ES of one stack share one frame. ``ssll refine --and`` over two phases whose landmark files differ in
+    handedness (the second's RV inserts swapped, as for a volume segmented in a mirrored orientation) refines that
+    phase from its own segmentation's landmarks; the first, and both without the stack options, as given."""
+    truth, aff, lr, lr_aff = _lr_target()
+    img = write_nifti(tmp_path / "lr.nii.gz", image_from_labels(lr, 3), lr_aff)
+    assert main(["preprocess", "--subject", "s1", "--image", str(img), "--out-image", str(tmp_path / "w.nii.gz"),
+                 "--out-record", str(tmp_path / "w.json"), "--labels", str(write_nifti(tmp_path / "l.nii.gz", lr, lr_aff)),
+                 "--out-labels", str(tmp_path / "wl.nii.gz")]) == 0
+    pts = _landmarks_world(aff)
+    for name, p in (("ED", pts), ("ES", pts[[0, 2, 1, 3, 4, 5]])):
+        (tmp_path / f"{name}.json").write_text(json.dumps({"landmarks": [
+            {"landmark": n + 1, "x_mm": q[0], "y_mm": q[1], "z_mm": q[2]} for n, q in enumerate(p)]}))
+
+    def run(stack: bool) -> dict[str, dict]:
+        common = ["refine", "--subject", "s1", "--bank", str(bank_dir), "--params", '{"atlases": {"top_k": 2}}']
+        if stack:
+            common += ["--stack-landmarks", str(tmp_path / "ED.json"), str(tmp_path / "ES.json"),
+                       "--stack-labels", str(tmp_path / "wl.nii.gz"), str(tmp_path / "wl.nii.gz")]
+        for ph in ("ED", "ES"):
+            common += ["--and", "--image", str(tmp_path / "w.nii.gz"), "--labels", str(tmp_path / "wl.nii.gz"),
+                       "--landmarks", str(tmp_path / f"{ph}.json"), "--record", str(tmp_path / "w.json"),
+                       "--out-labels", str(tmp_path / f"r{ph}.nii.gz"), "--out-original", str(tmp_path / f"o{ph}.nii.gz"),
+                       "--out-record", str(tmp_path / f"r{ph}.json")]
+        assert main(common) == 0
+        return {ph: json.loads((tmp_path / f"r{ph}.json").read_text()) for ph in ("ED", "ES")}
+
+    plain = run(False)
+    assert [plain[ph]["init"] for ph in ("ED", "ES")] == ["landmarks", "landmarks"]
+    assert [plain[ph]["mirrored"] for ph in ("ED", "ES")] == [False, True]  # the swapped inserts mirror the atlases
+    fixed = run(True)
+    assert [fixed[ph]["init"] for ph in ("ED", "ES")] == ["landmarks", "landmarks_from_labels"]
+    assert [fixed[ph]["mirrored"] for ph in ("ED", "ES")] == [False, False]
+    assert fixed["ED"]["init_fallback"] is None and "other handedness" in fixed["ES"]["init_fallback"]
+    work = np.asarray(nib.load(str(tmp_path / "rES.nii.gz")).dataobj)
+    assert dice(work == 2, np.asarray(nib.load(str(tmp_path / "rED.nii.gz")).dataobj) == 2) > 0.9
