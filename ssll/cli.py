@@ -208,13 +208,17 @@ def _add_landmarks(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out-json", required=True)
     p.add_argument("--out-csv", required=True)
     p.add_argument("--out-map", required=True, help="NIfTI with a small ball at each landmark")
+    p.add_argument("--stack-maps", nargs="+", help="landmark maps of every phase of the same stack (this one "
+                   "included): one handedness; a phase with the other gets its RV inserts swapped back")
+    p.add_argument("--stack-labels", nargs="+", help="working-grid segmentations of those phases, same order")
 
 
 def _run_landmarks(a: argparse.Namespace) -> None:
     from ssll.landmarks import run_landmarks
 
     run_landmarks(landmark_map_path=a.landmark_map, confidence_path=a.confidence, out_json=a.out_json,
-                  out_csv=a.out_csv, out_map=a.out_map)
+                  out_csv=a.out_csv, out_map=a.out_map, stack_maps=a.stack_maps, stack_labels=a.stack_labels,
+                  subject=a.subject or "subject")
 
 
 # ---------------------------------------------------------------- landmarks-from-labels
@@ -546,9 +550,6 @@ def _add_refine(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out-original", required=True, help="refined labels, input grid")
     p.add_argument("--out-record", required=True, help="JSON: selected atlases, registration, timings")
     p.add_argument("--params", help='JSON: {"atlases": {...}, "ffd": {...}, "fusion": {...}}')
-    p.add_argument("--stack-landmarks", nargs="+", help="landmarks JSON of every phase of the same stack "
-                   "(this one included): one handedness; a phase with the other is refined from its own segmentation's")
-    p.add_argument("--stack-labels", nargs="+", help="working-grid segmentations of those phases, same order")
 
 
 def _run_refine(a: argparse.Namespace) -> None:
@@ -557,8 +558,7 @@ def _run_refine(a: argparse.Namespace) -> None:
     cfg = RefineConfig.from_mapping(_params(a.params))
     info = run_refine(subject=a.subject or "subject", image=a.image, labels=a.labels, landmarks=a.landmarks,
                       record=a.record, bank=a.bank, out_labels=a.out_labels, out_original=a.out_original,
-                      out_record=a.out_record, cfg=cfg, stack_landmarks=a.stack_landmarks,
-                      stack_labels=a.stack_labels)
+                      out_record=a.out_record, cfg=cfg)
     log.info("refined with %d atlases in %.1f s%s", len(info["selected"]), info["seconds"]["total"],
              " (mirrored into the target: its landmarks are the atlases' mirror image, as where a header lacks the "
              "patient's true orientation; ACDC's do)" if info.get("mirrored") else "")

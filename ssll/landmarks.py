@@ -29,6 +29,10 @@ the affine for world mm.
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 from scipy import ndimage
 
@@ -372,8 +376,10 @@ def points_from_landmark_map(lmap: Array, *, probabilities: Array | None = None)
 
 
 def _write_landmarks(pts: Array, affine: Array, shape: tuple[int, int, int], *, out_json: str, out_csv: str,
-                     out_map: str, confidence: dict[str, float], radius_mm: float) -> Array:
-    """Write six landmarks (voxel coordinates on a grid) as JSON, CSV and a NIfTI ball map; return world mm."""
+                     out_map: str, confidence: dict[str, float], radius_mm: float,
+                     extra: dict[str, Any] | None = None) -> Array:
+    """Write six landmarks (voxel coordinates on a grid) as JSON (with ``extra``'s keys), CSV and a NIfTI ball map;
+    return world mm."""
     import pandas as pd
 
     from ssll.io import atomic_path, save_nifti, write_json
@@ -383,7 +389,7 @@ def _write_landmarks(pts: Array, affine: Array, shape: tuple[int, int, int], *, 
     rows = [{"landmark": n + 1, "name": name, "x_mm": world[n, 0], "y_mm": world[n, 1], "z_mm": world[n, 2],
              "i": pts[n, 0], "j": pts[n, 1], "k": pts[n, 2], "confidence": confidence.get(name)}
             for n, name in enumerate(LANDMARK_NAMES)]
-    write_json(out_json, {"space": "world RAS+ mm", "landmarks": rows})
+    write_json(out_json, {"space": "world RAS+ mm", "landmarks": rows, **(extra or {})})
     with atomic_path(out_csv) as tmp:
         pd.DataFrame(rows).to_csv(tmp, index=False, float_format="%.3f")
     save_nifti(out_map, Volume(landmark_map(pts, shape, affine, radius_mm=radius_mm), affine), dtype=np.uint8)
@@ -414,15 +420,26 @@ def run_landmarks(
     out_map: str,
     confidence_path: str | None = None,
     radius_mm: float = 3.0,
+    stack_maps: list[str] | None = None,
+    stack_labels: list[str] | None = None,
+    subject: str = "subject",
 ) -> Array:
     """I/O layer of the ``landmarks`` stage: landmark map -> 6 points in world mm.
 
     Writes a JSON (per landmark: name, world ``x, y, z`` in RAS+ mm, voxel ``i, j, k`` and the
-    network's peak probability when given), the same as CSV, and a NIfTI map with a ball of
-    ``radius_mm`` at each point.
+    network's peak probability when given; ``rv_inserts_swapped``), the same as CSV, and a NIfTI map with a ball
+    of ``radius_mm`` at each point.
+
+    ``stack_maps`` and ``stack_labels`` (same order) list the landmark maps and working-grid segmentations of every
+    phase of the stack this one comes from, this one included (the workflow: the subject's ED and ES). One stack
+    has one frame, so its phases' landmarks have one :func:`handedness`; where this phase's have the other
+    (:func:`odd_handed`), its two RV insert points are swapped back, and ``rv_inserts_swapped`` in the JSON says
+    why (None otherwise). It happens where ``ssll segment`` segmented one phase in a mirrored orientation of the
+    voxel grid: the network then labels the anterior insert where the inferior one is.
 
     Raises:
         LandmarkError: a landmark is absent from the map.
+        ValueError: the stack lists differ in length or do not hold ``landmark_map_path``.
     """
     from ssll.io import load_nifti, read_json
 
@@ -431,9 +448,53 @@ def run_landmarks(
     missing = [name for n, name in enumerate(LANDMARK_NAMES) if not np.all(np.isfinite(pts[n]))]
     if missing:
         raise LandmarkError(f"{landmark_map_path}: landmarks absent from the map: {', '.join(missing)}")
-    conf = read_json(confidence_path) if confidence_path else {}
+    conf = dict(read_json(confidence_path)) if confidence_path else {}
+    swapped = None
+    if stack_maps:
+        swapped = _odd_in_stack(landmark_map_path, list(stack_maps), list(stack_labels or []), subject)
+        if swapped:
+            a, b = Landmark.RV_INSERT_ANTERIOR - 1, Landmark.RV_INSERT_INFERIOR - 1
+            pts[[a, b]] = pts[[b, a]]
+            na, nb = LANDMARK_NAMES[a], LANDMARK_NAMES[b]
+            if na in conf or nb in conf:
+                conf[na], conf[nb] = conf.get(nb), conf.get(na)
     return _write_landmarks(pts, vol.affine, vol.shape3, out_json=out_json, out_csv=out_csv, out_map=out_map,
-                            confidence=conf, radius_mm=radius_mm)
+                            confidence=conf, radius_mm=radius_mm, extra={"rv_inserts_swapped": swapped})
+
+
+@functools.lru_cache(maxsize=4)
+def _stack_odd(maps: tuple[str, ...], labels: tuple[str, ...], subject: str) -> tuple[int, ...]:
+    """:func:`odd_handed` of a stack's landmark maps, judged by the rules on its segmentations (cached: the phases
+    of one ``ssll landmarks --and`` run ask the same)."""
+    from ssll.io import load_labels, load_nifti
+
+    given, own = [], []
+    for m in maps:
+        v = load_nifti(m, dtype=np.uint8)
+        given.append(voxel_to_world(points_from_landmark_map(v.array), v.affine))
+    for f in labels:
+        v = load_labels(f)
+        try:
+            own.append(voxel_to_world(landmarks_from_labels(v.array, v.affine, what=f"{subject}: {f}"), v.affine))
+        except LandmarkError:
+            own.append(None)
+    return tuple(odd_handed(given, own))
+
+
+def _odd_in_stack(landmark_map: str, stack_maps: list[str], stack_labels: list[str], subject: str) -> str | None:
+    """Why this phase's RV inserts are swapped back (the other handedness than its stack's), or None."""
+    keys = [str(Path(f).resolve()) for f in stack_maps]
+    if len(stack_labels) != len(keys):
+        raise ValueError(f"{subject}: {len(keys)} stack landmark maps but {len(stack_labels)} stack segmentations")
+    this = str(Path(landmark_map).resolve())
+    if this not in keys:
+        raise ValueError(f"{subject}: {landmark_map} is not among the stack's landmark maps")
+    odd = _stack_odd(tuple(keys), tuple(str(Path(f).resolve()) for f in stack_labels), subject)
+    if keys.index(this) not in odd:
+        return None
+    return ("the network's landmarks had the other handedness than the rest of the stack's, whose own segmentations "
+            "agree with theirs (one stack has one frame; a volume segmented in a mirrored orientation of its voxel "
+            "grid gets its RV inserts swapped): the two RV insert points were swapped back")
 
 
 def run_landmarks_from_labels(*, labels: str, convention: str, out_json: str, out_csv: str, out_map: str,

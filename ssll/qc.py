@@ -232,6 +232,7 @@ def qc_flags(
     min_expected_dice: float = MIN_EXPECTED_DICE,
     phases: dict[str, Any] | None = None,
     cycle: dict[str, Any] | None = None,
+    swapped_inserts: dict[str, str | None] | None = None,
 ) -> list[dict[str, str]]:
     """Automatic QC flags of one subject.
 
@@ -261,6 +262,8 @@ def qc_flags(
         cycle: ``ssll cycle``'s ``cycle.json`` of the same cine (``ed_frame``, ``es_frame``, ``n_frames``): a frame
             more than :data:`MAX_FRAMES_OFF_CURVE` frames (cyclically) from the volume curve's is flagged
             ``phase_off_curve`` (the measures were taken at another point of the cycle than its volumes say).
+        swapped_inserts: phase -> ``ssll landmarks``' ``rv_inserts_swapped`` (why the RV insert points were swapped
+            back, or None): flagged ``rv_inserts_swapped``.
 
     Returns:
         One ``{"flag", "phase", "reason"}`` per problem; empty when none fired.
@@ -315,6 +318,9 @@ def qc_flags(
             elif rec.get("init_fallback"):
                 add("refined_from_labels", phase, "no atlas accepted the landmarks, so the refinement started from the "
                     "labels alone (the paper's Fig. 12 ablation; it cannot turn a mirrored frame round)")
+    for phase, why in (swapped_inserts or {}).items():
+        if why:
+            add("rv_inserts_swapped", phase, why)
     mirrored = {ph: bool(r["mirrored"]) for ph, r in (refine_records or {}).items()
                 if r and r.get("init") in ("landmarks", "landmarks_from_labels") and "mirrored" in r}
     if len(set(mirrored.values())) > 1:
@@ -419,6 +425,7 @@ def run_qc_flags(*, subject: str, segmentations: dict[str, str], refined: dict[s
         min_expected_dice=min_expected_dice,
         phases=pair[0],
         cycle=pair[1],
+        swapped_inserts={ph: read_json(p).get("rv_inserts_swapped") for ph, p in landmarks.items()},
     )
     write_json(out_json, {"subject": subject, "flags": flags,
                           **({"expected_dice": scores, "min_expected_dice": min_expected_dice} if scores else {}),

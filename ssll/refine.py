@@ -18,10 +18,8 @@ Steps, all in one process (the atlas bank and torch are loaded once for the L re
 
 from __future__ import annotations
 
-import functools
 import time
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -71,7 +69,6 @@ def refine(
     stack: tuple[int, int] | None = None,
     device: torch.device | None = None,
     what: str = "target",
-    reject_landmarks: str | None = None,
 ) -> tuple[Array, dict[str, Any]]:
     """Refine one segmentation with an atlas bank.
 
@@ -89,9 +86,6 @@ def refine(
             (:func:`clip_beyond_stack`). Defaults to no cut.
         device: torch device for registration and fusion. Defaults to CPU.
         what: name for error messages.
-        reject_landmarks: why ``landmarks_mm`` are not to be used (:func:`run_refine`: the other handedness than
-            the rest of the stack's, :func:`ssll.landmarks.odd_handed`); the landmarks derived from ``labels``
-            are used instead, as where no atlas accepts ``landmarks_mm``. None: use them.
 
     Returns:
         ``(refined, record)``: ``(I, J, K)`` uint8 labels on the working grid, and a record
@@ -112,8 +106,7 @@ def refine(
     # a target without an RV wall (SSLLN-LR on real scans): the atlases' RV walls are matched as background
     no_rv_wall = cfg.atlases.rv_wall_from_atlases and not has_rv_wall(tl)
     chosen, landmarks_mm, init_used, fallback = _choose_atlases(tl, taff, landmarks_mm, bank, cfg.atlases,
-                                                                 no_rv_wall=no_rv_wall, reject=reject_landmarks,
-                                                                 what=what)
+                                                                 no_rv_wall=no_rv_wall, what=what)
     if init_used == "labels":
         cfg = replace(cfg, atlases=replace(cfg.atlases, init="labels"))
     ks = None
@@ -176,10 +169,10 @@ def refine(
 
 
 def _choose_atlases(tl: Array, taff: Array, landmarks_mm: Array, bank: list[Atlas], cfg: AtlasConfig, *,
-                    no_rv_wall: bool, reject: str | None, what: str) -> tuple[list[dict[str, Any]], Array, str, str | None]:
+                    no_rv_wall: bool, what: str) -> tuple[list[dict[str, Any]], Array, str, str | None]:
     """Atlas selection with its start: the given landmarks; where no atlas accepts them (missing, coplanar, in
-    the wrong order) or ``reject`` says why not to use them, the landmarks the training rules derive from the
-    segmentation; where those fail too, the label-only start.
+    the wrong order), the landmarks the training rules derive from the segmentation; where those fail too, the
+    label-only start.
 
     Returns:
         ``(chosen, landmarks_mm, init, fallback)``: :func:`select_atlases`'s list, the landmarks used (world mm),
@@ -191,11 +184,10 @@ def _choose_atlases(tl: Array, taff: Array, landmarks_mm: Array, bank: list[Atla
 
     if cfg.init != "landmarks":
         return select(landmarks_mm, cfg), landmarks_mm, cfg.init, None
-    if reject is None:
-        try:
-            return select(landmarks_mm, cfg), landmarks_mm, "landmarks", None
-        except AtlasError as exc:
-            reject = f"landmark initialisation failed ({exc})"
+    try:
+        return select(landmarks_mm, cfg), landmarks_mm, "landmarks", None
+    except AtlasError as exc:
+        reject = f"landmark initialisation failed ({exc})"
     try:
         own = voxel_to_world(landmarks_from_labels(tl, taff, what=what), taff)
         return (select(own, cfg), own, "landmarks_from_labels",
@@ -277,20 +269,12 @@ def run_refine(
     out_original: PathLike,
     out_record: PathLike,
     cfg: RefineConfig | None = None,
-    stack_landmarks: list[PathLike] | None = None,
-    stack_labels: list[PathLike] | None = None,
 ) -> dict[str, Any]:
     """I/O layer of ``ssll refine``: read the working-grid image, labels, landmarks and grid record;
     write the refined labels on the working grid and on the input grid, and a JSON record.
 
-    ``stack_landmarks`` and ``stack_labels`` (same order) list every phase of the stack ``labels`` and
-    ``landmarks`` come from, these included (the workflow: the subject's ED and ES). Where this phase's landmarks
-    have the other handedness than the stack's (:func:`ssll.landmarks.odd_handed`), the landmarks derived from its
-    segmentation are used instead (record: ``init`` ``landmarks_from_labels`` and why in ``init_fallback``).
-
     Raises:
         SsllError subclasses naming the subject and the file on bad input (see :func:`refine`).
-        ValueError: the stack lists do not match or do not hold ``landmarks``.
     """
     from ssll.atlases import load_bank
     from ssll.io import load_image, load_labels, read_json, save_nifti, write_json
@@ -309,49 +293,11 @@ def run_refine(
     rec = GridRecord.from_dict(read_json(record))
     atlases = load_bank(bank)
     device = select_device()
-    reject = None
-    if stack_landmarks:
-        reject = _odd_in_stack(landmarks, list(stack_landmarks), list(stack_labels or []), subject)
     refined, info = refine(img.array, lab.array, lab.affine, pts, atlases, cfg, slices=acquired_slices(rec),
-                           stack=stack_slab(rec), device=device, what=subject, reject_landmarks=reject)
+                           stack=stack_slab(rec), device=device, what=subject)
     save_nifti(out_labels, Volume(refined, lab.affine), dtype=np.uint8)
     orig = to_original(labels_as_acquired(refined, lab.affine, info), rec, order=0)
     save_nifti(out_original, Volume(orig, rec.input_affine, header=original_header(rec)), dtype=np.uint8)
     info = {"subject": subject, "bank": str(bank), "device": str(device), **info}
     write_json(out_record, info)
     return info
-
-
-@functools.lru_cache(maxsize=4)
-def _stack_odd(landmarks: tuple[str, ...], labels: tuple[str, ...], subject: str) -> tuple[int, ...]:
-    """:func:`ssll.landmarks.odd_handed` of a stack's files (cached: the phases of one ``ssll refine --and`` run
-    ask the same)."""
-    from ssll.errors import LandmarkError
-    from ssll.io import load_labels
-    from ssll.landmarks import landmarks_from_labels, odd_handed, read_landmarks, voxel_to_world
-
-    own: list[Array | None] = []
-    for f in labels:
-        v = load_labels(f)
-        try:
-            own.append(voxel_to_world(landmarks_from_labels(v.array, v.affine, what=f"{subject}: {f}"), v.affine))
-        except LandmarkError:
-            own.append(None)
-    return tuple(odd_handed([read_landmarks(f) for f in landmarks], own))
-
-
-def _odd_in_stack(landmarks: PathLike, stack_landmarks: list[PathLike], stack_labels: list[PathLike],
-                  subject: str) -> str | None:
-    """Why this phase's ``landmarks`` are not to be used (the other handedness than its stack's), or None."""
-    keys = [str(Path(f).resolve()) for f in stack_landmarks]
-    if len(stack_labels) != len(keys):
-        raise ValueError(f"{subject}: {len(keys)} stack landmark files but {len(stack_labels)} stack label files")
-    this = str(Path(landmarks).resolve())
-    if this not in keys:
-        raise ValueError(f"{subject}: {landmarks} is not among the stack's landmark files")
-    odd = _stack_odd(tuple(keys), tuple(str(Path(f).resolve()) for f in stack_labels), subject)
-    if keys.index(this) not in odd:
-        return None
-    return (f"{landmarks}: the landmarks have the other handedness than the rest of the stack's, whose own "
-            "segmentations agree with theirs (one stack has one frame; a volume segmented in a mirrored "
-            "orientation gets its RV inserts swapped)")

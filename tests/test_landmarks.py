@@ -206,3 +206,46 @@ def test_odd_handed_names_the_phase_whose_landmarks_disagree_with_the_stack_and_
     assert odd_handed([p, swapped], [p, None]) == []  # ES's own rules failed: no evidence against its landmarks
     assert odd_handed([p, swapped], [swapped, p]) == []  # each disagrees with its own rules: undecided
     assert odd_handed([p, swapped], [p, swapped]) == []  # each agrees with its own: undecided (the QC flag says so)
+
+
+def test_a_phase_whose_landmarks_have_the_other_handedness_than_its_stack_gets_its_rv_inserts_swapped_back(
+        tmp_path: Path) -> None:
+    """ED and ES of one stack share one frame. ``ssll landmarks --and`` over two phases whose landmark maps differ
+    in handedness (ES's RV inserts swapped, as for a volume segmented in a mirrored orientation) swaps ES's inserts
+    back and says so; ED, and both phases without the stack options, are written as the maps have them."""
+    from ssll.cli import main
+
+    lab = _phantom()
+    write_nifti(tmp_path / "lab.nii.gz", lab, AFF)
+    pts = landmarks_from_labels(lab, AFF)
+    for ph, p in (("ED", pts), ("ES", pts[[0, 2, 1, 3, 4, 5]])):
+        write_nifti(tmp_path / f"{ph}_map.nii.gz", landmark_map(p, lab.shape, AFF, radius_mm=1.0), AFF)
+
+    def run(stack: bool) -> dict[str, dict]:
+        argv = ["landmarks", "--subject", "s1"]
+        if stack:
+            argv += ["--stack-maps", str(tmp_path / "ED_map.nii.gz"), str(tmp_path / "ES_map.nii.gz"),
+                     "--stack-labels", str(tmp_path / "lab.nii.gz"), str(tmp_path / "lab.nii.gz")]
+        for ph in ("ED", "ES"):
+            argv += ["--and", "--landmark-map", str(tmp_path / f"{ph}_map.nii.gz"), "--out-json",
+                     str(tmp_path / f"{ph}.json"), "--out-csv", str(tmp_path / f"{ph}.csv"),
+                     "--out-map", str(tmp_path / f"{ph}_out.nii.gz")]
+        assert main(argv) == 0
+        import json
+
+        return {ph: json.loads((tmp_path / f"{ph}.json").read_text()) for ph in ("ED", "ES")}
+
+    def world(d: dict) -> np.ndarray:
+        return np.array([[r["x_mm"], r["y_mm"], r["z_mm"]] for r in d["landmarks"]])
+
+    truth = voxel_to_world(pts, AFF)
+    plain = run(False)
+    assert plain["ED"]["rv_inserts_swapped"] is None is plain["ES"]["rv_inserts_swapped"]
+    assert handedness(world(plain["ES"])) == -handedness(truth)
+    fixed = run(True)
+    assert fixed["ED"]["rv_inserts_swapped"] is None and "swapped back" in fixed["ES"]["rv_inserts_swapped"]
+    np.testing.assert_allclose(world(fixed["ES"]), world(fixed["ED"]))  # the same map once swapped back
+    assert np.all(np.abs(world(fixed["ED"]) - truth) <= np.diag(AFF)[:3] / 2 + 1e-6)  # within half a voxel
+    assert main(["landmarks", "--stack-maps", str(tmp_path / "ED_map.nii.gz"), "--stack-labels",
+                 str(tmp_path / "lab.nii.gz"), "--landmark-map", str(tmp_path / "ES_map.nii.gz"), "--out-json",
+                 str(tmp_path / "x.json"), "--out-csv", str(tmp_path / "x.csv"), "--out-map", str(tmp_path / "x.nii.gz")]) == 3

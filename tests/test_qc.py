@@ -187,6 +187,11 @@ def test_ed_and_es_refined_with_and_without_mirroring_are_flagged() -> None:
                                    refine_records={"ED": {"init": "landmarks", "mirrored": True}, "ES": ruled})]
     assert [(f["flag"], f["phase"]) for f in started] == [("landmarks_rejected", "ES")]
     assert [f["flag"] for f in flags({"init": "landmarks", "mirrored": False}, ruled)] == ["mirror_differs"]
+    swapped = qc_flags(segmentations={"ED": lab, "ES": lab}, refined=None,
+                       landmarks_mm={"ED": _landmarks_ok(), "ES": _landmarks_ok()}, measures=good,
+                       swapped_inserts={"ED": None, "ES": "the network's landmarks had the other handedness ..."})
+    assert [(f["flag"], f["phase"], f["reason"]) for f in swapped] == [
+        ("rv_inserts_swapped", "ES", "the network's landmarks had the other handedness ...")]
     plain, mirror = {"init": "landmarks", "mirrored": False}, {"init": "landmarks", "mirrored": True}
     assert flags(plain, plain) == [] == flags(mirror, mirror)
     assert flags(mirror, {"init": "labels", "mirrored": False}) == []  # a label-only start says nothing of it

@@ -3,8 +3,6 @@ rule refine:
     FFDs, patch fusion.
 
     One job runs the subject's 2 x L registrations in one process (see README: per-job overhead).
-    ED and ES come from one stack: a phase whose landmarks have the other handedness is refined from
-    its own segmentation's landmarks (--stack-landmarks, --stack-labels).
     """
     input:
         image=by_phase(f"{RESULTS}/preprocess/{{subject}}/{{phase}}.nii.gz"),
@@ -32,7 +30,6 @@ rule refine:
         cfg=refine_params(),
     shell:
         "ssll refine --subject {wildcards.subject} --bank {params.bank:q} --params {params.cfg:q}"
-        " --stack-landmarks {input.landmarks:q} --stack-labels {input.labels:q}"
         + per_phase(
             "--image {input.image[#]} --labels {input.labels[#]} --landmarks {input.landmarks[#]} --record {input.record[#]} --out-labels {output.labels[#]} --out-original {output.original[#]} --out-record {output.record[#]}"
         )
