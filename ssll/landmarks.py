@@ -472,6 +472,8 @@ def _stack_odd(maps: tuple[str, ...], labels: tuple[str, ...], subject: str) -> 
     for m in maps:
         v = load_nifti(m, dtype=np.uint8)
         given.append(voxel_to_world(points_from_landmark_map(v.array), v.affine))
+    if len({h for p in given if (h := handedness(p))}) < 2:  # one handedness: nothing to judge, no rules run
+        return ()
     for f in labels:
         v = load_labels(f)
         try:
