@@ -463,18 +463,19 @@ def run_landmarks(
 
 
 @functools.lru_cache(maxsize=4)
-def _stack_odd(maps: tuple[str, ...], labels: tuple[str, ...], subject: str) -> tuple[int, ...]:
-    """:func:`odd_handed` of a stack's landmark maps, judged by the rules on its segmentations (cached: the phases
-    of one ``ssll landmarks --and`` run ask the same)."""
+def _stack_odd(maps: tuple[tuple[str, int], ...], labels: tuple[tuple[str, int], ...], subject: str) -> tuple[int, ...]:
+    """:func:`odd_handed` of a stack's landmark maps, judged by the rules on its segmentations; files given as
+    (path, modification time in ns), so a file written again is read again (cached: the phases of one
+    ``ssll landmarks --and`` run ask the same)."""
     from ssll.io import load_labels, load_nifti
 
     given, own = [], []
-    for m in maps:
+    for m, _ in maps:
         v = load_nifti(m, dtype=np.uint8)
         given.append(voxel_to_world(points_from_landmark_map(v.array), v.affine))
     if len({h for p in given if (h := handedness(p))}) < 2:  # one handedness: nothing to judge, no rules run
         return ()
-    for f in labels:
+    for f, _ in labels:
         v = load_labels(f)
         try:
             own.append(voxel_to_world(landmarks_from_labels(v.array, v.affine, what=f"{subject}: {f}"), v.affine))
@@ -491,7 +492,10 @@ def _odd_in_stack(landmark_map: str, stack_maps: list[str], stack_labels: list[s
     this = str(Path(landmark_map).resolve())
     if this not in keys:
         raise ValueError(f"{subject}: {landmark_map} is not among the stack's landmark maps")
-    odd = _stack_odd(tuple(keys), tuple(str(Path(f).resolve()) for f in stack_labels), subject)
+    def stamped(files: list[str]) -> tuple[tuple[str, int], ...]:
+        return tuple((f, Path(f).stat().st_mtime_ns if Path(f).exists() else -1) for f in files)
+
+    odd = _stack_odd(stamped(keys), stamped([str(Path(f).resolve()) for f in stack_labels]), subject)
     if keys.index(this) not in odd:
         return None
     return ("the network's landmarks had the other handedness than the rest of the stack's, whose own segmentations "

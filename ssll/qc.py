@@ -245,8 +245,7 @@ def qc_flags(
         measures: the subject's measures row (``ssll measures``).
         refine_records: phase -> the ``ssll refine`` record (registration convergence; ``init_fallback``, the
             segmentation's own landmarks (``init`` ``landmarks_from_labels``) or a label-only start where the given
-            landmarks were asked for and no atlas accepted them or they had the other handedness than the
-            stack's; ``mirrored``, which ED and ES must agree on where both
+            landmarks were asked for and no atlas accepted them; ``mirrored``, which ED and ES must agree on where both
             started from landmarks).
         acquired: phase -> working-grid indices of the acquired slices (None: all).
         expected_dice: phase -> the network's expected Dice per structure (``ssll segment``'s

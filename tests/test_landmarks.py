@@ -245,6 +245,8 @@ def test_a_phase_whose_landmarks_have_the_other_handedness_than_its_stack_gets_i
     fixed = run(True)
     assert fixed["ED"]["rv_inserts_swapped"] is None and "swapped back" in fixed["ES"]["rv_inserts_swapped"]
     np.testing.assert_allclose(world(fixed["ES"]), world(fixed["ED"]))  # the same map once swapped back
+    write_nifti(tmp_path / "ES_map.nii.gz", landmark_map(pts, lab.shape, AFF, radius_mm=1.0), AFF)  # ES mended
+    assert run(True)["ES"]["rv_inserts_swapped"] is None  # a file written again is judged again
     assert np.all(np.abs(world(fixed["ED"]) - truth) <= np.diag(AFF)[:3] / 2 + 1e-6)  # within half a voxel
     assert main(["landmarks", "--stack-maps", str(tmp_path / "ED_map.nii.gz"), "--stack-labels",
                  str(tmp_path / "lab.nii.gz"), "--landmark-map", str(tmp_path / "ES_map.nii.gz"), "--out-json",
