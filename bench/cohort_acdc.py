@@ -2,7 +2,7 @@
 
 Writes the subject sheet of the ACDC training folder with ``ssll sheet`` (frames from each Info.cfg, the expert
 labels as ground truth), keeps the patients a training config holds out (the 20 of config/train_lr.yaml;
-``--patients all`` for all 100, 80 of which the network was trained on), and runs the workflow on it with
+``--patients all`` for all 100, 80 of which the network was trained on; ``--subjects`` names them), and runs the workflow on it with
 ``profiles/local`` and the default config (orientation search, the default 20-atlas phantom bank built first) in
 a scratch copy of the repository, as a user would on a cohort. Then reads only what the workflow wrote:
 
@@ -13,7 +13,11 @@ a scratch copy of the repository, as a user would on a cohort. Then reads only w
 - per stage, the jobs' wall and CPU seconds and peak memory (``benchmarks/{rule}/{subject}.tsv``), and the
   subject's disk and files in ``results/``: what a cohort of this kind costs.
 
-Run:  python bench/cohort_acdc.py --out bench/results/cohort_acdc      (about 30 minutes on 2 cores)
+Run:  python bench/cohort_acdc.py --out bench/results/cohort_acdc      (about 15 minutes on 2 cores)
+      python bench/cohort_acdc.py --subjects patient001 patient002 patient003 patient004 patient021 patient022
+        patient023 patient024 patient041 patient042 patient043 patient044 patient061 patient062 patient063 patient064
+        patient081 patient082 patient083 patient084 --out bench/results/cohort_acdc_training20
+        (20 training patients, 4 per group: robustness only, the network has seen them)
 """
 
 from __future__ import annotations
@@ -92,6 +96,7 @@ def main() -> None:
     ap.add_argument("--data", default="../shared/data/acdc/training")
     ap.add_argument("--config", default="config/train_lr.yaml", help="its validation_patients are run")
     ap.add_argument("--patients", default="held-out", choices=["held-out", "all"])
+    ap.add_argument("--subjects", nargs="+", help="these patients instead (overrides --patients)")
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--keep", default="", help="keep the scratch workflow folder here (default: deleted)")
     ap.add_argument("--out", default="bench/results/cohort_acdc")
@@ -107,7 +112,8 @@ def main() -> None:
     work.mkdir(parents=True)
     for item in COPIED:
         (shutil.copytree if (ROOT / item).is_dir() else shutil.copy)(ROOT / item, work / item)
-    subjects = _sheet(work, data, held if a.patients == "held-out" else None)
+    chosen = set(a.subjects) if a.subjects else held if a.patients == "held-out" else None
+    subjects = _sheet(work, data, chosen)
     t0 = time.perf_counter()
     r = subprocess.run([sys.executable, "-m", "snakemake", "--profile", "profiles/local", "--cores", str(a.cores),
                         "--config", "subjects=cohort.tsv", "results=results"], cwd=work, env=bin_env(),
@@ -140,7 +146,7 @@ def main() -> None:
                                          for st in STRUCTURES for k in ("dice", "hd2d_mm")}
     same = {}
     ref_csv = ROOT / "bench/results/sslln_validation/segmentation.csv"
-    if ref_csv.exists() and a.patients == "held-out":
+    if ref_csv.exists() and chosen is not None and chosen <= held:
         ref = pd.read_csv(ref_csv).rename(columns={"patient": "subject"})
         m = ov[ov["method"] == "sslln"].merge(ref, on=["subject", "phase"], suffixes=("", "_bench"))
         diff = np.abs(np.stack([m[f"dice_{st}"] - m[f"dice_{st}_bench"] for st in STRUCTURES], 1))
@@ -157,7 +163,7 @@ def main() -> None:
                                         max_rss_mb=("max_rss_mb", "max")).round(1)
     summary = {
         "command": f"snakemake --profile profiles/local --cores {a.cores} --config subjects=cohort.tsv results=results",
-        "data": str(a.data), "patients": a.patients, "n_subjects": len(subjects),
+        "data": str(a.data), "patients": sorted(a.subjects) if a.subjects else a.patients, "n_subjects": len(subjects),
         "snakemake_rc": r.returncode, "wall_s": round(wall, 1),
         "measured": int(ps["measured"].sum()), "failed": failed.to_dict("records"),
         "accuracy_mean_sd": accuracy, "network_dice_against_sslln_validation": same,
