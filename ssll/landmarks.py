@@ -441,10 +441,10 @@ def run_landmarks(
         LandmarkError: a landmark is absent from the map.
         ValueError: the stack lists differ in length or do not hold ``landmark_map_path``.
     """
-    from ssll.io import load_nifti, read_json
+    from ssll.io import read_json
 
-    vol = load_nifti(landmark_map_path, dtype=np.uint8)
-    pts = points_from_landmark_map(vol.array)
+    pts, affine, shape = _map_points(*_stamped(landmark_map_path))
+    pts = pts.copy()  # the cached points stay as read
     missing = [name for n, name in enumerate(LANDMARK_NAMES) if not np.all(np.isfinite(pts[n]))]
     if missing:
         raise LandmarkError(f"{landmark_map_path}: landmarks absent from the map: {', '.join(missing)}")
@@ -458,8 +458,24 @@ def run_landmarks(
             na, nb = LANDMARK_NAMES[a], LANDMARK_NAMES[b]
             if na in conf or nb in conf:
                 conf[na], conf[nb] = conf.get(nb), conf.get(na)
-    return _write_landmarks(pts, vol.affine, vol.shape3, out_json=out_json, out_csv=out_csv, out_map=out_map,
+    return _write_landmarks(pts, affine, shape, out_json=out_json, out_csv=out_csv, out_map=out_map,
                             confidence=conf, radius_mm=radius_mm, extra={"rv_inserts_swapped": swapped})
+
+
+def _stamped(path: str) -> tuple[str, int]:
+    """``(resolved path, modification time in ns)``: a cache key under which a file written again is read again."""
+    p = Path(path).resolve()
+    return str(p), p.stat().st_mtime_ns if p.exists() else -1
+
+
+@functools.lru_cache(maxsize=4)
+def _map_points(path: str, mtime_ns: int) -> tuple[Array, Array, tuple[int, int, int]]:
+    """A landmark map's :func:`points_from_landmark_map` (voxels), affine and shape (cached: in one
+    ``ssll landmarks --and`` run each phase's map is read for its own landmarks and for the stack check)."""
+    from ssll.io import load_nifti
+
+    vol = load_nifti(path, dtype=np.uint8)
+    return points_from_landmark_map(vol.array), vol.affine, vol.shape3
 
 
 @functools.lru_cache(maxsize=4)
@@ -467,12 +483,12 @@ def _stack_odd(maps: tuple[tuple[str, int], ...], labels: tuple[tuple[str, int],
     """:func:`odd_handed` of a stack's landmark maps, judged by the rules on its segmentations; files given as
     (path, modification time in ns), so a file written again is read again (cached: the phases of one
     ``ssll landmarks --and`` run ask the same)."""
-    from ssll.io import load_labels, load_nifti
+    from ssll.io import load_labels
 
     given, own = [], []
-    for m, _ in maps:
-        v = load_nifti(m, dtype=np.uint8)
-        given.append(voxel_to_world(points_from_landmark_map(v.array), v.affine))
+    for m in maps:
+        pts, affine, _ = _map_points(*m)
+        given.append(voxel_to_world(pts, affine))
     if len({h for p in given if (h := handedness(p))}) < 2:  # one handedness: nothing to judge, no rules run
         return ()
     for f, _ in labels:
@@ -486,16 +502,13 @@ def _stack_odd(maps: tuple[tuple[str, int], ...], labels: tuple[tuple[str, int],
 
 def _odd_in_stack(landmark_map: str, stack_maps: list[str], stack_labels: list[str], subject: str) -> str | None:
     """Why this phase's RV inserts are swapped back (the other handedness than its stack's), or None."""
-    keys = [str(Path(f).resolve()) for f in stack_maps]
+    keys = [_stamped(f) for f in stack_maps]
     if len(stack_labels) != len(keys):
         raise ValueError(f"{subject}: {len(keys)} stack landmark maps but {len(stack_labels)} stack segmentations")
-    this = str(Path(landmark_map).resolve())
+    this = _stamped(landmark_map)
     if this not in keys:
         raise ValueError(f"{subject}: {landmark_map} is not among the stack's landmark maps")
-    def stamped(files: list[str]) -> tuple[tuple[str, int], ...]:
-        return tuple((f, Path(f).stat().st_mtime_ns if Path(f).exists() else -1) for f in files)
-
-    odd = _stack_odd(stamped(keys), stamped([str(Path(f).resolve()) for f in stack_labels]), subject)
+    odd = _stack_odd(tuple(keys), tuple(_stamped(f) for f in stack_labels), subject)
     if keys.index(this) not in odd:
         return None
     return ("the network's landmarks had the other handedness than the rest of the stack's, whose own segmentations "
