@@ -47,6 +47,7 @@ __all__ = [
     "odd_handed",
     "points_from_landmark_map",
     "read_landmarks",
+    "landmarks_of_record",
     "run_landmarks",
     "run_landmarks_from_labels",
     "voxel_to_world",
@@ -404,12 +405,22 @@ def read_landmarks(path: PathLike) -> Array:
     """
     from ssll.io import read_json
 
+    return landmarks_of_record(read_json(path), source=str(path))
+
+
+def landmarks_of_record(record: Any, *, source: str) -> Array:
+    """The six landmarks of a parsed landmarks JSON (a dict with ``landmarks``: rows of ``landmark`` 1..6 and
+    ``x_mm``, ``y_mm``, ``z_mm``): ``(6, 3)`` world mm, row ``n - 1`` landmark ``n``.
+
+    Raises:
+        LandmarkError: naming ``source``, when the record does not list landmarks 1..6 in world mm.
+    """
     try:
         rows = {int(r["landmark"]): (float(r["x_mm"]), float(r["y_mm"]), float(r["z_mm"]))
-                for r in read_json(path)["landmarks"]}
+                for r in record["landmarks"]}
         return np.array([rows[n] for n in range(1, 7)], float)
     except (KeyError, TypeError, ValueError) as exc:
-        raise LandmarkError(f"{path}: not a landmarks file with landmarks 1..6 in world mm ({exc!r})") from exc
+        raise LandmarkError(f"{source}: not a landmarks file with landmarks 1..6 in world mm ({exc!r})") from exc
 
 
 def run_landmarks(

@@ -400,7 +400,7 @@ def run_qc_flags(*, subject: str, segmentations: dict[str, str], refined: dict[s
     import pandas as pd
 
     from ssll.io import load_labels, read_json, write_json
-    from ssll.landmarks import read_landmarks
+    from ssll.landmarks import landmarks_of_record
     from ssll.motion import acquired_slices, labels_as_acquired
     from ssll.preprocess import GridRecord
 
@@ -411,11 +411,12 @@ def run_qc_flags(*, subject: str, segmentations: dict[str, str], refined: dict[s
         raise SsllError("qc-flags: give the frames record and the cycle record together")
     pair = _read_cycle_pair(frames, cycle) if frames and cycle else (None, None)
     ref_records = {ph: read_json(p) for ph, p in refine_records.items()}
+    landmark_records = {ph: read_json(p) for ph, p in landmarks.items()}
     models = {ph: load_labels(p) for ph, p in refined.items()}
     flags = qc_flags(
         segmentations={ph: load_labels(p).array for ph, p in segmentations.items()},
         refined={ph: labels_as_acquired(v.array, v.affine, ref_records.get(ph, {})) for ph, v in models.items()} or None,
-        landmarks_mm={ph: read_landmarks(p) for ph, p in landmarks.items()},
+        landmarks_mm={ph: landmarks_of_record(r, source=landmarks[ph]) for ph, r in landmark_records.items()},
         measures={k: float(v) for k, v in row.items() if k != "subject"},
         refine_records=ref_records,
         acquired={ph: acquired_slices(GridRecord.from_dict(read_json(p))) for ph, p in records.items()},
@@ -424,7 +425,7 @@ def run_qc_flags(*, subject: str, segmentations: dict[str, str], refined: dict[s
         min_expected_dice=min_expected_dice,
         phases=pair[0],
         cycle=pair[1],
-        swapped_inserts={ph: read_json(p).get("rv_inserts_swapped") for ph, p in landmarks.items()},
+        swapped_inserts={ph: r.get("rv_inserts_swapped") for ph, r in landmark_records.items()},
     )
     write_json(out_json, {"subject": subject, "flags": flags,
                           **({"expected_dice": scores, "min_expected_dice": min_expected_dice} if scores else {}),
