@@ -43,11 +43,11 @@ from ssll.types import Array, PathLike
 __all__ = [
     "handedness",
     "landmark_map",
+    "landmarks_of_record",
     "landmarks_from_labels",
     "odd_handed",
     "points_from_landmark_map",
     "read_landmarks",
-    "landmarks_of_record",
     "run_landmarks",
     "run_landmarks_from_labels",
     "voxel_to_world",
