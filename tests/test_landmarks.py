@@ -12,8 +12,10 @@ from ssll.landmarks import (
     handedness,
     landmark_map,
     landmarks_from_labels,
+    landmarks_of_record,
     odd_handed,
     points_from_landmark_map,
+    read_landmarks,
     restrict_landmark_map,
     run_landmarks,
     voxel_to_world,
@@ -251,3 +253,15 @@ def test_a_phase_whose_landmarks_have_the_other_handedness_than_its_stack_gets_i
     assert main(["landmarks", "--stack-maps", str(tmp_path / "ED_map.nii.gz"), "--stack-labels",
                  str(tmp_path / "lab.nii.gz"), "--landmark-map", str(tmp_path / "ES_map.nii.gz"), "--out-json",
                  str(tmp_path / "x.json"), "--out-csv", str(tmp_path / "x.csv"), "--out-map", str(tmp_path / "x.nii.gz")]) == 3
+
+
+def test_landmarks_of_record_reads_rows_in_landmark_order_and_names_a_broken_file(tmp_path: Path) -> None:
+    rows = [{"landmark": n, "x_mm": 10.0 * n, "y_mm": -n, "z_mm": 0.5 * n} for n in (6, 2, 4, 1, 3, 5)]
+    pts = landmarks_of_record({"landmarks": rows}, source="mem")
+    np.testing.assert_allclose(pts, [[10.0 * n, -n, 0.5 * n] for n in range(1, 7)])
+    path = tmp_path / "ED.json"
+    path.write_text('{"landmarks": ' + str(rows[:5]).replace("'", '"') + "}")
+    with pytest.raises(LandmarkError, match=r"ED\.json: not a landmarks file"):
+        read_landmarks(path)
+    with pytest.raises(LandmarkError, match="mem: not a landmarks file"):
+        landmarks_of_record(["not", "a", "record"], source="mem")
