@@ -43,6 +43,7 @@ from ssll.types import Array, PathLike
 __all__ = [
     "handedness",
     "landmark_map",
+    "landmark_problems",
     "landmarks_of_record",
     "landmarks_from_labels",
     "odd_handed",
@@ -395,6 +396,34 @@ def _write_landmarks(pts: Array, affine: Array, shape: tuple[int, int, int], *, 
         pd.DataFrame(rows).to_csv(tmp, index=False, float_format="%.3f")
     save_nifti(out_map, Volume(landmark_map(pts, shape, affine, radius_mm=radius_mm), affine), dtype=np.uint8)
     return world
+
+
+def landmark_problems(pts_mm: Array) -> list[str]:
+    """Implausible landmark configurations, as reasons (empty when none): a landmark missing, the apex
+    less than 40 or more than 150 mm from the mitral valve centre, the RV insert points less than 10 or more
+    than 90 mm apart, or the RV lateral turning point on the LV lateral wall's side of the inserts. The QC
+    flag ``landmarks_implausible`` reports them; :mod:`ssll.refine` does not start from such landmarks where the
+    segmentation's own are plausible.
+
+    Args:
+        pts_mm: ``(6, 3)`` world mm, rows = landmarks 1..6 (LV lateral wall, RV insert anterior,
+            RV insert inferior, RV lateral turning point, apex, mitral valve centre).
+    """
+    p = np.asarray(pts_mm, float)
+    out = []
+    if not np.isfinite(p).all():
+        return ["landmarks missing: " + ", ".join(str(i + 1) for i in np.nonzero(~np.isfinite(p).all(1))[0])]
+    axis = np.linalg.norm(p[4] - p[5])
+    if not 40.0 <= axis <= 150.0:
+        out.append(f"apex to mitral centre {axis:.0f} mm (expected 40-150)")
+    inserts = np.linalg.norm(p[1] - p[2])
+    if not 10.0 <= inserts <= 90.0:
+        out.append(f"RV insert points {inserts:.0f} mm apart (expected 10-90)")
+    # the RV lateral turning point and the LV lateral wall lie on opposite sides of the inserts' midpoint
+    mid = (p[1] + p[2]) / 2
+    if np.dot(p[3] - mid, p[0] - mid) > 0:
+        out.append("RV lateral turning point on the LV lateral side of the RV inserts")
+    return out
 
 
 def read_landmarks(path: PathLike) -> Array:

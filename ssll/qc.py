@@ -18,6 +18,7 @@ import numpy as np
 
 from ssll.errors import SsllError
 from ssll.labels import Label
+from ssll.landmarks import landmark_problems
 from ssll.measures import has_rv_wall
 from ssll.orientation import STORED, Orientation, orientation_by_name
 from ssll.types import Array, PathLike
@@ -195,30 +196,6 @@ def open_wall_fraction(labels: Array) -> float:
     return touch / total if total else 0.0
 
 
-def landmark_problems(pts_mm: Array) -> list[str]:
-    """Implausible landmark configurations, as reasons.
-
-    Args:
-        pts_mm: ``(6, 3)`` world mm, rows = landmarks 1..6 (LV lateral wall, RV insert anterior,
-            RV insert inferior, RV lateral turning point, apex, mitral valve centre).
-    """
-    p = np.asarray(pts_mm, float)
-    out = []
-    if not np.isfinite(p).all():
-        return ["landmarks missing: " + ", ".join(str(i + 1) for i in np.nonzero(~np.isfinite(p).all(1))[0])]
-    axis = np.linalg.norm(p[4] - p[5])
-    if not 40.0 <= axis <= 150.0:
-        out.append(f"apex to mitral centre {axis:.0f} mm (expected 40-150)")
-    inserts = np.linalg.norm(p[1] - p[2])
-    if not 10.0 <= inserts <= 90.0:
-        out.append(f"RV insert points {inserts:.0f} mm apart (expected 10-90)")
-    # the RV lateral turning point and the LV lateral wall lie on opposite sides of the inserts' midpoint
-    mid = (p[1] + p[2]) / 2
-    if np.dot(p[3] - mid, p[0] - mid) > 0:
-        out.append("RV lateral turning point on the LV lateral side of the RV inserts")
-    return out
-
-
 def qc_flags(
     *,
     segmentations: dict[str, Array],
@@ -314,7 +291,7 @@ def qc_flags(
             if rec.get("init_fallback") and rec.get("init") == "landmarks_from_labels":
                 add("landmarks_rejected", phase, f"the refinement did not start from the network's landmarks: "
                     f"{rec['init_fallback']}")
-            elif rec.get("init_fallback"):
+            elif rec.get("init_fallback") and rec.get("init") == "labels":
                 add("refined_from_labels", phase, "no atlas accepted the landmarks, so the refinement started from the "
                     "labels alone (the paper's Fig. 12 ablation; it cannot turn a mirrored frame round)")
     for phase, why in (swapped_inserts or {}).items():

@@ -29,7 +29,7 @@ from ssll.atlases import Atlas, AtlasConfig, crop, crop_box, select_atlases
 from ssll.errors import AtlasError, LandmarkError
 from ssll.fusion import FusionConfig, fuse_labels
 from ssll.labels import Landmark, rv_wall_as_background
-from ssll.landmarks import landmarks_from_labels, voxel_to_world
+from ssll.landmarks import landmark_problems, landmarks_from_labels, voxel_to_world
 from ssll.measures import has_rv_wall
 from ssll.motion import acquired_slices, labels_as_acquired, shift_slices
 from ssll.preprocess import GridRecord, input_fov_mask
@@ -170,31 +170,44 @@ def refine(
 
 def _choose_atlases(tl: Array, taff: Array, landmarks_mm: Array, bank: list[Atlas], cfg: AtlasConfig, *,
                     no_rv_wall: bool, what: str) -> tuple[list[dict[str, Any]], Array, str, str | None]:
-    """Atlas selection with its start: the given landmarks; where no atlas accepts them (missing, coplanar, in
-    the wrong order), the landmarks the training rules derive from the segmentation; where those fail too, the
-    label-only start.
+    """Atlas selection with its start: the given landmarks; where they are implausible
+    (:func:`ssll.landmarks.landmark_problems`) or no atlas accepts them (missing, coplanar, in the wrong order),
+    the landmarks the training rules derive from the segmentation, if those are plausible; where those fail, the
+    given landmarks if only their plausibility was in doubt, else the label-only start.
 
     Returns:
         ``(chosen, landmarks_mm, init, fallback)``: :func:`select_atlases`'s list, the landmarks used (world mm),
         the start used (``landmarks``, ``landmarks_from_labels`` or ``labels``) and why it is not the one asked
-        for (None where it is).
+        for, or why the given landmarks were used all the same (None where neither).
     """
     def select(points: Array, c: AtlasConfig) -> list[dict[str, Any]]:
         return select_atlases(tl, taff, points, bank, c, ignore_rv_wall=no_rv_wall)
 
     if cfg.init != "landmarks":
         return select(landmarks_mm, cfg), landmarks_mm, cfg.init, None
-    try:
-        return select(landmarks_mm, cfg), landmarks_mm, "landmarks", None
-    except AtlasError as exc:
-        reject = f"landmark initialisation failed ({exc})"
+    problems = landmark_problems(landmarks_mm) if np.isfinite(landmarks_mm).all() else []  # missing: the atlases say
+    if problems:
+        reject = f"landmarks implausible ({'; '.join(problems)})"
+    else:
+        try:
+            return select(landmarks_mm, cfg), landmarks_mm, "landmarks", None
+        except AtlasError as exc:
+            reject = f"landmark initialisation failed ({exc})"
     try:
         own = voxel_to_world(landmarks_from_labels(tl, taff, what=what), taff)
+        if own_problems := landmark_problems(own):
+            raise LandmarkError(f"implausible: {'; '.join(own_problems)}")
         return (select(own, cfg), own, "landmarks_from_labels",
                 f"{reject}; used the landmarks the training rules derive from the segmentation")
     except (LandmarkError, AtlasError) as exc:
-        return (select(landmarks_mm, replace(cfg, init="labels")), landmarks_mm, "labels",
-                f"{reject}, and with the segmentation's own landmarks ({exc}); used the label-based affine")
+        own_failed = f"the segmentation's own landmarks failed too ({exc})"
+    if problems:
+        try:
+            return select(landmarks_mm, cfg), landmarks_mm, "landmarks", f"{reject}, and {own_failed}; used them all the same"
+        except AtlasError as exc:
+            reject = f"{reject}; landmark initialisation failed ({exc})"
+    return (select(landmarks_mm, replace(cfg, init="labels")), landmarks_mm, "labels",
+            f"{reject}, and {own_failed}; used the label-based affine")
 
 
 def stack_slab(record: GridRecord, *, fov: Array | None = None) -> tuple[int, int] | None:

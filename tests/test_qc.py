@@ -186,6 +186,11 @@ def test_ed_and_es_refined_with_and_without_mirroring_are_flagged() -> None:
                                    landmarks_mm={"ED": _landmarks_ok(), "ES": _landmarks_ok()}, measures=good,
                                    refine_records={"ED": {"init": "landmarks", "mirrored": True}, "ES": ruled})]
     assert [(f["flag"], f["phase"]) for f in started] == [("landmarks_rejected", "ES")]
+    kept = {"init": "landmarks", "mirrored": True, "init_fallback": "landmarks implausible (...); used them all the same"}
+    started = qc_flags(segmentations={"ED": lab, "ES": lab}, refined=None,
+                       landmarks_mm={"ED": _landmarks_ok(), "ES": _landmarks_ok()}, measures=good,
+                       refine_records={"ED": {"init": "landmarks", "mirrored": True}, "ES": kept})
+    assert started == []  # started from the network's landmarks after all: not refined from the labels
     assert [f["flag"] for f in flags({"init": "landmarks", "mirrored": False}, ruled)] == ["mirror_differs"]
     swapped = qc_flags(segmentations={"ED": lab, "ES": lab}, refined=None,
                        landmarks_mm={"ED": _landmarks_ok(), "ES": _landmarks_ok()}, measures=good,

@@ -307,3 +307,28 @@ def test_landmarks_no_atlas_accepts_are_replaced_by_the_segmentations_own(bank_d
     labels_cfg = RefineConfig(atlases=AtlasConfig(top_k=3, init="labels"))
     assert refine(image, staircase, aff, lost, bank, labels_cfg, slices=ks)[1]["init"] == "labels"
 
+
+
+def test_implausible_landmarks_are_replaced_by_the_segmentations_own(bank_dir, monkeypatch) -> None:
+    """Given landmarks that the QC calls implausible (the apex 20 mm from the mitral valve centre), the refinement
+    starts from the segmentation's own landmarks and says why; where those are implausible too, it uses the given
+    ones all the same (an atlas accepts them) rather than the label-only start."""
+    truth, aff, lr, lr_aff = _lr_target()
+    staircase = nearest_upsample(lr, lr_aff, SHAPE, aff)
+    image = image_from_labels(staircase, 7) / 450.0
+    bank, ks = load_bank(bank_dir), np.arange(2, SHAPE[2], 5)
+    cfg = RefineConfig(atlases=AtlasConfig(top_k=3))
+    true_pts = _landmarks_world(aff)
+    short = true_pts.copy()
+    axis = short[4] - short[5]
+    short[4] = short[5] + 20.0 * axis / np.linalg.norm(axis)
+    given, _ = refine(image, staircase, aff, true_pts, bank, cfg, slices=ks)
+    ruled, rec = refine(image, staircase, aff, short, bank, cfg, slices=ks)
+    assert rec["init"] == "landmarks_from_labels"
+    assert "landmarks implausible (apex to mitral centre 20 mm" in rec["init_fallback"]
+    for c in (1, 2, 3):
+        assert dice(ruled == c, truth == c) > dice(given == c, truth == c) - 0.02
+    # every set of landmarks called implausible, the segmentation's own too: the given are used, and it says so
+    monkeypatch.setattr("ssll.refine.landmark_problems", lambda pts: ["judged implausible"])
+    _, rec_all = refine(image, staircase, aff, true_pts, bank, cfg, slices=ks)
+    assert rec_all["init"] == "landmarks" and "used them all the same" in rec_all["init_fallback"]
