@@ -286,15 +286,21 @@ def test_refine_passes_largest_component_to_the_fusion_and_records_it(bank_dir) 
         assert ndimage.label(out == c, structure=np.ones((3, 3, 3)))[1] == 1
 
 
+def _start_case(bank_dir):  # noqa: ANN001, ANN202
+    """The refinement-start tests' target: truth, working affine, the LR staircase and its image, the bank, the
+    acquired slices and a 3-atlas config."""
+    truth, aff, lr, lr_aff = _lr_target()
+    staircase = nearest_upsample(lr, lr_aff, SHAPE, aff)
+    image = image_from_labels(staircase, 7) / 450.0
+    return truth, aff, staircase, image, load_bank(bank_dir), np.arange(2, SHAPE[2], 5), RefineConfig(
+        atlases=AtlasConfig(top_k=3))
+
+
 def test_landmarks_no_atlas_accepts_are_replaced_by_the_segmentations_own(bank_dir) -> None:
     """Given landmarks that no atlas accepts (here too few: three of six lost), the refinement starts from the
     landmarks the training rules derive from the segmentation, says so in the record, and is as good as from the
     true landmarks; with ``init: labels`` asked for, nothing is replaced."""
-    truth, aff, lr, lr_aff = _lr_target()
-    staircase = nearest_upsample(lr, lr_aff, SHAPE, aff)
-    image = image_from_labels(staircase, 7) / 450.0
-    bank, ks = load_bank(bank_dir), np.arange(2, SHAPE[2], 5)
-    cfg = RefineConfig(atlases=AtlasConfig(top_k=3))
+    truth, aff, staircase, image, bank, ks, cfg = _start_case(bank_dir)
     lost = _landmarks_world(aff)
     lost[:3] = np.nan
     given, rec_given = refine(image, staircase, aff, _landmarks_world(aff), bank, cfg, slices=ks)
@@ -313,11 +319,7 @@ def test_implausible_landmarks_are_replaced_by_the_segmentations_own(bank_dir, m
     """Given landmarks that the QC calls implausible (the apex 20 mm from the mitral valve centre), the refinement
     starts from the segmentation's own landmarks and says why; where those are implausible too, it uses the given
     ones all the same (an atlas accepts them) rather than the label-only start."""
-    truth, aff, lr, lr_aff = _lr_target()
-    staircase = nearest_upsample(lr, lr_aff, SHAPE, aff)
-    image = image_from_labels(staircase, 7) / 450.0
-    bank, ks = load_bank(bank_dir), np.arange(2, SHAPE[2], 5)
-    cfg = RefineConfig(atlases=AtlasConfig(top_k=3))
+    truth, aff, staircase, image, bank, ks, cfg = _start_case(bank_dir)
     true_pts = _landmarks_world(aff)
     short = true_pts.copy()
     axis = short[4] - short[5]
