@@ -31,28 +31,11 @@ from ssll.io import load_image, load_labels
 from ssll.labels import Label
 from ssll.nn.data import acdc_cases, held_out_cases
 from ssll.nn.infer import LoadedModel, segment_volume
-from ssll.preprocess import (
-    GridRecord,
-    PreprocessConfig,
-    labels_to_working,
-    normalise_intensity,
-    resample,
-    working_affine,
-)
-from ssll.types import Array, Volume
+from ssll.preprocess import GridRecord, PreprocessConfig, labels_to_working, preprocess_volume
+from ssll.types import Array
 
 STRUCTS = (Label.LV_CAVITY, Label.LV_WALL, Label.RV_CAVITY)
 EXTRA = ("patient028", "patient042", "patient046", "patient050")
-
-
-def on_grid(vol: Volume, w_aff: Array, cfg: PreprocessConfig) -> tuple[Array, GridRecord]:
-    """``vol`` resampled onto the working grid ``w_aff`` (4x4, voxel -> world mm) and normalised as
-    :func:`ssll.preprocess.preprocess_volume` does, with its grid record."""
-    lo, hi = (float(v) for v in np.percentile(vol.array, cfg.percentiles))
-    res = resample(vol.array, vol.affine, w_aff, cfg.shape, order=cfg.order, cval=lo)
-    rec = GridRecord(input_shape=vol.shape3, input_affine=vol.affine.copy(), working_shape=tuple(cfg.shape),
-                     working_affine=w_aff, intensity_range=(lo, hi))
-    return normalise_intensity(res, lo, hi), rec
 
 
 def moved_grid(w_aff: Array, labels: Array, shape: tuple[int, int, int]) -> tuple[Array, float]:
@@ -79,12 +62,11 @@ def score(model: LoadedModel, case: dict, cfg: PreprocessConfig) -> dict:
     """One volume: Dice per structure centred (``c_``) and heart-centred (``r_``), the move and the margin."""
     vol = load_image(case["image"])
     gt = load_labels(case["labels"], "acdc")
-    w0 = working_affine(vol.affine, vol.array.shape, spacing=cfg.spacing, shape=cfg.shape)
-    img0, rec0 = on_grid(vol, w0, cfg)
-    first = segment_volume(model, img0, rec0, orientation="stored").segmentation
-    w1, moved = moved_grid(w0, first.labels, cfg.shape)
-    img1, rec1 = on_grid(vol, w1, cfg)
-    second = segment_volume(model, img1, rec1, orientation="stored").segmentation
+    img0, rec0 = preprocess_volume(vol, cfg)
+    first = segment_volume(model, img0.array, rec0, orientation="stored").segmentation
+    w1, moved = moved_grid(rec0.working_affine, first.labels, cfg.shape)
+    img1, rec1 = preprocess_volume(vol, cfg, grid_affine=w1)
+    second = segment_volume(model, img1.array, rec1, orientation="stored").segmentation
     gt_w = labels_to_working(gt.array, rec0)
     row = {"patient": case["patient"], "phase": case["phase"], "held_out": case["held_out"],
            "margin_mm": round(margin_mm(gt_w, cfg.spacing[0]), 1),

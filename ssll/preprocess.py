@@ -224,12 +224,15 @@ def normalise_intensity(array: Array, lo: float, hi: float) -> Array:
     return out.astype(np.float32)
 
 
-def preprocess_volume(vol: Volume, cfg: PreprocessConfig | None = None) -> tuple[Volume, GridRecord]:
+def preprocess_volume(vol: Volume, cfg: PreprocessConfig | None = None, *,
+                      grid_affine: Array | None = None) -> tuple[Volume, GridRecord]:
     """Resample a 3D short-axis image to the working grid and normalise its intensities.
 
     Args:
         vol: input image, array ``(I, J, K)``, any voxel size (mm).
         cfg: settings; defaults to the paper's.
+        grid_affine: 4x4 working voxel -> world (mm) of a grid of ``cfg.shape`` to use instead of
+            :func:`working_affine`'s (centred on the input's field of view); benchmarks move it.
 
     Returns:
         The working-grid image (float32 in [0, 1], shape ``cfg.shape``, clean affine) and the
@@ -246,7 +249,8 @@ def preprocess_volume(vol: Volume, cfg: PreprocessConfig | None = None) -> tuple
         raise InputImageError(
             f"intensity {cfg.percentiles[0]}-{cfg.percentiles[1]} percentile range [{lo}, {hi}] is empty"
         )
-    w_aff = working_affine(vol.affine, vol.array.shape, spacing=cfg.spacing, shape=cfg.shape)
+    w_aff = (working_affine(vol.affine, vol.array.shape, spacing=cfg.spacing, shape=cfg.shape)
+             if grid_affine is None else np.asarray(grid_affine, dtype=np.float64))
     res = resample(vol.array, vol.affine, w_aff, cfg.shape, order=cfg.order, cval=lo)
     img = normalise_intensity(res, lo, hi)
     record = GridRecord(

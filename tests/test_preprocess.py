@@ -49,6 +49,18 @@ def test_preprocess_output_and_padding() -> None:
     assert rec.intensity_range == pytest.approx((lo, hi))
 
 
+def test_a_given_grid_affine_moves_the_working_grid() -> None:
+    """A grid moved by whole working voxels (5 along i, -3 along j) holds the same image shifted by them."""
+    vol = Volume(image_from_labels(biv_phantom((64, 60, 12))), oblique_affine())
+    work, rec = preprocess_volume(vol)
+    moved = rec.working_affine.copy()
+    moved[:3, 3] = rec.working_affine[:3, :3] @ np.array([5.0, -3.0, 0.0]) + rec.working_affine[:3, 3]
+    work2, rec2 = preprocess_volume(vol, grid_affine=moved)
+    np.testing.assert_array_equal(rec2.working_affine, moved)
+    np.testing.assert_allclose(work2.array[:-5, 3:], work.array[5:, :-3], atol=1e-6)
+    np.testing.assert_array_equal(preprocess_volume(vol, grid_affine=rec.working_affine)[0].array, work.array)
+
+
 @pytest.mark.parametrize("n_slices", [11, 12])  # odd and even counts put ties in different places
 def test_label_round_trip_is_exact(n_slices: int) -> None:
     lab = biv_phantom((64, 60, n_slices))

@@ -314,7 +314,6 @@ def test_landmarks_no_atlas_accepts_are_replaced_by_the_segmentations_own(bank_d
     assert refine(image, staircase, aff, lost, bank, labels_cfg, slices=ks)[1]["init"] == "labels"
 
 
-
 def test_implausible_landmarks_are_replaced_by_the_segmentations_own(bank_dir, monkeypatch) -> None:
     """Given landmarks that the QC calls implausible (the apex 20 mm from the mitral valve centre), the refinement
     starts from the segmentation's own landmarks and says why; where those are implausible too, it uses the given
