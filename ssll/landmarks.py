@@ -44,8 +44,9 @@ __all__ = [
     "handedness",
     "landmark_map",
     "landmark_problems",
-    "landmarks_of_record",
     "landmarks_from_labels",
+    "landmarks_of_record",
+    "lv_ends",
     "odd_handed",
     "points_from_landmark_map",
     "read_landmarks",
@@ -140,15 +141,11 @@ def landmarks_from_labels(labels: Array, affine: Array, *, what: str = "labels")
     lv_slices = np.nonzero(lv_area)[0]
     if lv_slices.size < 2:
         raise LandmarkError(f"{what}: the LV spans {lv_slices.size} slice(s); need at least 2")
-    first, last = int(lv_slices[0]), int(lv_slices[-1])
-    half = lv_slices.size // 2
-    area_first = lv_area[lv_slices[:half]].sum()
-    area_last = lv_area[lv_slices[lv_slices.size - half :]].sum()
-    base, apex = (first, last) if area_first >= area_last else (last, first)
+    base, apex = lv_ends(lv_area)
     cav_slices = np.nonzero(lv_cav.sum(axis=(0, 1)))[0]
     if cav_slices.size == 0:
         raise LandmarkError(f"{what}: no LV cavity")
-    mv_k = _mitral_slice(lab, cav_slices, from_first=base == first)
+    mv_k = _mitral_slice(lab, cav_slices, from_first=base == int(lv_slices[0]))
     apex_k = _apex_position(lv_area, lv_cav.sum(axis=(0, 1)), apex, base)
     # mid slice: nearest to half-way between mitral valve and apex that holds LV cavity and RV
     lo_k, hi_k = sorted((mv_k, apex))
@@ -175,6 +172,22 @@ def landmarks_from_labels(labels: Array, affine: Array, *, what: str = "labels")
         centre = voxel_to_world(np.array([[lab.shape[0] / 2, lab.shape[1] / 2, mid]]), affine)[0]
         pts[:4] = _mid_plane_points(lab, affine, centre, affine[:3, 2], what)
     return pts
+
+
+def lv_ends(lv_area: Array) -> tuple[int, int]:
+    """The LV's basal and apical end slices ``(base, apex)`` from its area per slice.
+
+    ``lv_area`` ``(K,)``: LV (cavity + wall) area of each slice along the slice axis, any unit; at least two
+    slices must hold LV. The basal end is the end of the half of the LV slices with the larger total area
+    (the rule of :func:`landmarks_from_labels`); the apical end is the other.
+    """
+    area = np.asarray(lv_area, float)
+    slices = np.nonzero(area)[0]
+    if slices.size < 2:
+        raise ValueError(f"lv_ends: the LV spans {slices.size} slice(s); need at least 2")
+    half = slices.size // 2
+    first, last = int(slices[0]), int(slices[-1])
+    return (first, last) if area[slices[:half]].sum() >= area[slices[slices.size - half :]].sum() else (last, first)
 
 
 def _mid_plane_points(lab: Array, affine: Array, centre: Array, normal: Array, what: str) -> Array:

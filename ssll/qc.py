@@ -12,21 +12,27 @@ white crosses on the short-axis slices within 2 mm of them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ssll.errors import SsllError
 from ssll.labels import Label
-from ssll.landmarks import landmark_problems
+from ssll.landmarks import landmark_problems, lv_ends
 from ssll.measures import has_rv_wall
 from ssll.orientation import STORED, Orientation, orientation_by_name
 from ssll.types import Array, PathLike
 
 __all__ = [
     "COLOURS",
+    "EDGE_BAND_MM",
+    "MIN_APICAL_CAVITY_FRACTION",
+    "MIN_CUT_ML",
     "MIN_EXPECTED_DICE",
     "RANGES",
+    "FieldOfView",
+    "coverage_problems",
     "landmark_problems",
     "montage",
     "open_wall_fraction",
@@ -196,6 +202,98 @@ def open_wall_fraction(labels: Array) -> float:
     return touch / total if total else 0.0
 
 
+#: the LV cavity on the stack's apical slice, as a fraction of its largest slice's, from which the stack is taken to
+#: stop short of the apex. On the ACDC experts' labels (200 volumes) 2 % of the stacks as stored reach it, 27 % with
+#: their apical slice taken off and 69 % with two (``bench/coverage_qc.py``, which measures it with the network's too)
+MIN_APICAL_CAVITY_FRACTION = 0.4
+
+#: the band along the edge of what the network saw (the scan's in-plane field of view, or the working grid) in which
+#: heart is taken to reach the edge (mm): the network rounds a heart off towards an edge that cuts it (ACDC scans cut
+#: 10 mm into the heart: its labels thin out over the last 5 mm and are gone on the edge itself)
+EDGE_BAND_MM = 5.0
+
+#: from this much heart (ml) in :data:`EDGE_BAND_MM` of the edge the heart is taken to be cut there
+MIN_CUT_ML = 0.5
+
+
+@dataclass(frozen=True)
+class FieldOfView:
+    """What the network saw of one phase's scan.
+
+    Attributes:
+        mask: ``(I, J, K)`` bool, the scan's field of view on the working grid
+            (:func:`ssll.preprocess.input_fov_mask`).
+        spacing_mm: the working grid's voxel size along ``(I, J, K)`` (mm).
+    """
+
+    mask: Array
+    spacing_mm: tuple[float, float, float]
+
+
+def coverage_problems(labels: Array, fov: FieldOfView, *, acquired: Array | None = None) -> list[tuple[str, str]]:
+    """Where the heart is not all in the scan, as ``(flag, reason)`` pairs (empty when it is).
+
+    * ``heart_at_edge``: at least :data:`MIN_CUT_ML` of heart (LV cavity, LV wall, RV cavity, RV wall) lies within
+      :data:`EDGE_BAND_MM` of the in-plane edge of the scan's field of view, or of a face of the working grid
+      (192x192x80 voxels of 1.25x1.25x2 mm, centred on the scan: a larger scan with the heart off-centre, or a
+      stack longer than 160 mm, is cut there). The heart probably goes on beyond the edge: its volumes and masses
+      are too small.
+    * ``apex_not_covered``: the LV reaches the stack's last slice at its apical end (:func:`ssll.landmarks.lv_ends`)
+      with an LV cavity there of at least :data:`MIN_APICAL_CAVITY_FRACTION` of its largest slice's: the stack
+      probably stops short of the apex, so the segmentation's LV volumes are too small (the refined model may go
+      on past the stack at the apex: ``atlases: beyond_stack``).
+
+    No basal rule: a stack that starts at the base holds LV on its first slice (the experts labelled LV there in
+    169 of ACDC's 200 volumes), and labels alone cannot tell that slice from one below the base.
+
+    Args:
+        labels: ``(I, J, K)`` canonical labels on the working grid (axis 2 = slice axis).
+        fov: the scan's field of view on the same grid (:class:`FieldOfView`).
+        acquired: working-grid slice indices of the acquired slices (:func:`ssll.motion.acquired_slices`);
+            None: every working slice inside the field of view.
+    """
+    from scipy import ndimage
+
+    lab = np.asarray(labels)
+    mask = np.asarray(fov.mask, bool)
+    if mask.shape != lab.shape:
+        raise ValueError(f"coverage_problems: labels {lab.shape} and field of view {mask.shape} differ")
+    out: list[tuple[str, str]] = []
+    heart = (lab > 0) & mask
+    voxel_ml = float(np.prod(fov.spacing_mm)) / 1000.0
+    band = [max(1, int(np.ceil(EDGE_BAND_MM / float(s)))) for s in fov.spacing_mm]
+    # the band along the scan's in-plane edge (the grid's faces are not the scan's edge: border_value=1) ...
+    in_plane = np.zeros((3, 3, 1), bool)
+    in_plane[:, 1, 0] = in_plane[1, :, 0] = True
+    inner = ndimage.binary_erosion(mask, structure=in_plane, iterations=band[0], border_value=1)
+    # ... and along the grid's faces, the slice axis's included
+    grid_edge = np.zeros(lab.shape, bool)
+    for ax, n in enumerate(band):
+        faces = np.moveaxis(grid_edge, ax, 0)  # a view: writes reach grid_edge
+        faces[:n] = True
+        faces[-n:] = True
+    cut = [(where, float((heart & edge).sum()) * voxel_ml)
+           for where, edge in (("the scan's in-plane field of view", mask & ~inner), ("the working grid", grid_edge))]
+    cut = [(where, ml) for where, ml in cut if ml >= MIN_CUT_ML]
+    if cut:
+        out.append(("heart_at_edge", " and ".join(f"{ml:.1f} ml of heart within {EDGE_BAND_MM:g} mm of the edge of "
+                                                  f"{where}" for where, ml in cut)
+                    + ": the heart probably goes on beyond it, so its volumes and masses are too small"))
+    ks = np.asarray(acquired, int) if acquired is not None else np.arange(lab.shape[2])
+    ks = np.sort(ks[mask[:, :, ks].any(axis=(0, 1))]) if ks.size else ks
+    if ks.size >= 2:
+        lv_area = np.isin(lab[:, :, ks], (Label.LV_CAVITY, Label.LV_WALL)).sum(axis=(0, 1))
+        cav_area = (lab[:, :, ks] == Label.LV_CAVITY).sum(axis=(0, 1))
+        if np.count_nonzero(lv_area) >= 2 and cav_area.max() > 0:
+            _, apex = lv_ends(lv_area)
+            frac = cav_area[apex] / cav_area.max()
+            if apex in (0, ks.size - 1) and frac >= MIN_APICAL_CAVITY_FRACTION:
+                out.append(("apex_not_covered", f"the LV cavity on the stack's last slice at the apical end (working "
+                            f"slice {int(ks[apex])}) is {100 * frac:.0f}% of its largest: the stack probably stops "
+                            "short of the apex, so the LV volumes are too small"))
+    return out
+
+
 def qc_flags(
     *,
     segmentations: dict[str, Array],
@@ -210,6 +308,7 @@ def qc_flags(
     phases: dict[str, Any] | None = None,
     cycle: dict[str, Any] | None = None,
     swapped_inserts: dict[str, str | None] | None = None,
+    fields_of_view: dict[str, FieldOfView] | None = None,
 ) -> list[dict[str, str]]:
     """Automatic QC flags of one subject.
 
@@ -240,6 +339,9 @@ def qc_flags(
             ``phase_off_curve`` (the measures were taken at another point of the cycle than its volumes say).
         swapped_inserts: phase -> ``ssll landmarks``' ``rv_inserts_swapped`` (why the RV insert points were swapped
             back, or None): flagged ``rv_inserts_swapped``.
+        fields_of_view: phase -> the scan's field of view on the working grid (:class:`FieldOfView`): a heart cut
+            by it or by the working grid, and a stack that stops short of the apex, are flagged
+            (:func:`coverage_problems`, with ``acquired``).
 
     Returns:
         One ``{"flag", "phase", "reason"}`` per problem; empty when none fired.
@@ -262,6 +364,9 @@ def qc_flags(
             add("lv_wall_open", phase, f"{100 * frac:.0f}% of the mid-ventricular LV cavity border has no LV wall")
         for reason in landmark_problems(landmarks_mm.get(phase, np.full((6, 3), np.nan))):
             add("landmarks_implausible", phase, reason)
+        if fields_of_view and phase in fields_of_view:
+            for flag, reason in coverage_problems(lab, fields_of_view[phase], acquired=(acquired or {}).get(phase)):
+                add(flag, phase, reason)
         if refined is not None and phase in refined:
             ks = (acquired or {}).get(phase)
             a = lab if ks is None else lab[:, :, ks]
@@ -379,7 +484,7 @@ def run_qc_flags(*, subject: str, segmentations: dict[str, str], refined: dict[s
     from ssll.io import load_labels, read_json, write_json
     from ssll.landmarks import landmarks_of_record
     from ssll.motion import acquired_slices, labels_as_acquired
-    from ssll.preprocess import GridRecord
+    from ssll.preprocess import GridRecord, input_fov_mask
 
     row = pd.read_csv(measures_tsv, sep="\t").iloc[0].to_dict()
     scores = {ph: _read_expected_dice(p) for ph, p in (expected_dice or {}).items()}
@@ -390,19 +495,22 @@ def run_qc_flags(*, subject: str, segmentations: dict[str, str], refined: dict[s
     ref_records = {ph: read_json(p) for ph, p in refine_records.items()}
     landmark_records = {ph: read_json(p) for ph, p in landmarks.items()}
     models = {ph: load_labels(p) for ph, p in refined.items()}
+    grids = {ph: GridRecord.from_dict(read_json(p)) for ph, p in records.items()}
     flags = qc_flags(
         segmentations={ph: load_labels(p).array for ph, p in segmentations.items()},
         refined={ph: labels_as_acquired(v.array, v.affine, ref_records.get(ph, {})) for ph, v in models.items()} or None,
         landmarks_mm={ph: landmarks_of_record(r, source=landmarks[ph]) for ph, r in landmark_records.items()},
         measures={k: float(v) for k, v in row.items() if k != "subject"},
         refine_records=ref_records,
-        acquired={ph: acquired_slices(GridRecord.from_dict(read_json(p))) for ph, p in records.items()},
+        acquired={ph: acquired_slices(g) for ph, g in grids.items()},
         expected_dice=scores,
         orientations=turned,
         min_expected_dice=min_expected_dice,
         phases=pair[0],
         cycle=pair[1],
         swapped_inserts={ph: r.get("rv_inserts_swapped") for ph, r in landmark_records.items()},
+        fields_of_view={ph: FieldOfView(input_fov_mask(g), tuple(float(v) for v in np.linalg.norm(
+            np.asarray(g.working_affine)[:3, :3], axis=0))) for ph, g in grids.items()},
     )
     write_json(out_json, {"subject": subject, "flags": flags,
                           **({"expected_dice": scores, "min_expected_dice": min_expected_dice} if scores else {}),

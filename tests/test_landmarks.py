@@ -265,3 +265,13 @@ def test_landmarks_of_record_reads_rows_in_landmark_order_and_names_a_broken_fil
         read_landmarks(path)
     with pytest.raises(LandmarkError, match="mem: not a landmarks file"):
         landmarks_of_record(["not", "a", "record"], source="mem")
+
+
+def test_lv_ends_takes_the_larger_half_as_the_base() -> None:
+    from ssll.landmarks import lv_ends
+
+    area = np.array([0, 5, 9, 7, 3, 1, 0])
+    assert lv_ends(area) == (1, 5)
+    assert lv_ends(area[::-1]) == (5, 1)
+    with pytest.raises(ValueError, match="spans 1 slice"):
+        lv_ends(np.array([0, 4, 0]))

@@ -316,3 +316,93 @@ def test_qc_flags_and_simulation_do_not_import_torch(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (tmp_path / "f.json").exists()
+
+
+def _bullet(shape=(48, 48, 56), spacing=(1.25, 1.25, 2.0), base_k=10, centre_i=None, towards=1) -> np.ndarray:
+    """An LV (canonical labels) shaped as half an ellipsoid: its base, 36 mm across, on slice ``base_k``, its
+    apex 60 mm from there towards increasing ``k`` (``towards`` 1) or decreasing ``k`` (-1); wall 6 mm."""
+    ii, jj, kk = np.meshgrid(*[np.arange(n, dtype=float) for n in shape], indexing="ij")
+    x = (ii - ((shape[0] - 1) / 2 if centre_i is None else centre_i)) * spacing[0]
+    y = (jj - (shape[1] - 1) / 2) * spacing[1]
+    z = (kk - base_k) * spacing[2] * towards
+    lab = np.zeros(shape, np.uint8)
+    lab[(z >= 0) & ((x**2 + y**2) / 18.0**2 + z**2 / 60.0**2 < 1)] = 2
+    lab[(z >= 0) & ((x**2 + y**2) / 12.0**2 + z**2 / 54.0**2 < 1)] = 1
+    return lab
+
+
+def _stack(shape=(48, 48, 56), first=8, last=47) -> tuple[np.ndarray, np.ndarray]:
+    """A field of view holding working slices ``first..last`` (an 8 mm stack at 2 mm) and its acquired slices."""
+    fov = np.zeros(shape, bool)
+    fov[:, :, first : last + 1] = True
+    return fov, np.arange(first + 1, last + 1, 4)
+
+
+def test_coverage_flags_a_stack_that_stops_short_of_the_apex_whichever_way_it_runs() -> None:
+    from ssll.qc import FieldOfView, coverage_problems
+
+    spacing = (1.25, 1.25, 2.0)
+    fov, acquired = _stack()
+    whole = _bullet()  # the apex at slice 40, inside the stack (8-47)
+    assert coverage_problems(np.where(fov, whole, 0), FieldOfView(fov, spacing), acquired=acquired) == []
+    short, short_acq = _stack(last=27)  # the stack ends 34 mm from the base, 26 mm short of the apex
+    got = coverage_problems(np.where(short, whole, 0), FieldOfView(short, spacing), acquired=short_acq)
+    assert [f for f, _ in got] == ["apex_not_covered"]
+    cav = (whole[:, :, short_acq] == 1).sum(axis=(0, 1))
+    assert f"working slice 25) is {100 * cav[-1] / cav.max():.0f}% of its largest" in got[0][1]  # ~ 1 - (30/54)^2
+    # the same heart stored apex first: the apical end is found from the LV's areas, not from the slice order
+    flipped = coverage_problems(np.where(short, whole, 0)[:, :, ::-1], FieldOfView(short[:, :, ::-1], spacing),
+                                acquired=55 - short_acq)
+    assert [f for f, _ in flipped] == ["apex_not_covered"] and "working slice 30" in flipped[0][1]
+    # without acquired slices every working slice counts: the stack's last one is still well inside the LV
+    assert [f for f, _ in coverage_problems(np.where(short, whole, 0), FieldOfView(short, spacing))] == [
+        "apex_not_covered"]
+    # a stack cut only at the base is not flagged (no basal rule)
+    base_cut, base_acq = _stack(first=20)
+    assert coverage_problems(np.where(base_cut, whole, 0), FieldOfView(base_cut, spacing), acquired=base_acq) == []
+
+
+def test_coverage_flags_a_heart_at_the_edge_of_the_scan_or_of_the_working_grid() -> None:
+    from ssll.qc import FieldOfView, coverage_problems
+
+    spacing = (1.25, 1.25, 2.0)
+    fov, acquired = _stack()
+    # the scan's in-plane field of view ends 10 mm inside the heart (what lies beyond is not labelled)
+    narrow = fov.copy()
+    narrow[int(23.5 + 18 / 1.25 - 10 / 1.25) + 1 :] = False
+    got = coverage_problems(np.where(narrow, _bullet(), 0), FieldOfView(narrow, spacing), acquired=acquired)
+    assert [f for f, _ in got] == ["heart_at_edge"]
+    assert "the scan's in-plane field of view" in got[0][1] and "working grid" not in got[0][1]
+    # the scan reaches past the grid, whose face cuts the heart
+    off = _bullet(centre_i=47 - 18 / 1.25 + 10 / 1.25)
+    got = coverage_problems(np.where(fov, off, 0), FieldOfView(fov, spacing), acquired=acquired)
+    assert [f for f, _ in got] == ["heart_at_edge"] and "of the working grid" in got[0][1]
+    assert "scan's" not in got[0][1]
+    # 6 mm clear of both edges: not flagged (the band is 5 mm)
+    clear = _bullet(centre_i=47 - (18 + 6) / 1.25)
+    assert coverage_problems(np.where(fov, clear, 0), FieldOfView(fov, spacing), acquired=acquired) == []
+    with pytest.raises(ValueError, match="differ"):
+        coverage_problems(clear[:-1], FieldOfView(fov, spacing))
+
+
+def test_run_qc_flags_reads_the_field_of_view_from_the_grid_record(tmp_path: Path) -> None:
+    import json
+
+    from ssll.preprocess import GridRecord, input_fov_mask, working_affine
+    from ssll.qc import run_qc_flags
+
+    # a 96 mm scan of five 8 mm slices; a working grid of 48x48x56 at 1.25x1.25x2 mm centred on it
+    aff = np.diag([1.5, 1.5, 8.0, 1.0])
+    shape = (48, 48, 56)
+    rec = GridRecord((64, 64, 5), aff, shape, working_affine(aff, (64, 64, 5), shape=shape))
+    (tmp_path / "rec.json").write_text(json.dumps(rec.to_dict()))
+    kw = _flag_inputs(tmp_path)
+    fov = input_fov_mask(rec)
+    ks = np.nonzero(fov.any(axis=(0, 1)))[0]
+    # what the network labels of an LV whose base is at the stack's start: the stack stops 40 mm short of the apex
+    lab = np.where(fov, _bullet(base_k=int(ks[0])), 0).astype(np.uint8)
+    write_nifti(tmp_path / "lab.nii.gz", lab, affine=rec.working_affine)
+    assert "apex_not_covered" not in {f["flag"] for f in run_qc_flags(**kw)}  # no grid record: not checked
+    kw["records"] = {"ED": str(tmp_path / "rec.json")}
+    flags = {f["flag"] for f in run_qc_flags(**kw)}
+    assert "apex_not_covered" in flags and "heart_at_edge" not in flags
