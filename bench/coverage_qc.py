@@ -18,7 +18,7 @@ Volumes: the 20 held-out ACDC patients at ED and ES. Per volume and variant: the
 its working grid does), so a flag can be weighed against what it warns of. The expert-label rule (no network) over all 100 patients, 0-2 apical slices off, backs the
 constant's comment.
 
-Run:  python bench/coverage_qc.py --out bench/results/coverage_qc       (about 8 minutes on 2 cores)
+Run:  python bench/coverage_qc.py --out bench/results/coverage_qc       (about 7 minutes on 2 cores)
 """
 
 from __future__ import annotations
