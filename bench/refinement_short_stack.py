@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass, replace
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -41,8 +42,9 @@ from ssll.io import load_image, load_labels  # noqa: E402
 from ssll.labels import Label, Landmark  # noqa: E402
 from ssll.nn.data import held_out_cases  # noqa: E402
 from ssll.nn.infer import landmark_points, segment_volume  # noqa: E402
-from ssll.preprocess import preprocess_volume  # noqa: E402
+from ssll.preprocess import GridRecord, preprocess_volume  # noqa: E402
 from ssll.refine import RefineConfig, acquired_slices, clip_beyond_stack, refine, stack_slab  # noqa: E402
+from ssll.types import Volume  # noqa: E402
 
 STRUCTS = (Label.LV_CAVITY, Label.LV_WALL)
 
@@ -55,51 +57,62 @@ def apex_beyond_slab_mm(pts_mm: np.ndarray, affine: np.ndarray, slab: tuple[int,
     return float((k_apex - slab[1]) * step if k_apex > k_mv else (slab[0] - k_apex) * step)
 
 
-def volumes(model, bank, case: dict, drop: int, cfg: RefineConfig) -> dict:
-    vol = load_image(case["image"])
-    gt = load_labels(case["labels"], "acdc").array
-    if drop:
-        vol, gt = drop_apical(vol, gt, drop)
+@dataclass
+class Run:
+    """One scan (``drop`` apical slices off) segmented and refined: the scan and the expert's labels as cut, the
+    expert's labels of the whole stack, the working grid, and each output on it (``outs``: network, refined_apex,
+    refined_none)."""
+
+    vol: Volume
+    gt: np.ndarray
+    gt_full: np.ndarray
+    full_affine: np.ndarray
+    work: np.ndarray
+    rec: GridRecord
+    slab: tuple[int, int]
+    pts: np.ndarray
+    outs: dict[str, np.ndarray]
+    init: str | None
+
+
+def run_case(model, bank, case: dict, drop: int, cfg: RefineConfig) -> Run:
+    full = load_image(case["image"])
+    gt_full = load_labels(case["labels"], "acdc").array
+    vol, gt = drop_apical(full, gt_full, drop) if drop else (full, gt_full)
     work, rec = preprocess_volume(vol)
     seg = segment_volume(model, work.array, rec, orientation="stored").segmentation
     pts = landmark_points(seg.landmark_map, rec, fov=seg.fov)
     slab = stack_slab(rec, fov=seg.fov)
     whole, info = refine(work.array, seg.labels, rec.working_affine, pts, bank, cfg, slices=acquired_slices(rec))
-    ml_w = abs(float(np.linalg.det(rec.working_affine[:3, :3]))) / 1000
-    ml_in = float(np.prod(vol.spacing)) / 1000
     outs = {"network": seg.labels, "refined_apex": clip_beyond_stack(whole, rec.working_affine, pts, slab, keep="apex")[0],
             "refined_none": clip_beyond_stack(whole, rec.working_affine, pts, slab, keep="none")[0]}
-    row = {"apex_beyond_slab_mm": round(apex_beyond_slab_mm(pts, rec.working_affine, slab), 1),
-           "init": info.get("init")}
+    return Run(vol, gt, gt_full, full.affine, work.array, rec, slab, pts, outs, info.get("init"))
+
+
+def volumes(r: Run) -> dict:
+    """The row of one :class:`Run`: where the apex landmark lay, and each output's LV cavity and wall (ml)."""
+    ml_w = abs(float(np.linalg.det(r.rec.working_affine[:3, :3]))) / 1000
+    ml_in = float(np.prod(r.vol.spacing)) / 1000
+    row = {"apex_beyond_slab_mm": round(apex_beyond_slab_mm(r.pts, r.rec.working_affine, r.slab), 1), "init": r.init}
     for s in STRUCTS:
         n = s.name.lower()
-        for name, lab in outs.items():
+        for name, lab in r.outs.items():
             row[f"{name}_{n}_ml"] = round(float((lab == s).sum()) * ml_w, 2)
-        row[f"expert_{n}_ml"] = round(float((gt == s).sum()) * ml_in, 2)
+        row[f"expert_{n}_ml"] = round(float((r.gt == s).sum()) * ml_in, 2)
     return row
 
 
-def picture(model, bank, case: dict, drop: int, cfg: RefineConfig, path) -> None:
+def picture(r: Run, case: dict, drop: int, path) -> None:
     """PNG: long-axis cuts of the scan with ``drop`` apical slices off: the network, the refined model cut at both
     ends of the slab, as written (cut at the base only), and the expert's labels of the whole stack."""
     from refinement_acdc import long_axis_picture
 
     from ssll.preprocess import resample
 
-    full = load_image(case["image"])
-    gt = load_labels(case["labels"], "acdc").array
-    vol, _ = drop_apical(full, gt, drop)
-    work, rec = preprocess_volume(vol)
-    seg = segment_volume(model, work.array, rec, orientation="stored").segmentation
-    pts = landmark_points(seg.landmark_map, rec, fov=seg.fov)
-    slab = stack_slab(rec, fov=seg.fov)
-    whole, _ = refine(work.array, seg.labels, rec.working_affine, pts, bank, cfg, slices=acquired_slices(rec))
-    expert = resample(gt, full.affine, rec.working_affine, rec.working_shape, order=0)
-    long_axis_picture(work.array, {
-        "SSLLN-LR": seg.labels,
-        "refined, cut at both ends": clip_beyond_stack(whole, rec.working_affine, pts, slab, keep="none")[0],
-        "refined (as written: cut at the base)": clip_beyond_stack(whole, rec.working_affine, pts, slab, keep="apex")[0],
-        "expert, whole stack": expert}, slab, path,
+    expert = resample(r.gt_full, r.full_affine, r.rec.working_affine, r.rec.working_shape, order=0)
+    long_axis_picture(r.work, {
+        "SSLLN-LR": r.outs["network"], "refined, cut at both ends": r.outs["refined_none"],
+        "refined (as written: cut at the base)": r.outs["refined_apex"], "expert, whole stack": expert}, r.slab, path,
         f"ACDC {case['patient']} {case['phase']}, {drop} apical slices off: long-axis cut; cyan: the imaged slab")
 
 
@@ -108,26 +121,29 @@ def main() -> None:
     ap.add_argument("--bank", default="resources/atlas_bank/bank", help="atlas bank folder (atlases.tsv)")
     ap.add_argument("--drop", type=int, default=2, help="acquired slices taken off at the apical end")
     ap.add_argument("--limit", type=int, default=0, help="only the first N volumes (a quick check)")
+    ap.add_argument("--margin-mm", type=float, default=None,
+                    help="atlases: margin_mm, the refinement box past the segmentation (default: the config's)")
     ap.add_argument("--picture", default="patient017", help="patient whose long-axis cut at ED is drawn ('' none)")
     a = ap.parse_args()
     out, model = start(a)
     bank = load_bank(a.bank)
     cfg = RefineConfig()
+    if a.margin_mm is not None:
+        cfg = replace(cfg, atlases=replace(cfg.atlases, margin_mm=a.margin_mm))
     cases = held_out_cases(a.data, a.config)[: a.limit or None]
     rows = []
     for c in cases:
         for drop in (0, a.drop):
-            rows.append({"patient": c["patient"], "phase": c["phase"], "apical_slices_off": drop,
-                         **volumes(model, bank, c, drop, cfg)})
+            r = run_case(model, bank, c, drop, cfg)
+            rows.append({"patient": c["patient"], "phase": c["phase"], "apical_slices_off": drop, **volumes(r)})
+            if drop and c["patient"] == a.picture and c["phase"] == "ED":
+                picture(r, c, drop, out / f"apex_{a.picture}_ED.png")
         full, cut = rows[-2], rows[-1]
         print(c["patient"], c["phase"], {k: round(full[k] - cut[k], 1) for k in full if k.endswith("lv_cavity_ml")},
               "apex past the slab (mm):", full["apex_beyond_slab_mm"], cut["apex_beyond_slab_mm"], flush=True)
-    pic = [c for c in cases if c["patient"] == a.picture and c["phase"] == "ED"]
-    if pic:
-        picture(model, bank, pic[0], a.drop, cfg, out / f"apex_{a.picture}_ED.png")
     df = pd.DataFrame(rows)
     df.to_csv(out / "per_volume.csv", index=False)
-    summary = summarise(df, a.drop, len(bank))
+    summary = {**summarise(df, a.drop, len(bank)), "margin_mm": cfg.atlases.margin_mm}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary, indent=1))
 
