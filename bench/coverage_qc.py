@@ -36,7 +36,7 @@ from ssll.landmarks import lv_ends
 from ssll.motion import acquired_slices
 from ssll.nn.data import acdc_cases, held_out_cases
 from ssll.nn.infer import LoadedModel, segment_volume
-from ssll.preprocess import PreprocessConfig, input_fov_mask, preprocess_volume
+from ssll.preprocess import PreprocessConfig, preprocess_volume
 from ssll.qc import MIN_APICAL_CAVITY_FRACTION, FieldOfView, coverage_problems
 from ssll.types import Array, Volume
 
@@ -108,9 +108,8 @@ def score(model: LoadedModel, case: dict, cfg: PreprocessConfig, variants=VARIAN
         v, g = variant(vol, gt, name, cfg)
         img, rec = preprocess_volume(v, cfg)
         seg = segment_volume(model, img.array, rec, orientation="stored").segmentation
-        spacing = tuple(float(x) for x in np.linalg.norm(rec.working_affine[:3, :3], axis=0))
-        voxel_ml = float(np.prod(spacing)) / 1000
-        fov = FieldOfView(input_fov_mask(rec), spacing)
+        fov = FieldOfView.of_record(rec)
+        voxel_ml = float(np.prod(fov.spacing_mm)) / 1000
         flags = coverage_problems(seg.labels, fov, acquired=acquired_slices(rec))
         rows.append({
             "patient": case["patient"], "phase": case["phase"], "variant": name,

@@ -229,6 +229,15 @@ class FieldOfView:
     mask: Array
     spacing_mm: tuple[float, float, float]
 
+    @classmethod
+    def of_record(cls, record: Any) -> FieldOfView:
+        """The field of view of a :class:`ssll.preprocess.GridRecord`: its input's extent on its working grid
+        (:func:`ssll.preprocess.input_fov_mask`) and the working grid's voxel size."""
+        from ssll.preprocess import input_fov_mask
+
+        spacing = np.linalg.norm(np.asarray(record.working_affine)[:3, :3], axis=0)
+        return cls(input_fov_mask(record), (float(spacing[0]), float(spacing[1]), float(spacing[2])))
+
 
 def coverage_problems(labels: Array, fov: FieldOfView, *, acquired: Array | None = None) -> list[tuple[str, str]]:
     """Where the heart is not all in the scan, as ``(flag, reason)`` pairs (empty when it is).
@@ -484,7 +493,7 @@ def run_qc_flags(*, subject: str, segmentations: dict[str, str], refined: dict[s
     from ssll.io import load_labels, read_json, write_json
     from ssll.landmarks import landmarks_of_record
     from ssll.motion import acquired_slices, labels_as_acquired
-    from ssll.preprocess import GridRecord, input_fov_mask
+    from ssll.preprocess import GridRecord
 
     row = pd.read_csv(measures_tsv, sep="\t").iloc[0].to_dict()
     scores = {ph: _read_expected_dice(p) for ph, p in (expected_dice or {}).items()}
@@ -509,8 +518,7 @@ def run_qc_flags(*, subject: str, segmentations: dict[str, str], refined: dict[s
         phases=pair[0],
         cycle=pair[1],
         swapped_inserts={ph: r.get("rv_inserts_swapped") for ph, r in landmark_records.items()},
-        fields_of_view={ph: FieldOfView(input_fov_mask(g), tuple(float(v) for v in np.linalg.norm(
-            np.asarray(g.working_affine)[:3, :3], axis=0))) for ph, g in grids.items()},
+        fields_of_view={ph: FieldOfView.of_record(g) for ph, g in grids.items()},
     )
     write_json(out_json, {"subject": subject, "flags": flags,
                           **({"expected_dice": scores, "min_expected_dice": min_expected_dice} if scores else {}),
