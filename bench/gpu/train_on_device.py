@@ -23,7 +23,9 @@ Run (device, repository root):  PYTHONUNBUFFERED=1 PYTHONPATH=. python3 bench/gp
 Width and augmentation are options (``--widths``, ``--side-width``, ``--fuse-width``, ``--upsample``;
 ``--translate-slice-mm``, ``--drop-prob``, ``--elastic-mm``, ``--noise-sd``, ``--slice-jitter-mm``, ``--grid-turns``);
 ``summary.json`` records both and ``bench/gpu/cards.py`` writes them into the model cards, so
-``ssll.nn.infer.load_model`` rebuilds the trained width.
+``ssll.nn.infer.load_model`` rebuilds the trained width. ``--swa-start F`` holds the learning rate from the
+fraction F of the SSLLN-LR budget on and averages the weights of every later epoch (stochastic weight averaging,
+batch-norm statistics recomputed), written as ``sslln_lr_swa.pt`` beside the last epoch's ``sslln_lr.pt``.
 Refinement and network timing only, with the shipped weights (about 2 minutes):
     PYTHONUNBUFFERED=1 PYTHONPATH=. python3 bench/gpu/train_on_device.py --only-refine --budget 150 --init ssll/weights/sslln_lr.pt
 """
@@ -31,6 +33,7 @@ Refinement and network timing only, with the shipped weights (about 2 minutes):
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import json
 import lzma
@@ -199,13 +202,19 @@ def validate(net: SSLLN, data: dict, device: torch.device) -> list[float]:
 
 def train_resident(net: SSLLN, train: dict, val: dict, *, seconds: float, lr: float, device: torch.device,
                    log_path: Path, seed: int, batch: int = 8, weight_decay: float = 5e-5, alpha: float = 0.8,
-                   cfg: AugmentConfig | None = None) -> dict:
+                   cfg: AugmentConfig | None = None, swa_start: float | None = None) -> dict:
     """Train for ``seconds`` of wall time with a cosine learning rate over that time.
 
     The schedule follows the elapsed fraction of the budget, not an epoch count fixed in advance, so a
     run that shares its GPU with another (``bench/gpu`` runs two at once) still anneals and still stops
     inside its budget; an epoch is not cut short, and validation runs at each eighth of the budget and
     after the last epoch.
+
+    ``swa_start`` (a fraction of the budget, 0-1) switches on stochastic weight averaging: from that
+    point the learning rate stays where the cosine had brought it, and the weights after every epoch
+    that ends past it are averaged with equal weight. ``net`` keeps the last epoch's weights; the average,
+    with its batch-norm statistics recomputed over the training windows (no augmentation), is returned
+    under ``"swa_model"`` and validated beside it.
     """
     cfg = cfg or AugmentConfig()
     gen = torch.Generator().manual_seed(seed)
@@ -218,6 +227,9 @@ def train_resident(net: SSLLN, train: dict, val: dict, *, seconds: float, lr: fl
     epoch = 0
     last_per = 0.0
     next_val = 1
+    swa_model: SSLLN | None = None
+    swa_n = 0
+    swa_lr: float | None = None
 
     def add_validation(row: dict) -> None:
         d = validate(net, val, device)
@@ -231,6 +243,9 @@ def train_resident(net: SSLLN, train: dict, val: dict, *, seconds: float, lr: fl
             break
         epoch += 1
         cur = lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+        if swa_start is not None and progress >= swa_start:
+            swa_lr = cur if swa_lr is None else swa_lr
+            cur = swa_lr
         for g in opt.param_groups:
             g["lr"] = cur
         perm = torch.randperm(n, generator=gen)
@@ -249,6 +264,9 @@ def train_resident(net: SSLLN, train: dict, val: dict, *, seconds: float, lr: fl
         last_per = time.time() - t
         row = {"epoch": epoch, "lr": cur, "loss": sums[0] / steps, "dice_loss": sums[1] / steps,
                "landmark_loss": sums[2] / steps, "seconds": last_per}
+        if swa_lr is not None:
+            swa_model, swa_n = average_into(swa_model, swa_n, net), swa_n + 1
+            row["swa_epochs"] = swa_n
         done = (time.time() - t_start + last_per) / seconds
         if done * 8 >= next_val or done > 1.0:
             next_val = int(done * 8) + 1
@@ -256,12 +274,59 @@ def train_resident(net: SSLLN, train: dict, val: dict, *, seconds: float, lr: fl
         rows.append(row)
     if "val_dice_lv_cavity" not in rows[-1]:
         add_validation(rows[-1])
+    result = {"epochs": epoch, "final": rows[-1], "seconds": time.time() - t_start, "steps_per_epoch": steps,
+              "train_volumes": n, "validation_volumes": int(val["image"].shape[0]),
+              "schedule": "cosine over wall time" if swa_start is None else
+              f"cosine over wall time, held at {swa_lr} from {swa_start} of it (weights averaged)"}
+    if swa_model is not None:
+        recompute_batch_norm(swa_model, train["image"], batch, device)
+        d = validate(swa_model, val, device)
+        swa_row = {"epoch": f"swa({swa_n})", **{f"val_dice_{Label(c).name.lower()}": d[c - 1] for c in range(1, 5)}}
+        log(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in swa_row.items()}))
+        rows.append(swa_row)
+        result.update({"swa_model": swa_model, "swa_epochs": swa_n, "swa_final": swa_row})
+    keys = list(dict.fromkeys(k for r in rows for k in r))
     with log_path.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[-1].keys()) + [k for k in rows[0] if k not in rows[-1]], restval="")
+        w = csv.DictWriter(fh, fieldnames=keys, restval="")
         w.writeheader()
         w.writerows(rows)
-    return {"epochs": epoch, "final": rows[-1], "seconds": time.time() - t_start, "steps_per_epoch": steps,
-            "train_volumes": n, "validation_volumes": int(val["image"].shape[0]), "schedule": "cosine over wall time"}
+    return result
+
+
+def average_into(avg: SSLLN | None, n: int, net: SSLLN) -> SSLLN:
+    """Equal-weight running mean of ``net``'s floating-point parameters and buffers over ``n + 1`` snapshots.
+
+    ``avg`` is None for the first snapshot (then a copy of ``net``); integer buffers (batch-norm counters)
+    are copied. Batch-norm running statistics are averaged too but are recomputed before use
+    (:func:`recompute_batch_norm`): an average of weights is a different network.
+    """
+    if avg is None:
+        avg = copy.deepcopy(net)
+        return avg
+    with torch.no_grad():
+        for a, b in zip(avg.state_dict().values(), net.state_dict().values()):
+            if a.is_floating_point():
+                a.mul_(n / (n + 1)).add_(b.detach(), alpha=1.0 / (n + 1))
+            else:
+                a.copy_(b)
+    return avg
+
+
+@torch.no_grad()
+def recompute_batch_norm(net: SSLLN, images: torch.Tensor, batch: int, device: torch.device) -> None:
+    """Reset every batch-norm layer's running mean and variance and recompute them as the plain mean over
+    one pass of ``images`` ([N, S, H, W] working-grid windows) in batches of ``batch``, in training mode."""
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches
+    net.train()
+    for v in range(0, images.shape[0], batch):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            net(images[v: v + batch].float())
+    for m, mom in zip(bns, momenta):
+        m.momentum = mom
 
 
 def save_weights(net: SSLLN, path: Path) -> None:
@@ -354,6 +419,9 @@ def main() -> None:
     ap.add_argument("--grid-turns", action="store_true",
                     help="turn each sample by one of the eight handedness-keeping rotations of the grid "
                          "(AugmentConfig.grid_turns): a network that does not depend on which way round the heart lies")
+    ap.add_argument("--swa-start", type=float, default=None,
+                    help="fraction of the SSLLN-LR budget after which the learning rate is held and the weights are "
+                         "averaged per epoch (stochastic weight averaging; writes sslln_lr_swa.pt beside sslln_lr.pt)")
     a = ap.parse_args()
     arch = {"widths": tuple(a.widths), "side_width": a.side_width, "fuse_width": a.fuse_width, "upsample": a.upsample}
     aug = AugmentConfig(translate_slice_mm=a.translate_slice_mm, drop_prob=a.drop_prob, elastic_mm=a.elastic_mm,
@@ -428,12 +496,17 @@ def main() -> None:
         va = stack(acdc_val, device)
         log(f"SSLLN-LR: {tr['image'].shape[0]} training volumes, {va['image'].shape[0]} validation, {lr_seconds:.0f} s")
         summary["sslln_lr"] = train_resident(net, tr, va, seconds=lr_seconds, lr=a.lr_peak, device=device,
-                                             log_path=out / "log_lr.csv", seed=0, cfg=aug)
+                                             log_path=out / "log_lr.csv", seed=0, cfg=aug, swa_start=a.swa_start)
+        swa_model = summary["sslln_lr"].pop("swa_model", None)
         summary["sslln_lr"]["training_volumes"] = tr["names"]
         lrp = ph_samples("lr", True)
         if lrp:
             summary["sslln_lr"]["val_dice_lr_phantoms"] = validate(net, stack(lrp, device), device)
+            if swa_model is not None:
+                summary["sslln_lr"]["swa_val_dice_lr_phantoms"] = validate(swa_model, stack(lrp, device), device)
         save_weights(net, out / "sslln_lr.pt")
+        if swa_model is not None:
+            save_weights(swa_model, out / "sslln_lr_swa.pt")
         del tr
     except _Skip:
         pass
