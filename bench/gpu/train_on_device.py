@@ -33,7 +33,6 @@ Refinement and network timing only, with the shipped weights (about 2 minutes):
 from __future__ import annotations
 
 import argparse
-import copy
 import csv
 import json
 import lzma
@@ -46,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel, update_bn
 
 from ssll.labels import Label
 from ssll.landmarks import landmark_map, points_from_landmark_map, voxel_to_world
@@ -227,8 +227,7 @@ def train_resident(net: SSLLN, train: dict, val: dict, *, seconds: float, lr: fl
     epoch = 0
     last_per = 0.0
     next_val = 1
-    swa_model: SSLLN | None = None
-    swa_n = 0
+    swa_model: AveragedModel | None = None
     swa_lr: float | None = None
 
     def add_validation(row: dict) -> None:
@@ -265,8 +264,10 @@ def train_resident(net: SSLLN, train: dict, val: dict, *, seconds: float, lr: fl
         row = {"epoch": epoch, "lr": cur, "loss": sums[0] / steps, "dice_loss": sums[1] / steps,
                "landmark_loss": sums[2] / steps, "seconds": last_per}
         if swa_lr is not None:
-            swa_model, swa_n = average_into(swa_model, swa_n, net), swa_n + 1
-            row["swa_epochs"] = swa_n
+            if swa_model is None:
+                swa_model = AveragedModel(net)
+            swa_model.update_parameters(net)  # equal-weight mean of the parameters; batch norm recomputed at the end
+            row["swa_epochs"] = int(swa_model.n_averaged)
         done = (time.time() - t_start + last_per) / seconds
         if done * 8 >= next_val or done > 1.0:
             next_val = int(done * 8) + 1
@@ -279,12 +280,14 @@ def train_resident(net: SSLLN, train: dict, val: dict, *, seconds: float, lr: fl
               "schedule": "cosine over wall time" if swa_start is None else
               f"cosine over wall time, held at {swa_lr} from {swa_start} of it (weights averaged)"}
     if swa_model is not None:
-        recompute_batch_norm(swa_model, train["image"], batch, device)
-        d = validate(swa_model, val, device)
+        swa_n = int(swa_model.n_averaged)
+        averaged = swa_model.module
+        recompute_batch_norm(averaged, train["image"], batch, device)
+        d = validate(averaged, val, device)
         swa_row = {"epoch": f"swa({swa_n})", **{f"val_dice_{Label(c).name.lower()}": d[c - 1] for c in range(1, 5)}}
         log(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in swa_row.items()}))
         rows.append(swa_row)
-        result.update({"swa_model": swa_model, "swa_epochs": swa_n, "swa_final": swa_row})
+        result.update({"swa_model": averaged, "swa_epochs": swa_n, "swa_final": swa_row})
     keys = list(dict.fromkeys(k for r in rows for k in r))
     with log_path.open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=keys, restval="")
@@ -293,40 +296,13 @@ def train_resident(net: SSLLN, train: dict, val: dict, *, seconds: float, lr: fl
     return result
 
 
-def average_into(avg: SSLLN | None, n: int, net: SSLLN) -> SSLLN:
-    """Equal-weight running mean of ``net``'s floating-point parameters and buffers over ``n + 1`` snapshots.
-
-    ``avg`` is None for the first snapshot (then a copy of ``net``); integer buffers (batch-norm counters)
-    are copied. Batch-norm running statistics are averaged too but are recomputed before use
-    (:func:`recompute_batch_norm`): an average of weights is a different network.
-    """
-    if avg is None:
-        avg = copy.deepcopy(net)
-        return avg
-    with torch.no_grad():
-        for a, b in zip(avg.state_dict().values(), net.state_dict().values()):
-            if a.is_floating_point():
-                a.mul_(n / (n + 1)).add_(b.detach(), alpha=1.0 / (n + 1))
-            else:
-                a.copy_(b)
-    return avg
-
-
 @torch.no_grad()
 def recompute_batch_norm(net: SSLLN, images: torch.Tensor, batch: int, device: torch.device) -> None:
-    """Reset every batch-norm layer's running mean and variance and recompute them as the plain mean over
-    one pass of ``images`` ([N, S, H, W] working-grid windows) in batches of ``batch``, in training mode."""
-    bns = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the batches
-    net.train()
-    for v in range(0, images.shape[0], batch):
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            net(images[v: v + batch].float())
-    for m, mom in zip(bns, momenta):
-        m.momentum = mom
+    """Recompute every batch-norm layer's running mean and variance as the plain mean over one pass of ``images``
+    ([N, S, H, W] working-grid windows) in batches of ``batch`` (``torch.optim.swa_utils.update_bn``; bf16 autocast
+    on CUDA as in training)."""
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        update_bn((images[v: v + batch].float() for v in range(0, images.shape[0], batch)), net)
 
 
 def save_weights(net: SSLLN, path: Path) -> None:
