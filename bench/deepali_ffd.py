@@ -58,7 +58,7 @@ from ssll.register import (  # noqa: E402
     register_labels,
 )
 from ssll.simulate import LRConfig, simulate_lr  # noqa: E402
-from ssll.types import Volume  # noqa: E402
+from ssll.types import Volume, voxel_size  # noqa: E402
 
 
 def timed(fn, reps: int) -> float:
@@ -93,7 +93,7 @@ def problem(seed: int, bank: list, model) -> dict:
 def compare_level(pb: dict, lev: int, cfg: FFDConfig, reps: int) -> dict:
     """Transform and bending timings (forward + backward) of one level, ours vs deepali."""
     tl, taff, ks = pb["target"], pb["affine"], pb["slices"]
-    spacing = np.linalg.norm(taff[:3, :3], axis=0)
+    spacing = voxel_size(taff)
     ds = cfg.downsample[lev]
     cs = (cfg.control_spacing_mm[lev], cfg.control_spacing_mm[lev], max(cfg.control_spacing_mm[lev], cfg.through_plane_mm[lev]))
     extent = (np.asarray(tl.shape) - 1) * spacing

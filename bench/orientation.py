@@ -106,7 +106,7 @@ def main() -> None:
         work, rec = preprocess_volume(frame(cine, t))
         fov = input_fov_mask(rec)
         scores, outs = sixteen(model, work.array, fov)
-        ml = float(np.prod(np.linalg.norm(work.affine[:3, :3], axis=0))) / 1000
+        ml = float(np.prod(work.spacing)) / 1000
         for o, score, (labels, lmap, _, prob) in zip(ORIENTATIONS, scores, outs):
             orig = finish_segmentation(labels, lmap, prob, rec).original  # (256, 256, 12) on the DICOM grid
             slices = sorted(expert[t])

@@ -64,7 +64,7 @@ from ssll.qc import overlay_rgb  # noqa: E402
 from ssll.refine import RefineConfig, acquired_slices, refine, stack_slab  # noqa: E402
 from ssll.register import FFDConfig, register_labels, warp_volume  # noqa: E402
 from ssll.simulate import LRConfig, simulate_lr  # noqa: E402
-from ssll.types import Volume  # noqa: E402
+from ssll.types import Volume, voxel_size  # noqa: E402
 
 STRUCTS = [Label(c).name.lower() for c in range(1, 5)]
 PAPER = {"LR+SR": {"dice": [0.940, 0.863, 0.914, 0.557], "hd_mm": [4.0, 4.4, 5.0, 6.1]},
@@ -130,7 +130,7 @@ def lr_target(shapes: Any, seed: int, lr: LRConfig | None = None) -> Target:
     work_img, rec = preprocess_volume(Volume(sim["image"], sim["affine"]))
     waff = rec.working_affine
     truth = anatomy_labels(phantom_anatomy(shapes, seed), "ED", waff, rec.working_shape)
-    return Target(p, sim, work_img, rec, truth, tuple(float(v) for v in np.linalg.norm(waff[:3, :3], axis=0)))
+    return Target(p, sim, work_img, rec, truth, tuple(float(v) for v in voxel_size(waff)))
 
 
 def scores(pred: np.ndarray, truth: np.ndarray, spacing: tuple[float, ...]) -> dict[str, float]:

@@ -97,7 +97,7 @@ def main() -> None:
         panels.append((r, o))
     summary = {
         "volume_shape": list(vol.array.shape),
-        "voxel_size_mm": [float(v) for v in np.linalg.norm(vol.affine[:3, :3], axis=0)],
+        "voxel_size_mm": list(vol.spacing),
         "n_contours": len(results),
         "max_offset_from_slice_plane_voxels": max(r["k_offset"] for r in results),
         "n_endo_epi_pairs": len(pairs),

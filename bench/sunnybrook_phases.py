@@ -52,7 +52,7 @@ def main() -> None:
     t0 = time.perf_counter()
     model = load_model(a.weights)
     cine = read_dicom_cine(a.sunnybrook)
-    spacing = tuple(float(s) for s in np.linalg.norm(cine.affine[:3, :3], axis=0))
+    spacing = cine.spacing
     n = cine.array.shape[3]
     rows = []
     for t in range(n):

@@ -27,7 +27,7 @@ import numpy as np
 from ssll.errors import AtlasError, RegistrationError
 from ssll.labels import Label, rv_wall_as_background
 from ssll.subjects import validate_subject_id
-from ssll.types import Array, PathLike, config_kwargs
+from ssll.types import Array, PathLike, config_kwargs, voxel_size
 
 __all__ = [
     "Atlas",
@@ -123,7 +123,7 @@ def crop_box(labels: Array, affine: Array, margin_mm: float) -> tuple[slice, sli
     nz = np.argwhere(np.asarray(labels) > 0)
     if nz.size == 0:
         raise RegistrationError("the segmentation has no foreground to refine")
-    sp = np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
+    sp = voxel_size(affine)
     m = np.ceil(margin_mm / sp).astype(int)
     lo = np.maximum(nz.min(0) - m, 0)
     hi = np.minimum(nz.max(0) + m + 1, labels.shape)

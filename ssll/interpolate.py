@@ -13,7 +13,7 @@ from scipy import ndimage
 
 from ssll.labels import Label
 from ssll.preprocess import resample
-from ssll.types import Array
+from ssll.types import Array, voxel_size
 
 __all__ = ["nearest_upsample", "shape_based_upsample", "signed_distance_2d"]
 
@@ -57,7 +57,7 @@ def shape_based_upsample(labels: Array, affine: Array, shape: tuple[int, int, in
         ``(I', J', K')`` uint8 canonical labels.
     """
     lab = np.asarray(labels)
-    sp = np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
+    sp = voxel_size(affine)
     best = np.full(tuple(shape), 0.0, np.float32)
     out = np.zeros(tuple(shape), np.uint8)
     for c in range(1, len(Label)):

@@ -33,7 +33,7 @@ import numpy as np
 
 from ssll.errors import InputImageError
 from ssll.labels import to_canonical
-from ssll.types import Array, PathLike, Volume
+from ssll.types import Array, PathLike, Volume, voxel_size
 
 __all__ = [
     "MAX_AXIS",
@@ -146,7 +146,7 @@ def _resolve_affine(img: nib.Nifti1Image, path: Path) -> Array:
     sform, scode = img.get_sform(coded=True)
     qform, qcode = img.get_qform(coded=True)
     if sform is not None and scode > 0:
-        norms = np.linalg.norm(sform[:3, :3], axis=0)
+        norms = voxel_size(sform)
         if np.allclose(norms, zooms, rtol=1e-3, atol=1e-4):
             return np.asarray(sform, dtype=np.float64)
         if qform is not None and qcode > 0:

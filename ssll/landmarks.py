@@ -38,7 +38,7 @@ from scipy import ndimage
 
 from ssll.errors import LandmarkError
 from ssll.labels import LANDMARK_NAMES, Label, Landmark
-from ssll.types import Array, PathLike
+from ssll.types import Array, PathLike, voxel_size
 
 __all__ = [
     "handedness",
@@ -330,7 +330,7 @@ def landmark_map(points: Array, shape: tuple[int, int, int], affine: Array, *, r
         ``uint8`` map, 0 background, ``n`` for landmark ``n``.
     """
     out = np.zeros(shape, np.uint8)
-    sp = np.linalg.norm(affine[:3, :3], axis=0)
+    sp = voxel_size(affine)
     for n, p in enumerate(np.asarray(points, dtype=np.float64), start=1):
         if not np.all(np.isfinite(p)):
             continue

@@ -17,7 +17,7 @@ import numpy as np
 from scipy import ndimage
 
 from ssll.preprocess import GridRecord
-from ssll.types import Array
+from ssll.types import Array, voxel_size
 
 __all__ = ["acquired_slices", "labels_as_acquired", "shift_slices"]
 
@@ -73,7 +73,7 @@ def labels_as_acquired(refined: Array, affine: Array, record: dict[str, Any]) ->
     ss = record.get("slice_shifts_mm")
     if not ss:
         return np.asarray(refined, np.uint8)
-    spacing = np.linalg.norm(np.asarray(affine, float)[:3, :3], axis=0)
+    spacing = voxel_size(affine)
     return shift_slices(np.asarray(refined, np.uint8), ss["slices"], -np.asarray(ss["shifts"], float), spacing, order=0)
 
 
@@ -81,8 +81,8 @@ def acquired_slices(record: GridRecord) -> Array | None:
     """Working-grid slice indices (axis 2) nearest to the input's slice centres, or None when the
     input is not thicker-sliced than the working grid (every working slice is then informative).
     """
-    sp_in = np.linalg.norm(np.asarray(record.input_affine)[:3, :3], axis=0)
-    sp_w = np.linalg.norm(np.asarray(record.working_affine)[:3, :3], axis=0)
+    sp_in = voxel_size(record.input_affine)
+    sp_w = voxel_size(record.working_affine)
     if sp_in[2] < 1.5 * sp_w[2]:
         return None
     n = record.input_shape[2]

@@ -28,7 +28,7 @@ from ssll.errors import InputImageError
 from ssll.labels import LANDMARK_NAMES, Label, Landmark
 from ssll.mesh import BivTemplate, label_shells, load_control_points, load_template
 from ssll.preprocess import WORKING_SHAPE, WORKING_SPACING
-from ssll.types import Array, PathLike
+from ssll.types import Array, PathLike, voxel_size
 
 __all__ = [
     "PhantomAnatomy",
@@ -267,7 +267,7 @@ def render_image(labels: Array, affine: Array, centre: Array, frame: Array, rng:
         centre: heart centre (world mm); frame: heart axes (columns e_i RV->LV, e_j, e_k base->apex).
     """
     shape = labels.shape
-    sp = np.linalg.norm(affine[:3, :3], axis=0)
+    sp = voxel_size(affine)
     idx = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij"), -1)
     world = idx @ affine[:3, :3].T.astype(np.float32) + affine[:3, 3].astype(np.float32)
     u, v, w = np.moveaxis((world - centre.astype(np.float32)) @ frame.astype(np.float32), -1, 0)
@@ -367,7 +367,7 @@ def anatomy_labels(anatomy: PhantomAnatomy, phase: str, affine: Array, shape: tu
     grid half a slice off the HR grid loses about a third of the RV wall to ties).
     """
     lab = label_shells(anatomy.template, anatomy.nodes[phase], affine, shape)
-    return _change_wall(lab, anatomy.wall_change_mm, np.linalg.norm(np.asarray(affine)[:3, :3], axis=0))
+    return _change_wall(lab, anatomy.wall_change_mm, voxel_size(affine))
 
 
 def make_phantom(bank: ShapeBank, seed: int, cfg: PhantomConfig | None = None) -> dict[str, object]:

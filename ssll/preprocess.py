@@ -21,7 +21,7 @@ import numpy as np
 from scipy import ndimage
 
 from ssll.errors import InputImageError
-from ssll.types import Array, PathLike, Volume
+from ssll.types import Array, PathLike, Volume, voxel_size
 
 __all__ = [
     "IN_PLANE_SPACING_MM",
@@ -161,7 +161,7 @@ def working_affine(
         4x4 working voxel -> world (mm).
     """
     a = np.asarray(input_affine, dtype=np.float64)
-    directions = a[:3, :3] / np.linalg.norm(a[:3, :3], axis=0)
+    directions = a[:3, :3] / voxel_size(a)
     centre_in = (np.asarray(input_shape[:3], dtype=np.float64) - 1.0) / 2.0
     centre_world = a[:3, :3] @ centre_in + a[:3, 3]
     out = np.eye(4)
@@ -344,7 +344,7 @@ def check_cine_spacing(affine: Array, source: PathLike) -> None:
     Raises:
         InputImageError: naming ``source``, the voxel size and the limits.
     """
-    sp = np.linalg.norm(np.asarray(affine, np.float64)[:3, :3], axis=0)
+    sp = voxel_size(affine)
     (lo, hi), (slo, shi) = IN_PLANE_SPACING_MM, SLICE_SPACING_MM
     if not (lo <= sp[0] <= hi and lo <= sp[1] <= hi and slo <= sp[2] <= shi):
         raise InputImageError(
@@ -396,5 +396,5 @@ def input_fov_mask(record: GridRecord, *, margin_mm: float = 0.0) -> Array:
 
 def grow_along_slices(mask: Array, record: GridRecord, margin_mm: float) -> Array:
     """A working-grid mask ``(I, J, K)`` grown by ``margin_mm`` along the slice axis (axis 2)."""
-    n = int(np.ceil(margin_mm / float(np.linalg.norm(np.asarray(record.working_affine)[:3, 2])))) if margin_mm > 0 else 0
+    n = int(np.ceil(margin_mm / float(voxel_size(record.working_affine)[2]))) if margin_mm > 0 else 0
     return ndimage.binary_dilation(mask, structure=np.ones((1, 1, 3), bool), iterations=n) if n else mask

@@ -22,7 +22,7 @@ from ssll.labels import Label
 from ssll.landmarks import landmark_problems, lv_ends
 from ssll.measures import has_rv_wall
 from ssll.orientation import STORED, Orientation, orientation_by_name
-from ssll.types import Array, PathLike
+from ssll.types import Array, PathLike, voxel_size
 
 __all__ = [
     "COLOURS",
@@ -235,7 +235,7 @@ class FieldOfView:
         (:func:`ssll.preprocess.input_fov_mask`) and the working grid's voxel size."""
         from ssll.preprocess import input_fov_mask
 
-        spacing = np.linalg.norm(np.asarray(record.working_affine)[:3, :3], axis=0)
+        spacing = voxel_size(record.working_affine)
         return cls(input_fov_mask(record), (float(spacing[0]), float(spacing[1]), float(spacing[2])))
 
 

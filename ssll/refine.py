@@ -34,7 +34,7 @@ from ssll.measures import has_rv_wall
 from ssll.motion import acquired_slices, labels_as_acquired, shift_slices
 from ssll.preprocess import GridRecord, input_fov_mask
 from ssll.register import FFDConfig, register_affine_labels, register_labels_batch, warp_atlas
-from ssll.types import Array, PathLike
+from ssll.types import Array, PathLike, voxel_size
 
 __all__ = ["RefineConfig", "acquired_slices", "clip_beyond_stack", "labels_as_acquired", "refine", "run_refine", "stack_slab"]
 
@@ -141,7 +141,7 @@ def refine(
     shifts = None
     if results and results[0].slice_shifts is not None:  # the atlases' estimates of each slice's shift, averaged
         shifts = np.mean([r.slice_shifts for r in results], axis=0)
-        ti = shift_slices(ti, results[0].slices, shifts, np.linalg.norm(taff[:3, :3], axis=0))
+        ti = shift_slices(ti, results[0].slices, shifts, voxel_size(taff))
     fused, frac = fuse_labels(ti, np.stack(w_img), np.stack(w_lab), cfg.fusion, device=device)
     t_fuse = time.perf_counter() - t2
     out = np.zeros(labels.shape, np.uint8)

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from ssll.errors import RegistrationError
-from ssll.types import Array, config_kwargs
+from ssll.types import Array, config_kwargs, voxel_size
 
 __all__ = [
     "FFDConfig",
@@ -381,7 +381,7 @@ def register_labels_batch(
     names = names or [f"atlas {n + 1}" for n in range(n_at)]
     if not (target > 0).any():
         raise RegistrationError(f"{what}: the target segmentation is empty")
-    spacing = np.linalg.norm(np.asarray(target_affine)[:3, :3], axis=0)
+    spacing = voxel_size(target_affine)
     vox2atlas = torch.from_numpy(np.stack([np.linalg.inv(a_aff) @ np.asarray(init, float) @ target_affine
                                            for _, a_aff, init in atlases]).astype(np.float32)).to(device)  # (L, 4, 4)
     extent = (np.asarray(target.shape) - 1) * spacing
@@ -465,7 +465,7 @@ def _atlas_points(result: FFDResult | None, volume_affine: Array, target_shape: 
                   target_affine: Array, init: Array | None, device: torch.device) -> torch.Tensor:
     """Atlas voxel coordinates ``(I * J * K, 3)`` of every target voxel under the transformation."""
     aff = result.init if result is not None else np.asarray(init, float)
-    spacing = np.linalg.norm(np.asarray(target_affine)[:3, :3], axis=0)
+    spacing = voxel_size(target_affine)
     vox2atlas = torch.from_numpy((np.linalg.inv(volume_affine) @ aff @ target_affine).astype(np.float32)).to(device)
     idx = [np.arange(n) for n in target_shape]
     v = torch.stack(torch.meshgrid(*[torch.from_numpy(ix.astype(np.float32)) for ix in idx], indexing="ij"), -1).to(device)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ssll.motion import shift_slices
-from ssll.types import Array
+from ssll.types import Array, voxel_size
 
 __all__ = ["LRConfig", "run_simulate_lr", "simulate_lr"]
 
@@ -52,7 +52,7 @@ def simulate_lr(image: Array, labels: Array, affine: Array, cfg: LRConfig, rng: 
     Returns:
         ``{"image", "labels", "affine", "record"}``: LR arrays ``(I, J, K_lr)`` and the LR affine.
     """
-    sp = np.linalg.norm(affine[:3, :3], axis=0)
+    sp = voxel_size(affine)
     step = max(1, int(round(cfg.slice_mm / sp[2])))
     n_lr = image.shape[2] // step
     centres = np.arange(n_lr) * step + (step - 1) / 2.0

@@ -27,7 +27,7 @@ from scipy import ndimage
 
 from ssll.labels import LANDMARK_NAMES, Label, check_canonical
 from ssll.landmarks import voxel_to_world, world_to_voxel
-from ssll.types import Array
+from ssll.types import Array, voxel_size
 
 __all__ = ["AHA_SEGMENTS", "aha_segments", "mean_thickness", "segment_thickness", "thickness_measures",
            "wall_thickness_map"]
@@ -142,7 +142,7 @@ def aha_segments(labels: Array, affine: Array, landmarks_mm: Array) -> Array:
 def segment_thickness(labels: Array, affine: Array, landmarks_mm: Array) -> dict[int, float]:
     """Mean LV wall thickness (mm) of each AHA segment 1-16 (:func:`wall_thickness_map` over
     :func:`aha_segments`); NaN for a segment with no voxel."""
-    spacing = tuple(float(s) for s in np.linalg.norm(np.asarray(affine, float)[:3, :3], axis=0))
+    spacing = tuple(float(s) for s in voxel_size(affine))
     t = wall_thickness_map(labels, spacing)  # type: ignore[arg-type]
     seg = aha_segments(labels, affine, landmarks_mm)
     ok = (seg > 0) & np.isfinite(t)

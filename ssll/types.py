@@ -25,6 +25,12 @@ PathLike = Union[str, "os.PathLike[str]"]
 Array = npt.NDArray[Any]
 
 
+def voxel_size(affine: Array) -> Array:
+    """The voxel size of a grid, ``(3,)`` float64 in mm along i, j, k: the column norms of the
+    ``(4, 4)`` (or ``(3, 3)``) voxel -> world affine's linear part."""
+    return np.linalg.norm(np.asarray(affine, np.float64)[:3, :3], axis=0)
+
+
 @dataclass
 class Volume:
     """An image or label map on a grid in world space.
@@ -44,7 +50,7 @@ class Volume:
     @property
     def spacing(self) -> tuple[float, float, float]:
         """Voxel size along i, j, k in mm (column norms of the affine)."""
-        s = np.linalg.norm(self.affine[:3, :3], axis=0)
+        s = voxel_size(self.affine)
         return (float(s[0]), float(s[1]), float(s[2]))
 
     @property

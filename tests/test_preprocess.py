@@ -15,7 +15,7 @@ from ssll.preprocess import (
     to_original,
     working_affine,
 )
-from ssll.types import Volume
+from ssll.types import Volume, voxel_size
 
 
 def test_working_affine_centres_and_keeps_directions() -> None:
@@ -129,3 +129,11 @@ def test_soft_round_trip_keeps_fine_grids() -> None:
     for k in (1, 2, 3, 4):
         assert dice(soft == k, lab == k) >= 0.98
         assert dice(soft == k, lab == k) >= dice(hard == k, lab == k)
+
+
+def test_voxel_size_is_the_column_norms_of_any_oblique_affine() -> None:
+    """A rotation times diag(1.4, 1.6, 8) mm, with a translation, has that voxel size; the 3x3 part gives the same."""
+    rot = oblique_affine((1.4, 1.6, 8.0))
+    np.testing.assert_allclose(voxel_size(rot), (1.4, 1.6, 8.0), atol=1e-12)
+    np.testing.assert_allclose(voxel_size(rot[:3, :3]), (1.4, 1.6, 8.0), atol=1e-12)
+    np.testing.assert_allclose(Volume(np.zeros((2, 2, 2)), rot).spacing, (1.4, 1.6, 8.0), atol=1e-12)
