@@ -12,7 +12,9 @@ slice-wise, mm):
   bank, B-spline FFD, patch fusion), taken to the original grid by nearest neighbour as
   ``ssll refine`` writes it — once per FFD control grid in ``--grids`` (``+sS``: with per-slice
   shifts fitted, the model moved back onto each slice as acquired, as ``ssll refine`` writes it;
-  ``+labels``: the label-only start, ``atlases: init: labels``, instead of the landmark affine).
+  ``+labels``: the label-only start, ``atlases: init: labels``, instead of the landmark affine;
+  ``+motion``: each slice's breath-hold shift measured from the image first, ``ssll.refine.breath_hold_shifts``,
+  the corrected stack segmented again and refined, the model moved back by the measured shifts).
   ``init`` and ``mirrored`` in ``per_volume.csv`` say which start each refinement used and whether the
   atlases were mirrored into the target (ACDC's headers show every heart as its mirror image).
 
@@ -70,7 +72,7 @@ from ssll.atlases import AtlasConfig, load_bank
 from ssll.evaluate import dice, dice_shift_compensated, hausdorff_slicewise
 from ssll.io import load_image, load_labels
 from ssll.labels import Label
-from ssll.motion import shift_slices
+from ssll.motion import MotionConfig, shift_slices
 from ssll.nn.data import held_out_cases
 from ssll.nn.infer import default_weights, finish_segmentation, landmark_points, load_model, predict
 from ssll.preprocess import preprocess_volume, to_original
@@ -78,6 +80,7 @@ from ssll.qc import overlay_rgb
 from ssll.refine import (
     RefineConfig,
     acquired_slices,
+    breath_hold_shifts,
     clip_beyond_stack,
     labels_as_acquired,
     refine,
@@ -122,15 +125,21 @@ def parse_variant(spec: str) -> FFDConfig:
     ip, tp = parse_grid(spec)
     shift = 0.0
     for suffix in spec.split("+")[1:]:
-        if suffix == "labels":
+        if suffix in ("labels", "motion"):
             continue
         try:
             shift = float(suffix.removeprefix("s")) if suffix.startswith("s") else -1.0
         except ValueError:
             shift = -1.0
         if shift <= 0:
-            raise argparse.ArgumentTypeError(f"grid {spec!r}: a suffix must be +sS with S > 0 (mm) or +labels")
+            raise argparse.ArgumentTypeError(f"grid {spec!r}: a suffix must be +sS with S > 0 (mm), +labels or +motion")
     return FFDConfig(control_spacing_mm=ip, through_plane_mm=tp, slice_shift_mm=shift)
+
+
+def variant_motion(spec: str) -> bool:
+    """Whether a ``--grids`` entry measures the breath-hold shifts first (suffix ``+motion``: the stack corrected by
+    :func:`ssll.refine.breath_hold_shifts`, segmented again and refined; ``motion: estimate``)."""
+    return "motion" in spec.split("+")[1:]
 
 
 def variant_init(spec: str) -> str:
@@ -190,7 +199,8 @@ def main(a: argparse.Namespace) -> None:
     model = load_model(a.weights_lr or default_weights("sslln_lr"))
     fusion = fusion_config(a)
     atlases = AtlasConfig(rv_wall_from_atlases=a.rv_wall_from_atlases)
-    cfgs = {g: RefineConfig(atlases=replace(atlases, init=variant_init(g)), ffd=parse_variant(g), fusion=fusion)
+    cfgs = {g: RefineConfig(atlases=replace(atlases, init=variant_init(g)), ffd=parse_variant(g), fusion=fusion,
+                            motion=MotionConfig(estimate=variant_motion(g)))
             for g in a.grids}
     rows = []
     for c in cases:
@@ -208,10 +218,20 @@ def main(a: argparse.Namespace) -> None:
         secs, infos = {}, {}
         for g, cfg in cfgs.items():
             t0 = time.perf_counter()
+            v_img, v_seg, v_pts, v_slab, shifts = work.array, seg, pts, slab, None
+            if cfg.motion.estimate:  # shifts measured and taken out, the corrected stack segmented again
+                v_img, mrec = breath_hold_shifts(work.array, seg.labels, rec.working_affine, pts, bank, rec, cfg)
+                shifts = mrec["slice_shifts_mm"]
+                lab2, lmap2, _c2, prob2 = predict(model, v_img[None], return_prob=True)
+                v_seg = finish_segmentation(lab2[0], lmap2[0], prob2[0], rec)
+                v_pts = landmark_points(lmap2[0], rec, fov=v_seg.fov)
+                v_slab = stack_slab(rec, fov=v_seg.fov)
             # the model before and after the cut at the base of the imaged slab (refine(..., stack=) does
             # the same cut; done here so that one registration gives both volumes)
-            whole, info = refine(work.array, seg.labels, rec.working_affine, pts, bank, cfg, slices=ks)
-            refined, _cut = clip_beyond_stack(whole, rec.working_affine, pts, slab, keep=cfg.atlases.beyond_stack)
+            whole, info = refine(v_img, v_seg.labels, rec.working_affine, v_pts, bank, cfg, slices=ks)
+            if shifts is not None:
+                info["slice_shifts_mm"] = shifts
+            refined, _cut = clip_beyond_stack(whole, rec.working_affine, v_pts, v_slab, keep=cfg.atlases.beyond_stack)
             secs[g] = time.perf_counter() - t0
             infos[g] = info
             # on the input grid as `ssll refine` writes it: back on each slice as acquired (with added

@@ -549,7 +549,10 @@ def _add_refine(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out-labels", required=True, help="refined labels, working grid")
     p.add_argument("--out-original", required=True, help="refined labels, input grid")
     p.add_argument("--out-record", required=True, help="JSON: selected atlases, registration, timings")
-    p.add_argument("--params", help='JSON: {"atlases": {...}, "ffd": {...}, "fusion": {...}}')
+    p.add_argument("--params", help='JSON: {"atlases": {...}, "ffd": {...}, "fusion": {...}, "motion": {...}}')
+    p.add_argument("--weights", help="SSLLN-LR weights for the corrected stack (motion: estimate; default: shipped)")
+    p.add_argument("--orientation", help="ssll segment's <phase>_orientation.json: the orientation to segment the "
+                                         "corrected stack in (motion: estimate; default: as stored)")
 
 
 def _run_refine(a: argparse.Namespace) -> None:
@@ -558,7 +561,7 @@ def _run_refine(a: argparse.Namespace) -> None:
     cfg = RefineConfig.from_mapping(_params(a.params))
     info = run_refine(subject=a.subject or "subject", image=a.image, labels=a.labels, landmarks=a.landmarks,
                       record=a.record, bank=a.bank, out_labels=a.out_labels, out_original=a.out_original,
-                      out_record=a.out_record, cfg=cfg)
+                      out_record=a.out_record, cfg=cfg, weights=a.weights, orientation=a.orientation)
     log.info("refined with %d atlases in %.1f s%s", len(info["selected"]), info["seconds"]["total"],
              " (mirrored into the target: its landmarks are the atlases' mirror image, as where a header lacks the "
              "patient's true orientation; ACDC's do)" if info.get("mirrored") else "")

@@ -31,30 +31,34 @@ from ssll.fusion import FusionConfig, fuse_labels
 from ssll.labels import Landmark, rv_wall_as_background
 from ssll.landmarks import landmark_problems, landmarks_from_labels, voxel_to_world
 from ssll.measures import has_rv_wall
-from ssll.motion import acquired_slices, labels_as_acquired, shift_slices
+from ssll.motion import MotionConfig, acquired_slices, estimate_slice_shifts, labels_as_acquired, shift_slices
 from ssll.preprocess import GridRecord, input_fov_mask
 from ssll.register import FFDConfig, register_affine_labels, register_labels_batch, warp_atlas
 from ssll.types import Array, PathLike, voxel_size
 
-__all__ = ["RefineConfig", "acquired_slices", "clip_beyond_stack", "labels_as_acquired", "refine", "run_refine", "stack_slab"]
+__all__ = ["RefineConfig", "acquired_slices", "breath_hold_shifts", "clip_beyond_stack", "labels_as_acquired", "refine",
+           "run_refine", "stack_slab"]
 
 
 @dataclass(frozen=True)
 class RefineConfig:
-    """Settings of the three refinement steps (config sections ``atlases``, ``ffd``, ``fusion``)."""
+    """Settings of the three refinement steps (config sections ``atlases``, ``ffd``, ``fusion``) and of the
+    breath-hold shift estimate that may precede them (``motion``, :func:`breath_hold_shifts`)."""
 
     atlases: AtlasConfig = field(default_factory=AtlasConfig)
     ffd: FFDConfig = field(default_factory=FFDConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
+    motion: MotionConfig = field(default_factory=MotionConfig)
 
     @classmethod
     def from_mapping(cls, m: dict[str, Any] | None) -> RefineConfig:
-        """Build from ``{"atlases": ..., "ffd": ..., "fusion": ...}``; unknown keys raise ``ValueError``."""
+        """Build from ``{"atlases": ..., "ffd": ..., "fusion": ..., "motion": ...}``; unknown keys raise ``ValueError``."""
         m = dict(m or {})
-        if set(m) - {"atlases", "ffd", "fusion"}:
-            raise ValueError(f"RefineConfig: unknown keys {sorted(set(m) - {'atlases', 'ffd', 'fusion'})}")
+        known = {"atlases", "ffd", "fusion", "motion"}
+        if set(m) - known:
+            raise ValueError(f"RefineConfig: unknown keys {sorted(set(m) - known)}")
         return cls(AtlasConfig.from_mapping(m.get("atlases")), FFDConfig.from_mapping(m.get("ffd")),
-                   FusionConfig.from_mapping(m.get("fusion")))
+                   FusionConfig.from_mapping(m.get("fusion")), MotionConfig.from_mapping(m.get("motion")))
 
 
 def refine(
@@ -166,6 +170,65 @@ def refine(
                     "total": time.perf_counter() - t0},
     }
     return out, record
+
+
+def breath_hold_shifts(
+    image: Array,
+    labels: Array,
+    affine: Array,
+    landmarks_mm: Array,
+    bank: list[Atlas],
+    record: GridRecord,
+    cfg: RefineConfig | None = None,
+    *,
+    device: torch.device | None = None,
+    what: str = "target",
+) -> tuple[Array, dict[str, Any]]:
+    """Measure each acquired slice's breath-hold shift from the image and move the slices onto one motion-free heart.
+
+    A stiff refinement (``cfg.motion``'s control grid, no per-slice shifts fitted) of the
+    segmentation gives a motion-free model that absorbs little of the shifts; each acquired slice's
+    in-plane shift against it is then measured from the image (:func:`ssll.motion.estimate_slice_shifts`)
+    and taken out of the stack (:func:`ssll.motion.shift_slices`; working slices between acquired ones take
+    the interpolated shift, slices beyond the measured ones the nearest measured one's). Segmenting the
+    corrected stack again and refining that gives the motion-free model; moving it back by the shifts
+    (:func:`labels_as_acquired` with ``record["slice_shifts_mm"]``) overlays the slices as acquired.
+
+    Args:
+        image: ``(I, J, K)`` working-grid image in [0, 1].
+        labels: ``(I, J, K)`` canonical working-grid segmentation of it (SSLLN-LR).
+        affine: 4x4 working voxel -> world mm.
+        landmarks_mm: ``(6, 3)`` landmarks, world mm.
+        bank: the atlases.
+        record: the preprocessing's grid record (acquired slices, slice thickness, imaged slab).
+        cfg: settings (``cfg.motion``; the atlases and fusion of the model). Defaults to :class:`RefineConfig`.
+        device: torch device of the registrations. Defaults to CPU.
+        what: name for error messages.
+
+    Returns:
+        ``(corrected, record)``: the ``(I, J, K)`` float32 image with the measured shifts taken out (``image``
+        itself when the stack is not thick-sliced or fewer than two slices could be measured), and
+        ``{"slice_shifts_mm": {"slices": [...], "shifts": [[mm, mm], ...]} or None, "seconds": s}``.
+    """
+    cfg = cfg or RefineConfig()
+    t0 = time.perf_counter()
+    ks = acquired_slices(record)
+    image = np.asarray(image, np.float32)
+    if ks is None or ks.size < 2:
+        return image, {"slice_shifts_mm": None, "seconds": time.perf_counter() - t0}
+    m = cfg.motion
+    stiff = replace(cfg, ffd=replace(cfg.ffd, control_spacing_mm=m.control_spacing_mm, through_plane_mm=m.through_plane_mm,
+                                     slice_shift_mm=0.0))
+    model, _ = refine(image, labels, affine, landmarks_mm, bank, stiff, slices=ks, stack=stack_slab(record), device=device,
+                      what=what)
+    thickness = float(voxel_size(record.input_affine)[2])
+    spacing = voxel_size(affine)
+    measured, shifts = estimate_slice_shifts(image, model, ks, spacing, thickness, m)
+    if measured.size < 2:
+        return image, {"slice_shifts_mm": None, "seconds": time.perf_counter() - t0}
+    corrected = shift_slices(image, measured, shifts, spacing)
+    return corrected, {"slice_shifts_mm": {"slices": measured.tolist(), "shifts": np.round(shifts, 3).tolist()},
+                       "seconds": time.perf_counter() - t0}
 
 
 def _choose_atlases(tl: Array, taff: Array, landmarks_mm: Array, bank: list[Atlas], cfg: AtlasConfig, *,
@@ -282,9 +345,18 @@ def run_refine(
     out_original: PathLike,
     out_record: PathLike,
     cfg: RefineConfig | None = None,
+    weights: PathLike | None = None,
+    orientation: PathLike | None = None,
 ) -> dict[str, Any]:
     """I/O layer of ``ssll refine``: read the working-grid image, labels, landmarks and grid record;
     write the refined labels on the working grid and on the input grid, and a JSON record.
+
+    With ``cfg.motion.estimate`` and a thick-slice input, the acquired slices' breath-hold shifts are
+    measured first (:func:`breath_hold_shifts`), the corrected stack is segmented again by SSLLN-LR
+    (``weights``, default the shipped network; in the orientation ``ssll segment`` used, read from its
+    ``<phase>_orientation.json`` ``orientation``, default as stored) and that segmentation is refined;
+    the record's ``slice_shifts_mm`` holds the measured shifts and the input-grid output is moved back
+    onto each slice as acquired.
 
     Raises:
         SsllError subclasses naming the subject and the file on bad input (see :func:`refine`).
@@ -306,11 +378,40 @@ def run_refine(
     rec = GridRecord.from_dict(read_json(record))
     atlases = load_bank(bank)
     device = select_device()
-    refined, info = refine(img.array, lab.array, lab.affine, pts, atlases, cfg, slices=acquired_slices(rec),
+    cfg = cfg or RefineConfig()
+    image_w, labels_w, motion = img.array, lab.array, None
+    if cfg.motion.estimate:
+        image_w, labels_w, pts, motion = _motion_corrected(img.array, lab.array, lab.affine, pts, atlases, rec, cfg,
+                                                           weights=weights, orientation=orientation, device=device,
+                                                           what=subject)
+    refined, info = refine(image_w, labels_w, lab.affine, pts, atlases, cfg, slices=acquired_slices(rec),
                            stack=stack_slab(rec), device=device, what=subject)
+    if motion is not None:
+        info["motion"] = motion
+        if motion["slice_shifts_mm"] is not None:
+            info["slice_shifts_mm"] = motion["slice_shifts_mm"]
     save_nifti(out_labels, Volume(refined, lab.affine), dtype=np.uint8)
     orig = to_original(labels_as_acquired(refined, lab.affine, info), rec, order=0)
     save_nifti(out_original, Volume(orig, rec.input_affine, header=original_header(rec)), dtype=np.uint8)
     info = {"subject": subject, "bank": str(bank), "device": str(device), **info}
     write_json(out_record, info)
     return info
+
+
+def _motion_corrected(image: Array, labels: Array, affine: Array, landmarks_mm: Array, bank: list[Atlas],
+                      record: GridRecord, cfg: RefineConfig, *, weights: PathLike | None, orientation: PathLike | None,
+                      device: torch.device, what: str) -> tuple[Array, Array, Array, dict[str, Any]]:
+    """:func:`breath_hold_shifts`, then SSLLN-LR on the corrected stack: ``(image, labels, landmarks_mm, record)``
+    to refine (the inputs themselves when nothing was measured) and the ``motion`` record."""
+    from ssll.io import read_json
+    from ssll.nn.infer import default_weights, landmark_points, load_model, segment_volume
+
+    corrected, mrec = breath_hold_shifts(image, labels, affine, landmarks_mm, bank, record, cfg, device=device, what=what)
+    if mrec["slice_shifts_mm"] is None:
+        return image, labels, landmarks_mm, {**mrec, "resegmented": False}
+    name = read_json(orientation).get("orientation", "stored") if orientation else "stored"
+    net = load_model(weights or default_weights("sslln_lr"), device=device)
+    seg = segment_volume(net, corrected, record, orientation=name).segmentation
+    pts = landmark_points(seg.landmark_map, record, fov=seg.fov)
+    return corrected, seg.labels, pts, {**mrec, "resegmented": True, "orientation": name,
+                                        "weights": str(weights or default_weights("sslln_lr"))}

@@ -162,7 +162,9 @@ def test_config_schema_and_config_yaml_carry_the_code_defaults() -> None:
     root = Path(__file__).resolve().parents[1]
     schema = yaml.safe_load((root / "workflow/schemas/config.schema.yaml").read_text())["properties"]
     config = yaml.safe_load((root / "config/config.yaml").read_text())
-    for section, cls in (("atlases", AtlasConfig), ("ffd", FFDConfig), ("fusion", FusionConfig)):
+    from ssll.motion import MotionConfig
+
+    for section, cls in (("atlases", AtlasConfig), ("ffd", FFDConfig), ("fusion", FusionConfig), ("motion", MotionConfig)):
         code = {f.name: getattr(cls(), f.name) for f in dataclasses.fields(cls)}
         code = {k: list(v) if isinstance(v, tuple) else v for k, v in code.items()}
         for key, props in schema[section]["properties"].items():
@@ -333,3 +335,44 @@ def test_implausible_landmarks_are_replaced_by_the_segmentations_own(bank_dir, m
     monkeypatch.setattr("ssll.refine.landmark_problems", lambda pts: ["judged implausible"])
     _, rec_all = refine(image, staircase, aff, true_pts, bank, cfg, slices=ks)
     assert rec_all["init"] == "landmarks" and "used them all the same" in rec_all["init_fallback"]
+
+
+def test_cli_refine_measures_breath_hold_shifts_and_segments_the_corrected_stack(bank_dir, tmp_path) -> None:
+    """motion: estimate: the shifts of a shifted stack are measured from the image, the corrected stack is
+    segmented again (in the orientation segment recorded) and refined, and the input-grid copy is moved back
+    onto each slice as acquired."""
+    truth, aff, lr, lr_aff = _lr_target()
+    drawn = np.array([[2, 0], [-2, 1], [0, -2], [1, 2], [-1, -1], [2, 1], [0, 0], [-2, -1], [1, -2], [0, 2], [-1, 0], [2, -2]])
+    shifted = lr.copy()
+    for k in range(lr.shape[2]):
+        shifted[:, :, k] = ndimage.shift(lr[:, :, k], drawn[k], order=0)
+    img = write_nifti(tmp_path / "lr.nii.gz", image_from_labels(shifted, 3), lr_aff)
+    assert main(["preprocess", "--subject", "s1", "--image", str(img), "--out-image", str(tmp_path / "w.nii.gz"),
+                 "--out-record", str(tmp_path / "w.json"), "--labels",
+                 str(write_nifti(tmp_path / "l.nii.gz", shifted, lr_aff)), "--out-labels", str(tmp_path / "wl.nii.gz")]) == 0
+    pts = _landmarks_world(aff)
+    (tmp_path / "lm.json").write_text(json.dumps({"landmarks": [
+        {"landmark": n + 1, "x_mm": p[0], "y_mm": p[1], "z_mm": p[2]} for n, p in enumerate(pts)]}))
+    (tmp_path / "orientation.json").write_text(json.dumps({"orientation": "rot0", "searched": False}))
+    out = {k: tmp_path / f"ref_{k}" for k in ("labels.nii.gz", "orig.nii.gz", "rec.json")}
+    assert main(["refine", "--subject", "s1", "--image", str(tmp_path / "w.nii.gz"), "--labels", str(tmp_path / "wl.nii.gz"),
+                 "--landmarks", str(tmp_path / "lm.json"), "--record", str(tmp_path / "w.json"), "--bank", str(bank_dir),
+                 "--orientation", str(tmp_path / "orientation.json"),
+                 "--out-labels", str(out["labels.nii.gz"]), "--out-original", str(out["orig.nii.gz"]),
+                 "--out-record", str(out["rec.json"]),
+                 "--params", '{"atlases": {"top_k": 2, "beyond_stack": "both"}, "motion": {"estimate": true}}']) == 0
+    record = json.loads(out["rec.json"].read_text())
+    m = record["motion"]
+    assert m["resegmented"] and m["orientation"] == "rot0" and m["slice_shifts_mm"] == record["slice_shifts_mm"]
+    rec = GridRecord.from_dict(json.loads((tmp_path / "w.json").read_text()))
+    ks = list(acquired_slices(rec))
+    measured, est = m["slice_shifts_mm"]["slices"], np.asarray(m["slice_shifts_mm"]["shifts"])
+    assert len(measured) >= 8 and set(measured) <= set(ks)
+    # the measured shifts are the drawn ones (a slice drawn shifted by +d shows the model at v - d)
+    d = -drawn[[ks.index(k) for k in measured]] * HR[0]
+    assert np.sqrt(((est - (d - d.mean(0))) ** 2).sum(1).mean()) < 1.0  # mm, against 2.3 mm RMS drawn
+    work = nib.load(str(out["labels.nii.gz"]))
+    np.testing.assert_allclose(work.affine, rec.working_affine, atol=1e-4)
+    orig = nib.load(str(out["orig.nii.gz"]))
+    np.testing.assert_allclose(orig.affine, lr_aff, atol=1e-4)
+    assert (np.asarray(work.dataobj) == 1).sum() > 1000

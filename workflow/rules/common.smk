@@ -162,8 +162,15 @@ def get_results_dir(wildcards, output):
 
 def refine_params():
     return json.dumps(
-        {k: config.get(k, {}) for k in ("atlases", "ffd", "fusion")}, sort_keys=True
+        {k: config.get(k, {}) for k in ("atlases", "ffd", "fusion", "motion")},
+        sort_keys=True,
     )
+
+
+def get_lr_weights_arg():
+    """SSLLN-LR for refine's second segmentation of a motion-corrected stack (config segment: weights)."""
+    w = config["segment"]["weights"]
+    return f"--weights {shlex.quote(w)}" if w else ""
 
 
 # Inputs over the whole run's subjects are input functions, not lists: a function is called only when its

@@ -1,6 +1,7 @@
 rule refine:
     """Shape refinement of the ED and ES segmentations: landmark affine, NMI selection, L B-spline
-    FFDs, patch fusion.
+    FFDs, patch fusion (with motion: estimate, the breath-hold shifts measured first and the corrected
+    stack segmented again by SSLLN-LR on the CPU, in the orientation segment used).
 
     One job runs the subject's 2 x L registrations in one process (see README: per-job overhead).
     """
@@ -9,6 +10,9 @@ rule refine:
         record=by_phase(f"{RESULTS}/preprocess/{{subject}}/{{phase}}.json"),
         labels=by_phase(f"{RESULTS}/segment/{{subject}}/{{phase}}_labels.nii.gz"),
         landmarks=by_phase(f"{RESULTS}/landmarks/{{subject}}/{{phase}}.json"),
+        orientation=by_phase(
+            f"{RESULTS}/segment/{{subject}}/{{phase}}_orientation.json"
+        ),
         bank=f"{BANK}/atlases.tsv",
     output:
         labels=by_phase(f"{RESULTS}/refine/{{subject}}/{{phase}}_labels.nii.gz"),
@@ -28,10 +32,11 @@ rule refine:
     params:
         bank=get_bank_dir,
         cfg=refine_params(),
+        weights=get_lr_weights_arg(),
     shell:
-        "ssll refine --subject {wildcards.subject} --bank {params.bank:q} --params {params.cfg:q}"
+        "ssll refine --subject {wildcards.subject} --bank {params.bank:q} --params {params.cfg:q} {params.weights}"
         + per_phase(
-            "--image {input.image[#]} --labels {input.labels[#]} --landmarks {input.landmarks[#]} --record {input.record[#]} --out-labels {output.labels[#]} --out-original {output.original[#]} --out-record {output.record[#]}"
+            "--image {input.image[#]} --labels {input.labels[#]} --landmarks {input.landmarks[#]} --record {input.record[#]} --orientation {input.orientation[#]} --out-labels {output.labels[#]} --out-original {output.original[#]} --out-record {output.record[#]}"
         )
         + " > {log} 2>&1"
 
