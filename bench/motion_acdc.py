@@ -33,9 +33,9 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from refinement import bench_bank
 from refinement_acdc import with_slice_shifts
 
-from ssll.atlases import load_bank
 from ssll.io import load_image
 from ssll.nn.data import held_out_cases
 from ssll.nn.infer import default_weights, finish_segmentation, landmark_points, load_model, predict
@@ -49,10 +49,7 @@ def main(a: argparse.Namespace) -> None:
     torch.set_num_threads(2)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    bank_dir = Path(a.work) / "bank"
-    if not (bank_dir / "atlases.tsv").exists():
-        raise SystemExit(f"no atlas bank at {bank_dir}: run bench/refinement.py first (it builds the bank)")
-    bank = load_bank(bank_dir)
+    bank_dir, bank = bench_bank(a.work)
     model = load_model(a.weights_lr or default_weights("sslln_lr"))
     cfg = RefineConfig()
     cases = held_out_cases(a.data, a.config, phases=a.phases)[: a.limit or None]

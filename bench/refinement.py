@@ -153,6 +153,15 @@ def shift_error(info: dict, sim_record: dict) -> dict[str, float]:
             "shift_rms_error_mm": float(np.sqrt(((est - truth) ** 2).sum(1).mean()))}
 
 
+def bench_bank(work: str | Path) -> tuple[Path, list]:
+    """The atlas bank :func:`build_bank` left in ``work`` (its folder and :func:`ssll.atlases.load_bank` of it), for
+    the benches that pair with this one; exits with a message when it has not been built."""
+    bank_dir = Path(work) / "bank"
+    if not (bank_dir / "atlases.tsv").exists():
+        raise SystemExit(f"no atlas bank at {bank_dir}: run bench/refinement.py first (it builds the bank)")
+    return bank_dir, load_bank(bank_dir)
+
+
 def build_bank(work: Path, n_subjects: int, weights: Path) -> Path:
     bank_dir = work / "bank"
     if (bank_dir / "atlases.tsv").exists():

@@ -66,9 +66,9 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from refinement import add_fusion_args, fusion_config
+from refinement import add_fusion_args, bench_bank, fusion_config
 
-from ssll.atlases import AtlasConfig, load_bank
+from ssll.atlases import AtlasConfig
 from ssll.evaluate import dice, dice_shift_compensated, hausdorff_slicewise
 from ssll.io import load_image, load_labels
 from ssll.labels import Label
@@ -189,10 +189,7 @@ def main(a: argparse.Namespace) -> None:
     torch.set_num_threads(2)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    bank_dir = Path(a.work) / "bank"
-    if not (bank_dir / "atlases.tsv").exists():
-        raise SystemExit(f"no atlas bank at {bank_dir}: run bench/refinement.py first (it builds the bank)")
-    bank = load_bank(bank_dir)
+    bank_dir, bank = bench_bank(a.work)
     cases = held_out_cases(a.data, a.config, phases=a.phases)
     if a.limit:
         cases = cases[: a.limit]

@@ -41,9 +41,8 @@ import torch
 from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from refinement import PAPER, STRUCTS, lr_target, scores
+from refinement import PAPER, STRUCTS, bench_bank, lr_target, scores
 
-from ssll.atlases import load_bank
 from ssll.motion import shift_slices
 from ssll.nn.infer import default_weights, landmark_points, load_model, predict
 from ssll.phantom import require_bank
@@ -78,10 +77,7 @@ def main(a: argparse.Namespace) -> None:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(2)
-    bank_dir = Path(a.work) / "bank"
-    if not (bank_dir / "atlases.tsv").exists():
-        raise SystemExit(f"no atlas bank at {bank_dir}: run bench/refinement.py first (it builds the bank)")
-    bank = load_bank(bank_dir)
+    bank_dir, bank = bench_bank(a.work)
     model = load_model(a.weights_lr or default_weights("sslln_lr"))
     shapes = require_bank(a.biv_me)
     cfg = RefineConfig()

@@ -48,9 +48,8 @@ import torch
 from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from refinement import PAPER, STRUCTS, add_lr_simulation_args, lr_simulation, lr_target, scores
+from refinement import PAPER, STRUCTS, add_lr_simulation_args, bench_bank, lr_simulation, lr_target, scores
 
-from ssll.atlases import load_bank
 from ssll.evaluate import dice
 from ssll.interpolate import nearest_upsample
 from ssll.nn.infer import default_weights, load_model, predict
@@ -63,10 +62,7 @@ def main(a: argparse.Namespace) -> None:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(2)
-    bank_dir = Path(a.work) / "bank"
-    if not (bank_dir / "atlases.tsv").exists():
-        raise SystemExit(f"no atlas bank at {bank_dir}: run bench/refinement.py first (it builds the bank)")
-    bank = load_bank(bank_dir)
+    bank_dir, bank = bench_bank(a.work)
     model = load_model(a.weights_lr or default_weights("sslln_lr"))
     shapes = require_bank(a.biv_me)
     cfg = RefineConfig(ffd=FFDConfig(control_spacing_mm=tuple(a.control_spacing_mm), through_plane_mm=tuple(a.through_plane_mm)))
