@@ -233,9 +233,9 @@ def test_labels_as_acquired_puts_the_model_back_on_each_slice() -> None:
                                                       order=0))
 
 
-def test_cli_refine_fits_slice_shifts_and_writes_the_input_grid_as_acquired(bank_dir, tmp_path) -> None:
-    from scipy import ndimage
-
+def _shifted_stack(tmp_path):  # noqa: ANN001, ANN202
+    """The LR target with each slice shifted in-plane by whole voxels (``drawn``), preprocessed by ``ssll preprocess``
+    into ``tmp_path`` (w.nii.gz, w.json, wl.nii.gz) with its landmarks (lm.json)."""
     truth, aff, lr, lr_aff = _lr_target()
     drawn = np.array([[2, 0], [-2, 1], [0, -2], [1, 2], [-1, -1], [2, 1], [0, 0], [-2, -1], [1, -2], [0, 2], [-1, 0], [2, -2]])
     shifted = lr.copy()
@@ -248,6 +248,11 @@ def test_cli_refine_fits_slice_shifts_and_writes_the_input_grid_as_acquired(bank
     pts = _landmarks_world(aff)
     (tmp_path / "lm.json").write_text(json.dumps({"landmarks": [
         {"landmark": n + 1, "x_mm": p[0], "y_mm": p[1], "z_mm": p[2]} for n, p in enumerate(pts)]}))
+    return truth, aff, lr, lr_aff, drawn, shifted
+
+
+def test_cli_refine_fits_slice_shifts_and_writes_the_input_grid_as_acquired(bank_dir, tmp_path) -> None:
+    truth, aff, lr, lr_aff, drawn, shifted = _shifted_stack(tmp_path)
     out = {k: tmp_path / f"ref_{k}" for k in ("labels.nii.gz", "orig.nii.gz", "rec.json")}
     assert main(["refine", "--subject", "s1", "--image", str(tmp_path / "w.nii.gz"), "--labels", str(tmp_path / "wl.nii.gz"),
                  "--landmarks", str(tmp_path / "lm.json"), "--record", str(tmp_path / "w.json"), "--bank", str(bank_dir),
@@ -341,18 +346,7 @@ def test_cli_refine_measures_breath_hold_shifts_and_segments_the_corrected_stack
     """motion: estimate: the shifts of a shifted stack are measured from the image, the corrected stack is
     segmented again (in the orientation segment recorded) and refined, and the input-grid copy is moved back
     onto each slice as acquired."""
-    truth, aff, lr, lr_aff = _lr_target()
-    drawn = np.array([[2, 0], [-2, 1], [0, -2], [1, 2], [-1, -1], [2, 1], [0, 0], [-2, -1], [1, -2], [0, 2], [-1, 0], [2, -2]])
-    shifted = lr.copy()
-    for k in range(lr.shape[2]):
-        shifted[:, :, k] = ndimage.shift(lr[:, :, k], drawn[k], order=0)
-    img = write_nifti(tmp_path / "lr.nii.gz", image_from_labels(shifted, 3), lr_aff)
-    assert main(["preprocess", "--subject", "s1", "--image", str(img), "--out-image", str(tmp_path / "w.nii.gz"),
-                 "--out-record", str(tmp_path / "w.json"), "--labels",
-                 str(write_nifti(tmp_path / "l.nii.gz", shifted, lr_aff)), "--out-labels", str(tmp_path / "wl.nii.gz")]) == 0
-    pts = _landmarks_world(aff)
-    (tmp_path / "lm.json").write_text(json.dumps({"landmarks": [
-        {"landmark": n + 1, "x_mm": p[0], "y_mm": p[1], "z_mm": p[2]} for n, p in enumerate(pts)]}))
+    truth, aff, lr, lr_aff, drawn, shifted = _shifted_stack(tmp_path)
     (tmp_path / "orientation.json").write_text(json.dumps({"orientation": "rot0", "searched": False}))
     out = {k: tmp_path / f"ref_{k}" for k in ("labels.nii.gz", "orig.nii.gz", "rec.json")}
     assert main(["refine", "--subject", "s1", "--image", str(tmp_path / "w.nii.gz"), "--labels", str(tmp_path / "wl.nii.gz"),
