@@ -30,7 +30,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 import pandas as pd
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from refinement import bench_bank
@@ -46,10 +45,7 @@ from ssll.types import voxel_size
 
 def main(a: argparse.Namespace) -> None:
     warnings.simplefilter("ignore")
-    torch.set_num_threads(2)
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    bank_dir, bank = bench_bank(a.work)
+    out, bank_dir, bank = bench_bank(a)
     model = load_model(a.weights_lr or default_weights("sslln_lr"))
     cfg = RefineConfig()
     cases = held_out_cases(a.data, a.config, phases=a.phases)[: a.limit or None]

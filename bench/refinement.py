@@ -153,13 +153,17 @@ def shift_error(info: dict, sim_record: dict) -> dict[str, float]:
             "shift_rms_error_mm": float(np.sqrt(((est - truth) ** 2).sum(1).mean()))}
 
 
-def bench_bank(work: str | Path) -> tuple[Path, list]:
-    """The atlas bank :func:`build_bank` left in ``work`` (its folder and :func:`ssll.atlases.load_bank` of it), for
-    the benches that pair with this one; exits with a message when it has not been built."""
-    bank_dir = Path(work) / "bank"
+def bench_bank(a: argparse.Namespace) -> tuple[Path, Path, list]:
+    """Start of the benches that pair with this one: torch on 2 threads, the output folder ``a.out`` made, and the atlas
+    bank :func:`build_bank` left in ``a.work`` (its folder and :func:`ssll.atlases.load_bank` of it); exits with a
+    message when the bank has not been built. Returns ``(out, bank_dir, bank)``."""
+    torch.set_num_threads(2)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    bank_dir = Path(a.work) / "bank"
     if not (bank_dir / "atlases.tsv").exists():
         raise SystemExit(f"no atlas bank at {bank_dir}: run bench/refinement.py first (it builds the bank)")
-    return bank_dir, load_bank(bank_dir)
+    return out, bank_dir, load_bank(bank_dir)
 
 
 def build_bank(work: Path, n_subjects: int, weights: Path) -> Path:

@@ -63,7 +63,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 import pandas as pd
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from refinement import add_fusion_args, bench_bank, fusion_config
@@ -186,10 +185,7 @@ def long_axis_picture(image: np.ndarray, models: dict[str, np.ndarray], slab: tu
 
 def main(a: argparse.Namespace) -> None:
     warnings.simplefilter("ignore")
-    torch.set_num_threads(2)
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    bank_dir, bank = bench_bank(a.work)
+    out, bank_dir, bank = bench_bank(a)
     cases = held_out_cases(a.data, a.config, phases=a.phases)
     if a.limit:
         cases = cases[: a.limit]

@@ -44,7 +44,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 import pandas as pd
-import torch
 from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -59,10 +58,7 @@ from ssll.register import FFDConfig
 
 
 def main(a: argparse.Namespace) -> None:
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(2)
-    bank_dir, bank = bench_bank(a.work)
+    out, bank_dir, bank = bench_bank(a)
     model = load_model(a.weights_lr or default_weights("sslln_lr"))
     shapes = require_bank(a.biv_me)
     cfg = RefineConfig(ffd=FFDConfig(control_spacing_mm=tuple(a.control_spacing_mm), through_plane_mm=tuple(a.through_plane_mm)))
