@@ -50,6 +50,11 @@ class RefineConfig:
     fusion: FusionConfig = field(default_factory=FusionConfig)
     motion: MotionConfig = field(default_factory=MotionConfig)
 
+    def __post_init__(self) -> None:
+        if self.motion.estimate and self.ffd.slice_shift_mm > 0:
+            raise ValueError("RefineConfig: motion: estimate and ffd: slice_shift_mm > 0 both take out the breath-hold "
+                             "shifts; choose one")
+
     @classmethod
     def from_mapping(cls, m: dict[str, Any] | None) -> RefineConfig:
         """Build from ``{"atlases": ..., "ffd": ..., "fusion": ..., "motion": ...}``; unknown keys raise ``ValueError``."""

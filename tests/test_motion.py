@@ -69,3 +69,5 @@ def test_motion_config_from_mapping_checks_keys_and_values() -> None:
         MotionConfig.from_mapping({"estimat": True})
     with pytest.raises(ValueError, match="max_shift_mm"):
         MotionConfig.from_mapping({"max_shift_mm": 0})
+    with pytest.raises(ValueError, match="choose one"):
+        RefineConfig.from_mapping({"motion": {"estimate": True}, "ffd": {"slice_shift_mm": 10.0}})
