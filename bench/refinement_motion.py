@@ -19,8 +19,8 @@ the same bank), per target, scored against the HR truth on the working grid (Dic
 Also the estimate's error (RMS over the measured slices, mm, in-plane vector, both centred) beside
 the RMS of the simulated shifts, and paired Wilcoxon tests against ``refined``.
 
-Run (after ``bench/refinement.py`` has built its bank; ~20 min for 20 targets on 2 cores):
-    python bench/refinement_motion.py --n 20 --out bench/results/refinement_motion
+Run (after ``bench/refinement.py`` has built its bank; ~45 min for 50 targets on 2 cores):
+    python bench/refinement_motion.py --n 50 --out bench/results/refinement_motion
 The 8 tuning targets the settings came from: ``--first-seed 30100 --n 8``.
 """
 
@@ -149,7 +149,7 @@ def main(a: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=20, help="target phantoms")
+    ap.add_argument("--n", type=int, default=50, help="target phantoms")
     ap.add_argument("--first-seed", type=int, default=30000, help="first target seed (Table III's: 30000)")
     ap.add_argument("--biv-me", default="../shared/data/biv-me")
     ap.add_argument("--weights-lr", default=None)
