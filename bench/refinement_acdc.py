@@ -79,9 +79,9 @@ from ssll.qc import overlay_rgb
 from ssll.refine import (
     RefineConfig,
     acquired_slices,
-    breath_hold_shifts,
     clip_beyond_stack,
     labels_as_acquired,
+    motion_corrected,
     refine,
     stack_slab,
 )
@@ -211,20 +211,16 @@ def main(a: argparse.Namespace) -> None:
         secs, infos = {}, {}
         for g, cfg in cfgs.items():
             t0 = time.perf_counter()
-            v_img, v_seg, v_pts, v_slab, shifts = work.array, seg, pts, slab, None
+            v_img, v_labels, v_pts, motion = work.array, seg.labels, pts, None
             if cfg.motion.estimate:  # shifts measured and taken out, the corrected stack segmented again
-                v_img, mrec = breath_hold_shifts(work.array, seg.labels, rec.working_affine, pts, bank, rec, cfg)
-                shifts = mrec["slice_shifts_mm"]
-                lab2, lmap2, _c2, prob2 = predict(model, v_img[None], return_prob=True)
-                v_seg = finish_segmentation(lab2[0], lmap2[0], prob2[0], rec)
-                v_pts = landmark_points(lmap2[0], rec, fov=v_seg.fov)
-                v_slab = stack_slab(rec, fov=v_seg.fov)
+                v_img, v_labels, v_pts, motion = motion_corrected(work.array, seg.labels, rec.working_affine, pts, bank,
+                                                                  rec, cfg, model)
             # the model before and after the cut at the base of the imaged slab (refine(..., stack=) does
             # the same cut; done here so that one registration gives both volumes)
-            whole, info = refine(v_img, v_seg.labels, rec.working_affine, v_pts, bank, cfg, slices=ks)
-            if shifts is not None:
-                info["slice_shifts_mm"] = shifts
-            refined, _cut = clip_beyond_stack(whole, rec.working_affine, v_pts, v_slab, keep=cfg.atlases.beyond_stack)
+            whole, info = refine(v_img, v_labels, rec.working_affine, v_pts, bank, cfg, slices=ks)
+            if motion is not None and motion["slice_shifts_mm"] is not None:
+                info["slice_shifts_mm"] = motion["slice_shifts_mm"]
+            refined, _cut = clip_beyond_stack(whole, rec.working_affine, v_pts, slab, keep=cfg.atlases.beyond_stack)
             secs[g] = time.perf_counter() - t0
             infos[g] = info
             # on the input grid as `ssll refine` writes it: back on each slice as acquired (with added

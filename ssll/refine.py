@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -36,8 +36,11 @@ from ssll.preprocess import GridRecord, input_fov_mask
 from ssll.register import FFDConfig, register_affine_labels, register_labels_batch, warp_atlas
 from ssll.types import Array, PathLike, voxel_size
 
-__all__ = ["RefineConfig", "acquired_slices", "breath_hold_shifts", "clip_beyond_stack", "labels_as_acquired", "refine",
-           "run_refine", "stack_slab"]
+if TYPE_CHECKING:
+    from ssll.nn.infer import LoadedModel
+
+__all__ = ["RefineConfig", "acquired_slices", "breath_hold_shifts", "clip_beyond_stack", "labels_as_acquired",
+           "motion_corrected", "refine", "run_refine", "stack_slab"]
 
 
 @dataclass(frozen=True)
@@ -386,9 +389,14 @@ def run_refine(
     cfg = cfg or RefineConfig()
     image_w, labels_w, motion = img.array, lab.array, None
     if cfg.motion.estimate:
-        image_w, labels_w, pts, motion = _motion_corrected(img.array, lab.array, lab.affine, pts, atlases, rec, cfg,
-                                                           weights=weights, orientation=orientation, device=device,
-                                                           what=subject)
+        from ssll.nn.infer import default_weights, load_model
+
+        weights = weights or default_weights("sslln_lr")
+        name = read_json(orientation).get("orientation", "stored") if orientation else "stored"
+        image_w, labels_w, pts, motion = motion_corrected(img.array, lab.array, lab.affine, pts, atlases, rec, cfg,
+                                                          load_model(weights, device=device), orientation=name,
+                                                          device=device, what=subject)
+        motion["weights"] = str(weights)
     refined, info = refine(image_w, labels_w, lab.affine, pts, atlases, cfg, slices=acquired_slices(rec),
                            stack=stack_slab(rec), device=device, what=subject)
     if motion is not None:
@@ -403,20 +411,23 @@ def run_refine(
     return info
 
 
-def _motion_corrected(image: Array, labels: Array, affine: Array, landmarks_mm: Array, bank: list[Atlas],
-                      record: GridRecord, cfg: RefineConfig, *, weights: PathLike | None, orientation: PathLike | None,
-                      device: torch.device, what: str) -> tuple[Array, Array, Array, dict[str, Any]]:
-    """:func:`breath_hold_shifts`, then SSLLN-LR on the corrected stack: ``(image, labels, landmarks_mm, record)``
-    to refine (the inputs themselves when nothing was measured) and the ``motion`` record."""
-    from ssll.io import read_json
-    from ssll.nn.infer import default_weights, landmark_points, load_model, segment_volume
+def motion_corrected(image: Array, labels: Array, affine: Array, landmarks_mm: Array, bank: list[Atlas],
+                     record: GridRecord, cfg: RefineConfig, net: LoadedModel, *, orientation: str = "stored",
+                     device: torch.device | None = None, what: str = "target") -> tuple[Array, Array, Array, dict[str, Any]]:
+    """:func:`breath_hold_shifts`, then SSLLN-LR (``net``, in ``orientation``: the one ``ssll segment`` used) on the
+    corrected stack, as ``ssll refine`` does with ``motion: estimate``.
+
+    Returns:
+        ``(image, labels, landmarks_mm, motion)`` to refine: the corrected ``(I, J, K)`` image, its canonical
+        segmentation and ``(6, 3)`` landmarks (world mm) as ``ssll segment`` and ``ssll landmarks`` give them (the
+        inputs themselves when no shift was measured), and the ``motion`` record (:func:`breath_hold_shifts`' record
+        with ``resegmented`` and ``orientation``).
+    """
+    from ssll.nn.infer import landmark_points, segment_volume
 
     corrected, mrec = breath_hold_shifts(image, labels, affine, landmarks_mm, bank, record, cfg, device=device, what=what)
     if mrec["slice_shifts_mm"] is None:
         return image, labels, landmarks_mm, {**mrec, "resegmented": False}
-    name = read_json(orientation).get("orientation", "stored") if orientation else "stored"
-    net = load_model(weights or default_weights("sslln_lr"), device=device)
-    seg = segment_volume(net, corrected, record, orientation=name).segmentation
+    seg = segment_volume(net, corrected, record, orientation=orientation).segmentation
     pts = landmark_points(seg.landmark_map, record, fov=seg.fov)
-    return corrected, seg.labels, pts, {**mrec, "resegmented": True, "orientation": name,
-                                        "weights": str(weights or default_weights("sslln_lr"))}
+    return corrected, seg.labels, pts, {**mrec, "resegmented": True, "orientation": orientation}
