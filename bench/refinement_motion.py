@@ -21,7 +21,9 @@ the RMS of the simulated shifts, and paired Wilcoxon tests against ``refined``.
 
 Run (after ``bench/refinement.py`` has built its bank; ~45 min for 50 targets on 2 cores):
     python bench/refinement_motion.py --n 50 --out bench/results/refinement_motion
-The 8 tuning targets the settings came from: ``--first-seed 30100 --n 8``.
+The 8 tuning targets the settings came from: ``--first-seed 30100 --n 8``. The paper's "horizontal" shifts
+(one in-plane axis, the same sd; paired with the default targets): ``--n 50 --sim-shift-axes 0
+--out bench/results/refinement_motion_horizontal``.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ import pandas as pd
 from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from refinement import PAPER, STRUCTS, bench_bank, lr_target, scores
+from refinement import PAPER, STRUCTS, add_lr_simulation_args, bench_bank, lr_simulation, lr_target, scores
 
 from ssll.motion import shift_slices
 from ssll.nn.infer import default_weights, landmark_points, load_model, predict
@@ -84,7 +86,7 @@ def main(a: argparse.Namespace) -> None:
 
     rows, est_rows = [], []
     for n, seed in enumerate(range(a.first_seed, a.first_seed + a.n)):
-        t = lr_target(shapes, seed)
+        t = lr_target(shapes, seed, lr_simulation(a))
         img, rec, truth, sp = t.image.array, t.record, t.truth, t.spacing
         waff = rec.working_affine
         ks, slab = acquired_slices(rec), stack_slab(rec)
@@ -128,6 +130,7 @@ def main(a: argparse.Namespace) -> None:
     base = df[df.method == "refined"].set_index("seed")
     summary: dict = {
         "n_targets": a.n, "seeds": [a.first_seed, a.first_seed + a.n - 1], "atlases_in_bank": len(bank),
+        "simulation": {"shift_mm": a.sim_shift_mm, "shift_axes": list(a.sim_shift_axes)},
         "motion_config": vars(cfg.motion), "paper": PAPER,
         "rows": {m: {c: [round(float(g[c].mean()), 4), round(float(g[c].std()), 4)] for c in cols}
                  for m, g in df.groupby("method", sort=False)},
@@ -155,4 +158,5 @@ if __name__ == "__main__":
     ap.add_argument("--weights-lr", default=None)
     ap.add_argument("--work", default="resources/bench/refinement", help="bench/refinement.py's work folder (its bank)")
     ap.add_argument("--out", default="bench/results/refinement_motion")
+    add_lr_simulation_args(ap)
     main(ap.parse_args())
