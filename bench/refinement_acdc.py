@@ -14,7 +14,8 @@ slice-wise, mm):
   shifts fitted, the model moved back onto each slice as acquired, as ``ssll refine`` writes it;
   ``+labels``: the label-only start, ``atlases: init: labels``, instead of the landmark affine;
   ``+motion``: each slice's breath-hold shift measured from the image first, ``ssll.refine.breath_hold_shifts``,
-  the corrected stack segmented again and refined, the model moved back by the measured shifts).
+  the corrected stack segmented again and refined, the model moved back by the measured shifts; ``+detrend`` with it:
+  a linear trend along the slices taken out of the measured shifts, ``motion: detrend``).
   ``init`` and ``mirrored`` in ``per_volume.csv`` say which start each refinement used and whether the
   atlases were mirrored into the target (ACDC's headers show every heart as its mirror image).
 
@@ -124,14 +125,15 @@ def parse_variant(spec: str) -> FFDConfig:
     ip, tp = parse_grid(spec)
     shift = 0.0
     for suffix in spec.split("+")[1:]:
-        if suffix in ("labels", "motion"):
+        if suffix in ("labels", "motion", "detrend"):
             continue
         try:
             shift = float(suffix.removeprefix("s")) if suffix.startswith("s") else -1.0
         except ValueError:
             shift = -1.0
         if shift <= 0:
-            raise argparse.ArgumentTypeError(f"grid {spec!r}: a suffix must be +sS with S > 0 (mm), +labels or +motion")
+            raise argparse.ArgumentTypeError(f"grid {spec!r}: a suffix must be +sS with S > 0 (mm), +labels, +motion or "
+                                             "+detrend")
     return FFDConfig(control_spacing_mm=ip, through_plane_mm=tp, slice_shift_mm=shift)
 
 
@@ -139,6 +141,12 @@ def variant_motion(spec: str) -> bool:
     """Whether a ``--grids`` entry measures the breath-hold shifts first (suffix ``+motion``: the stack corrected by
     :func:`ssll.refine.breath_hold_shifts`, segmented again and refined; ``motion: estimate``)."""
     return "motion" in spec.split("+")[1:]
+
+
+def variant_detrend(spec: str) -> bool:
+    """Whether a ``--grids`` entry takes a linear trend along the slices out of the measured shifts (suffix
+    ``+detrend``, with ``+motion``; ``motion: detrend``)."""
+    return "detrend" in spec.split("+")[1:]
 
 
 def variant_init(spec: str) -> str:
@@ -193,7 +201,7 @@ def main(a: argparse.Namespace) -> None:
     fusion = fusion_config(a)
     atlases = AtlasConfig(rv_wall_from_atlases=a.rv_wall_from_atlases)
     cfgs = {g: RefineConfig(atlases=replace(atlases, init=variant_init(g)), ffd=parse_variant(g), fusion=fusion,
-                            motion=MotionConfig(estimate=variant_motion(g)))
+                            motion=MotionConfig(estimate=variant_motion(g), detrend=variant_detrend(g)))
             for g in a.grids}
     rows = []
     for c in cases:

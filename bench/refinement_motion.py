@@ -78,7 +78,7 @@ def main(a: argparse.Namespace) -> None:
     out, bank_dir, bank = bench_bank(a)
     model = load_model(a.weights_lr or default_weights("sslln_lr"))
     shapes = require_bank(a.biv_me)
-    cfg = RefineConfig()
+    cfg = RefineConfig.from_mapping({"motion": {"detrend": a.detrend}})
 
     def segment(img: np.ndarray, rec) -> tuple[np.ndarray, np.ndarray]:
         lab, lmap = predict(model, img[None])[:2]
@@ -158,5 +158,7 @@ if __name__ == "__main__":
     ap.add_argument("--weights-lr", default=None)
     ap.add_argument("--work", default="resources/bench/refinement", help="bench/refinement.py's work folder (its bank)")
     ap.add_argument("--out", default="bench/results/refinement_motion")
+    ap.add_argument("--detrend", action=argparse.BooleanOptionalAction, default=False,
+                    help="take a linear trend along the slices out of the measured shifts (motion: detrend)")
     add_lr_simulation_args(ap)
     main(ap.parse_args())

@@ -112,6 +112,10 @@ class MotionConfig:
         control_spacing_mm: in-plane FFD control spacing per level (mm) of the motion-free model;
             a stiff model absorbs less of the shifts. Defaults to (80, 60).
         through_plane_mm: through-plane control spacing per level (mm). Defaults to (160, 120).
+        detrend: also take a linear trend along the slices out of the measured shifts, as their mean
+            is: a shift growing steadily from slice to slice is a tilt of the whole heart, which the
+            model's landmark affine and FFD represent, so the estimate cannot tell it from the model's
+            own misfit. Defaults to False.
     """
 
     estimate: bool = False
@@ -120,6 +124,7 @@ class MotionConfig:
     margin_mm: float = 10.0
     control_spacing_mm: tuple[float, ...] = (80.0, 60.0)
     through_plane_mm: tuple[float, ...] = (160.0, 120.0)
+    detrend: bool = False
 
     @classmethod
     def from_mapping(cls, m: dict[str, Any] | None) -> MotionConfig:
@@ -206,4 +211,8 @@ def estimate_slice_shifts(image: Array, model: Array, slices: Array, spacing_mm:
         measured.append(int(k))
         shifts.append(s * sp[:2])
     out = np.asarray(shifts, float).reshape(-1, 2)
-    return np.asarray(measured, int), out - out.mean(0) if len(out) else out
+    ks = np.asarray(measured, int)
+    if cfg.detrend and len(out) > 2:
+        x = np.c_[np.ones(len(ks)), ks - ks.mean()]
+        return ks, out - x @ np.linalg.lstsq(x, out, rcond=None)[0]
+    return ks, out - out.mean(0) if len(out) else out
