@@ -158,7 +158,8 @@ def estimate_slice_shifts(image: Array, model: Array, slices: Array, spacing_mm:
 
     Returns:
         ``(measured, shifts_mm)``: ``(m,)`` the slices measured (those where the model's heart covers
-        ``cfg.min_heart_mm2``), and ``(m, 2)`` their shifts (mm, axes 0 and 1), centred (mean zero), in
+        ``cfg.min_heart_mm2``), and ``(m, 2)`` their shifts (mm, axes 0 and 1), centred (mean zero; with
+        ``cfg.detrend`` and more than two slices also without a linear trend in the slice index), in
         :attr:`ssll.register.FFDResult.slice_shifts`' convention: voxel ``v`` of slice ``k`` shows the
         model at ``v + shift_k / spacing``, so ``shift_slices(image, measured, shifts_mm, spacing_mm)``
         moves the slices onto the model.
