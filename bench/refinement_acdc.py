@@ -119,39 +119,47 @@ def parse_grid(spec: str) -> tuple[tuple[float, float], tuple[float, float]]:
     return (v[0], v[1]), (v[2], v[3])
 
 
+FLAGS = ("labels", "motion", "detrend")  # the ``--grids`` suffixes that are switches (the others are ``+sS``)
+
+
+def suffixes(spec: str) -> list[str]:
+    """The suffixes of a ``--grids`` entry: ``"30_15+motion+detrend"`` -> ``["motion", "detrend"]``."""
+    return spec.split("+")[1:]
+
+
 def parse_variant(spec: str) -> FFDConfig:
     """The FFD settings of a ``--grids`` entry: :func:`parse_grid`'s control spacing, and the
     per-slice shift prior (mm) after ``+s`` (0, none fitted, without the suffix)."""
     ip, tp = parse_grid(spec)
     shift = 0.0
-    for suffix in spec.split("+")[1:]:
-        if suffix in ("labels", "motion", "detrend"):
+    for suffix in suffixes(spec):
+        if suffix in FLAGS:
             continue
         try:
             shift = float(suffix.removeprefix("s")) if suffix.startswith("s") else -1.0
         except ValueError:
             shift = -1.0
         if shift <= 0:
-            raise argparse.ArgumentTypeError(f"grid {spec!r}: a suffix must be +sS with S > 0 (mm), +labels, +motion or "
-                                             "+detrend")
+            raise argparse.ArgumentTypeError(f"grid {spec!r}: a suffix must be +sS with S > 0 (mm) or one of "
+                                             + ", ".join(f"+{f}" for f in FLAGS))
     return FFDConfig(control_spacing_mm=ip, through_plane_mm=tp, slice_shift_mm=shift)
 
 
 def variant_motion(spec: str) -> bool:
     """Whether a ``--grids`` entry measures the breath-hold shifts first (suffix ``+motion``: the stack corrected by
     :func:`ssll.refine.breath_hold_shifts`, segmented again and refined; ``motion: estimate``)."""
-    return "motion" in spec.split("+")[1:]
+    return "motion" in suffixes(spec)
 
 
 def variant_detrend(spec: str) -> bool:
     """Whether a ``--grids`` entry takes a linear trend along the slices out of the measured shifts (suffix
     ``+detrend``, with ``+motion``; ``motion: detrend``)."""
-    return "detrend" in spec.split("+")[1:]
+    return "detrend" in suffixes(spec)
 
 
 def variant_init(spec: str) -> str:
     """The atlas start of a ``--grids`` entry: ``labels`` with the suffix ``+labels``, else ``landmarks``."""
-    return "labels" if "labels" in spec.split("+")[1:] else "landmarks"
+    return "labels" if "labels" in suffixes(spec) else "landmarks"
 
 
 def with_slice_shifts(img: Volume, sd_mm: float, patient: int, phase: str) -> tuple[Volume, np.ndarray]:
