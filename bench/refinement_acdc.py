@@ -14,8 +14,9 @@ slice-wise, mm):
   shifts fitted, the model moved back onto each slice as acquired, as ``ssll refine`` writes it;
   ``+labels``: the label-only start, ``atlases: init: labels``, instead of the landmark affine;
   ``+motion``: each slice's breath-hold shift measured from the image first, ``ssll.refine.breath_hold_shifts``,
-  the corrected stack segmented again and refined, the model moved back by the measured shifts; ``+detrend`` with it:
-  a linear trend along the slices taken out of the measured shifts, ``motion: detrend``).
+  the corrected stack segmented again and refined, the model moved back by the measured shifts, without the
+  trend taken out; ``+motion+detrend``: with a linear trend along the slices taken out of the measured shifts,
+  ``motion: detrend``, the product's default with ``motion: estimate``).
   ``init`` and ``mirrored`` in ``per_volume.csv`` say which start each refinement used and whether the
   atlases were mirrored into the target (ACDC's headers show every heart as its mirror image).
 

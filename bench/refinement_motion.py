@@ -19,11 +19,13 @@ the same bank), per target, scored against the HR truth on the working grid (Dic
 Also the estimate's error (RMS over the measured slices, mm, in-plane vector, both centred) beside
 the RMS of the simulated shifts, and paired Wilcoxon tests against ``refined``.
 
-Run (after ``bench/refinement.py`` has built its bank; ~45 min for 50 targets on 2 cores):
-    python bench/refinement_motion.py --n 50 --out bench/results/refinement_motion
+Run (after ``bench/refinement.py`` has built its bank; ~35 min for 50 targets on 2 cores), with the
+product's ``motion`` settings (``detrend`` on):
+    python bench/refinement_motion.py --n 50 --out bench/results/refinement_motion_detrend
 The 8 tuning targets the settings came from: ``--first-seed 30100 --n 8``. The paper's "horizontal" shifts
 (one in-plane axis, the same sd; paired with the default targets): ``--n 50 --sim-shift-axes 0
---out bench/results/refinement_motion_horizontal``.
+--out bench/results/refinement_motion_horizontal_detrend``. The estimate without the trend taken out
+(``--no-detrend``) gave ``refinement_motion/`` and ``refinement_motion_horizontal/``.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from scipy import stats
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from refinement import PAPER, STRUCTS, add_lr_simulation_args, bench_bank, lr_simulation, lr_target, scores
 
-from ssll.motion import shift_slices
+from ssll.motion import MotionConfig, shift_slices
 from ssll.nn.infer import default_weights, landmark_points, load_model, predict
 from ssll.phantom import require_bank
 from ssll.refine import RefineConfig, acquired_slices, breath_hold_shifts, refine, stack_slab
@@ -158,7 +160,9 @@ if __name__ == "__main__":
     ap.add_argument("--weights-lr", default=None)
     ap.add_argument("--work", default="resources/bench/refinement", help="bench/refinement.py's work folder (its bank)")
     ap.add_argument("--out", default="bench/results/refinement_motion")
-    ap.add_argument("--detrend", action=argparse.BooleanOptionalAction, default=False,
-                    help="take a linear trend along the slices out of the measured shifts (motion: detrend)")
+    ap.add_argument("--detrend", action=argparse.BooleanOptionalAction, default=MotionConfig().detrend,
+                    help="take a linear trend along the slices out of the measured shifts (motion: detrend; "
+                         "default: the product's, on; --no-detrend for the committed refinement_motion/ and "
+                         "refinement_motion_horizontal/ rows)")
     add_lr_simulation_args(ap)
     main(ap.parse_args())

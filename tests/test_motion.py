@@ -43,7 +43,7 @@ def test_estimate_slice_shifts_recovers_known_sub_voxel_shifts() -> None:
     drawn = rng.uniform(-3.5, 3.5, (ks.size, 2))  # mm, not whole voxels
     # slice k shows the model at v + drawn_k: the image is the model moved by -drawn_k
     image = shift_slices(image_from_labels(model, 1) / 450.0, ks, -drawn, sp)
-    measured, est = estimate_slice_shifts(image, model, ks, sp, 10.0)
+    measured, est = estimate_slice_shifts(image, model, ks, sp, 10.0, MotionConfig(detrend=False))
     small = [k for k in ks if (model[:, :, k] > 0).sum() * sp[0] * sp[1] < MotionConfig().min_heart_mm2]
     assert small and sorted(set(measured) | set(small)) == list(ks) and not set(measured) & set(small)
     truth = drawn[np.searchsorted(ks, measured)]
@@ -77,8 +77,8 @@ def test_estimate_slice_shifts_detrend_takes_out_a_tilt() -> None:
         x = np.c_[np.ones(len(k)), k]
         return a - x @ np.linalg.lstsq(x, a, rcond=None)[0]
 
-    measured, plain = estimate_slice_shifts(image, model, ks, sp, 10.0)
-    _, est = estimate_slice_shifts(image, model, ks, sp, 10.0, MotionConfig(detrend=True))
+    measured, plain = estimate_slice_shifts(image, model, ks, sp, 10.0, MotionConfig(detrend=False))
+    _, est = estimate_slice_shifts(image, model, ks, sp, 10.0)  # detrend is the default
     truth = (jitter + tilt)[np.searchsorted(ks, measured)]
     assert np.sqrt(((plain - (truth - truth.mean(0))) ** 2).sum(1).mean()) < 0.3  # without: the tilt is measured
     want = detrended(jitter[np.searchsorted(ks, measured)], measured)
@@ -93,6 +93,7 @@ def test_motion_config_from_mapping_checks_keys_and_values() -> None:
     cfg = RefineConfig.from_mapping({"motion": {"estimate": True, "control_spacing_mm": [70, 50]}})
     assert cfg.motion.estimate and cfg.motion.control_spacing_mm == (70.0, 50.0)
     assert RefineConfig.from_mapping(None).motion == MotionConfig()
+    assert MotionConfig().detrend and not MotionConfig.from_mapping({"detrend": False}).detrend
     with pytest.raises(ValueError, match="unknown keys"):
         MotionConfig.from_mapping({"estimat": True})
     with pytest.raises(ValueError, match="max_shift_mm"):
