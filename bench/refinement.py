@@ -96,6 +96,18 @@ def add_lr_simulation_args(ap: argparse.ArgumentParser) -> None:
                     help="in-plane axes of the simulated shifts (LRConfig.shift_axes); 0 alone: the paper's 'horizontal'")
 
 
+def add_target_args(ap: argparse.ArgumentParser, n: int, *, first_seed: bool = True, what: str = "target phantoms") -> None:
+    """The options of the benches that refine Table III's targets with this bench's bank: ``--n`` (default ``n``),
+    ``--first-seed`` (where ``first_seed``; Table III's targets start at 30000), ``--biv-me``, ``--weights-lr`` and
+    ``--work`` (this bench's work folder, which holds the bank)."""
+    ap.add_argument("--n", type=int, default=n, help=what)
+    if first_seed:
+        ap.add_argument("--first-seed", type=int, default=30000, help="first target seed (Table III's: 30000)")
+    ap.add_argument("--biv-me", default="../shared/data/biv-me")
+    ap.add_argument("--weights-lr", default=None)
+    ap.add_argument("--work", default="resources/bench/refinement", help="bench/refinement.py's work folder (its bank)")
+
+
 def add_fusion_args(ap: argparse.ArgumentParser) -> None:
     """The patch fusion's options (``--fusion-search``, ``--fusion-h``; :class:`ssll.fusion.FusionConfig`), shared
     with ``bench/refinement_acdc.py``; see :func:`fusion_config`."""

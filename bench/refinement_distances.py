@@ -36,7 +36,15 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from refinement import STRUCTS, add_fusion_args, add_lr_simulation_args, fusion_config, lr_simulation, lr_target
+from refinement import (
+    STRUCTS,
+    add_fusion_args,
+    add_lr_simulation_args,
+    add_target_args,
+    fusion_config,
+    lr_simulation,
+    lr_target,
+)
 
 from ssll.atlases import load_bank
 from ssll.evaluate import slicewise_distances
@@ -184,11 +192,8 @@ def main(a: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=20, help="Table III targets")
+    add_target_args(ap, 20, first_seed=False, what="Table III targets")
     ap.add_argument("--atlases", type=int, default=40, help="atlases of the bank scored against their phantom truth")
-    ap.add_argument("--biv-me", default="../shared/data/biv-me")
-    ap.add_argument("--weights-lr", default=None)
-    ap.add_argument("--work", default="resources/bench/refinement", help="bench/refinement.py's work folder (bank)")
     ap.add_argument("--out", default="bench/results/refinement_distances")
     add_lr_simulation_args(ap)
     add_fusion_args(ap)

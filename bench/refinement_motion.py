@@ -44,7 +44,16 @@ import pandas as pd
 from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from refinement import PAPER, STRUCTS, add_lr_simulation_args, bench_bank, lr_simulation, lr_target, scores
+from refinement import (
+    PAPER,
+    STRUCTS,
+    add_lr_simulation_args,
+    add_target_args,
+    bench_bank,
+    lr_simulation,
+    lr_target,
+    scores,
+)
 
 from ssll.motion import MotionConfig, shift_slices
 from ssll.nn.infer import default_weights, landmark_points, load_model, predict
@@ -154,11 +163,7 @@ def main(a: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=50, help="target phantoms")
-    ap.add_argument("--first-seed", type=int, default=30000, help="first target seed (Table III's: 30000)")
-    ap.add_argument("--biv-me", default="../shared/data/biv-me")
-    ap.add_argument("--weights-lr", default=None)
-    ap.add_argument("--work", default="resources/bench/refinement", help="bench/refinement.py's work folder (its bank)")
+    add_target_args(ap, 50)
     ap.add_argument("--out", default="bench/results/refinement_motion")
     ap.add_argument("--detrend", action=argparse.BooleanOptionalAction, default=MotionConfig().detrend,
                     help="take a linear trend along the slices out of the measured shifts (motion: detrend; "

@@ -47,7 +47,16 @@ import pandas as pd
 from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from refinement import PAPER, STRUCTS, add_lr_simulation_args, bench_bank, lr_simulation, lr_target, scores
+from refinement import (
+    PAPER,
+    STRUCTS,
+    add_lr_simulation_args,
+    add_target_args,
+    bench_bank,
+    lr_simulation,
+    lr_target,
+    scores,
+)
 
 from ssll.evaluate import dice
 from ssll.interpolate import nearest_upsample
@@ -116,10 +125,7 @@ def main(a: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=50, help="target phantoms (seeds 30000..)")
-    ap.add_argument("--biv-me", default="../shared/data/biv-me")
-    ap.add_argument("--weights-lr", default=None)
-    ap.add_argument("--work", default="resources/bench/refinement", help="bench/refinement.py's work folder (its bank)")
+    add_target_args(ap, 50, first_seed=False, what="target phantoms (seeds 30000..)")
     ap.add_argument("--control-spacing-mm", type=float, nargs=2, default=list(FFDConfig().control_spacing_mm))
     ap.add_argument("--through-plane-mm", type=float, nargs=2, default=list(FFDConfig().through_plane_mm))
     ap.add_argument("--no-hr-ceiling", dest="hr_ceiling", action="store_false",

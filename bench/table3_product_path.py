@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from refinement import STRUCTS, add_lr_simulation_args, bench_bank, lr_simulation, lr_target, scores  # noqa: E402
+from refinement import STRUCTS, add_lr_simulation_args, add_target_args, bench_bank, lr_simulation, lr_target, scores  # noqa: E402
 
 from ssll.nn.infer import default_weights, landmark_points, load_model, predict, segment_volume  # noqa: E402
 from ssll.phantom import require_bank  # noqa: E402
@@ -87,11 +87,7 @@ def main(a: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=10, help="target phantoms")
-    ap.add_argument("--first-seed", type=int, default=30000, help="first target seed (Table III's: 30000)")
-    ap.add_argument("--biv-me", default="../shared/data/biv-me")
-    ap.add_argument("--weights-lr", default=None)
-    ap.add_argument("--work", default="resources/bench/refinement", help="bench/refinement.py's work folder (its bank)")
+    add_target_args(ap, 10)
     ap.add_argument("--out", default="bench/results/table3_product_path")
     add_lr_simulation_args(ap)
     main(ap.parse_args())
