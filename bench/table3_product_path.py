@@ -40,15 +40,18 @@ from ssll.nn.infer import default_weights, landmark_points, load_model, predict,
 from ssll.phantom import require_bank  # noqa: E402
 from ssll.refine import RefineConfig, acquired_slices, refine, stack_slab  # noqa: E402
 
+#: the scores compared, per structure: Dice and slice-wise HD (mm)
+KEYS = [f"dice_{x}" for x in STRUCTS] + [f"hd2d_{x}_mm" for x in STRUCTS]
+
 
 def main(a: argparse.Namespace) -> None:
     out, _bank_dir, bank = bench_bank(a)
     model = load_model(a.weights_lr or default_weights("sslln_lr"))
     shapes = require_bank(a.biv_me)
-    cfg = RefineConfig()
+    cfg, lr = RefineConfig(), lr_simulation(a)
     rows = []
     for seed in range(a.first_seed, a.first_seed + a.n):
-        t = lr_target(shapes, seed, lr_simulation(a))
+        t = lr_target(shapes, seed, lr)
         img, rec, truth, sp = t.image.array, t.record, t.truth, t.spacing
         waff, ks, slab = rec.working_affine, acquired_slices(rec), stack_slab(rec)
         lab, lmap = predict(model, img[None])[:2]
@@ -64,13 +67,12 @@ def main(a: argparse.Namespace) -> None:
                "refined_voxels_differing": int((r_raw != r_prod).sum())}
         for name, labels in (("raw", r_raw), ("product", r_prod)):
             s = scores(labels, truth, sp)
-            row.update({f"{name}_{k}": s[k] for k in [f"dice_{x}" for x in STRUCTS] + [f"hd2d_{x}_mm" for x in STRUCTS]})
+            row.update({f"{name}_{k}": s[k] for k in KEYS})
         rows.append(row)
         print(seed, row["orientation"], row["network_voxels_differing"], row["refined_voxels_differing"],
               [round(row[f"product_dice_{x}"] - row[f"raw_dice_{x}"], 4) for x in STRUCTS], flush=True)
     df = pd.DataFrame(rows)
     df.to_csv(out / "per_target.csv", index=False, float_format="%.4f")
-    keys = [f"dice_{x}" for x in STRUCTS] + [f"hd2d_{x}_mm" for x in STRUCTS]
     summary = {
         "n_targets": a.n, "seeds": [a.first_seed, a.first_seed + a.n - 1], "atlases_in_bank": len(bank),
         "simulation": {"shift_mm": a.sim_shift_mm, "shift_axes": list(a.sim_shift_axes)},
@@ -78,8 +80,8 @@ def main(a: argparse.Namespace) -> None:
         "targets_network_labels_differ": int((df.network_voxels_differing > 0).sum()),
         "network_voxels_differing_max": int(df.network_voxels_differing.max()),
         "landmark_max_difference_mm": round(float(df.landmark_max_difference_mm.max()), 3),
-        "mean": {name: {k: round(float(df[f"{name}_{k}"].mean()), 4) for k in keys} for name in ("raw", "product")},
-        "largest_abs_difference": {k: round(float((df[f"product_{k}"] - df[f"raw_{k}"]).abs().max()), 4) for k in keys},
+        "mean": {name: {k: round(float(df[f"{name}_{k}"].mean()), 4) for k in KEYS} for name in ("raw", "product")},
+        "largest_abs_difference": {k: round(float((df[f"product_{k}"] - df[f"raw_{k}"]).abs().max()), 4) for k in KEYS},
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=1))
