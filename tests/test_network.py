@@ -67,3 +67,13 @@ def test_upsample_mode_is_part_of_the_architecture() -> None:
     assert seg.shape == (1, 5, 4, 32, 32)
     with pytest.raises(ValueError, match="upsample"):
         SSLLN(upsample="nearest")
+
+
+def test_batch_size_zero_is_the_devices() -> None:
+    from ssll.nn.device import batch_size_for
+
+    assert batch_size_for(torch.device("cpu"), 0) == 1
+    assert batch_size_for(torch.device("cuda"), 0) == 4
+    assert batch_size_for(torch.device("cpu"), 3) == 3
+    with pytest.raises(ValueError, match="batch size -1"):
+        batch_size_for(torch.device("cpu"), -1)

@@ -21,6 +21,7 @@ import numpy as np
 from ssll.errors import InputImageError
 from ssll.ingest import es_from_lv_volumes, frame
 from ssll.measures import cardiac_measures, phase_measures
+from ssll.nn.device import batch_size_for
 from ssll.nn.infer import (
     LoadedModel,
     VolumeResult,
@@ -125,9 +126,10 @@ def _prepared(cine: Volume, t: int, cfg: PreprocessConfig | None) -> tuple[Array
 def run_cycle(*, image: PathLike, out_tsv: PathLike, out_json: PathLike, subject: str | None = None,
               weights: PathLike | None = None,
               out_png: PathLike | None = None, orientation: str = "search", margin: float = DEFAULT_MARGIN,
-              batch_size: int = 4, cfg: PreprocessConfig | None = None) -> CycleResult:
+              batch_size: int = 0, cfg: PreprocessConfig | None = None) -> CycleResult:
     """I/O layer of ``ssll cycle``: a cine (4D NIfTI, DICOM folder or zip) -> per-frame volumes (TSV), ED / ES by
-    the LV cavity with the measures between them (JSON) and, with ``out_png``, a plot of the curve."""
+    the LV cavity with the measures between them (JSON) and, with ``out_png``, a plot of the curve. ``batch_size``
+    0: the device's (:func:`ssll.nn.device.batch_size_for`)."""
     import pandas as pd
 
     from ssll.ingest import read_cine
@@ -137,6 +139,7 @@ def run_cycle(*, image: PathLike, out_tsv: PathLike, out_json: PathLike, subject
     cine = read_cine(image)
     check_cine_spacing(cine.affine, image)
     model = load_model(weights or default_weights("sslln_lr"))
+    batch_size = batch_size_for(model.device, batch_size)
     try:
         result = volume_curve(model, cine, orientation=orientation, margin=margin, batch_size=batch_size, cfg=cfg)
     except InputImageError as exc:

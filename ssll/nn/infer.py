@@ -38,7 +38,7 @@ from ssll.errors import ModelError, SsllError
 from ssll.labels import LANDMARK_NAMES
 from ssll.landmarks import points_from_landmark_map, restrict_landmark_map, voxel_to_world
 from ssll.nn.confidence import expected_dice
-from ssll.nn.device import select_device
+from ssll.nn.device import batch_size_for, select_device
 from ssll.nn.network import SSLLN
 from ssll.nn.orientation import (
     DEFAULT_MARGIN,
@@ -375,14 +375,15 @@ def _write_outputs(item: SegmentItem, record: GridRecord, result: VolumeResult) 
     write_json(out / f"{item.phase}_orientation.json", result.orientation)
 
 
-def run_segment(items: list[SegmentItem], weights: PathLike, *, batch_size: int = 4, orientation: str = "search",
+def run_segment(items: list[SegmentItem], weights: PathLike, *, batch_size: int = 0, orientation: str = "search",
                 margin: float = DEFAULT_MARGIN) -> dict[str, str]:
     """Segment many volumes with one model load; isolate each subject's errors.
 
     Args:
         items: the volumes.
         weights: network weights (model card beside them).
-        batch_size: volumes per forward pass.
+        batch_size: volumes per forward pass; 0: the device's (:func:`ssll.nn.device.batch_size_for`: 1 on a
+            CPU, 4 on a GPU).
         orientation: ``search``: segment each volume in the orientation of the voxel grid the network
             trusts most (:mod:`ssll.nn.orientation`; 16 forward passes per volume, the chosen one's
             outputs kept); ``stored``: as stored; an orientation's name (e.g. ``rot90+reversed``): every
@@ -398,6 +399,7 @@ def run_segment(items: list[SegmentItem], weights: PathLike, *, batch_size: int 
 
     fixed = resolve_orientation(orientation)
     model = load_model(weights)
+    batch_size = batch_size_for(model.device, batch_size)
     expected = tuple(model.card["preprocessing"]["shape"])
     failures: dict[str, str] = {}
 

@@ -69,7 +69,7 @@ def test_shell_commands_do_not_grow_with_the_cohort(tmp_path: Path) -> None:
     assert len(cmds) > 300 * 8 and max(map(len, cmds)) < 4000, max(cmds, key=len)[:300]
     # the default config searches each volume's orientation (the workflow tests below segment as stored)
     segment = [c for c in cmds if "ssll segment" in c]
-    assert segment and all("--orientation search" in c and "--batch-size 4" in c for c in segment), segment[:1]
+    assert segment and all("--orientation search" in c and "--batch-size 0" in c for c in segment), segment[:1]
 
 
 def test_chunks_are_the_sheets_rows_and_a_missing_input_leaves_only_its_subject_out(tmp_path: Path) -> None:
