@@ -327,7 +327,7 @@ def resolve_orientation(orientation: str | Orientation) -> Orientation | None:
 
 
 def segment_volume(model: LoadedModel, image: Array, record: GridRecord, *, orientation: str | Orientation = "search",
-                   margin: float = DEFAULT_MARGIN, batch_size: int = 4) -> VolumeResult:
+                   margin: float = DEFAULT_MARGIN, batch_size: int = 0) -> VolumeResult:
     """Segment one working-grid volume in memory, as ``ssll segment`` does (nothing is written).
 
     Args:
@@ -339,11 +339,13 @@ def segment_volume(model: LoadedModel, image: Array, record: GridRecord, *, orie
             orientation's name or :class:`Orientation`.
         margin: with ``search``, how much higher another orientation's mean expected Dice must be than the
             stored one's for it to be used.
-        batch_size: volumes per forward pass.
+        batch_size: volumes per forward pass; 0: the device's (:func:`ssll.nn.device.batch_size_for`: 1 on a
+            CPU, 4 on a GPU).
 
     Returns:
         :class:`VolumeResult`; every array on the input's own grids whatever the orientation.
     """
+    batch_size = batch_size_for(model.device, batch_size)
     fixed = resolve_orientation(orientation)
     fov = input_fov_mask(record)
     if fixed is not None:
