@@ -133,6 +133,44 @@ def test_run_segment_isolates_a_bad_subject(trained: tuple[TrainConfig, Path], t
     assert not (tmp_path / "bad/ED_expected_dice.json").exists()
 
 
+def test_run_segment_with_a_fixed_orientation_holds_one_batch_at_a_time(
+        trained: tuple[TrainConfig, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a manifest of any length: volumes are segmented as each batch fills, not all loaded first
+    cfg, tmp = trained
+    import ssll.io
+    import ssll.nn.infer as infer
+    from ssll.preprocess import run_preprocess
+
+    run_preprocess(image=str(tmp / "acdc/patient001/patient001_frame01.nii.gz"), out_image=str(tmp_path / "w.nii.gz"),
+                   out_record=str(tmp_path / "w.json"))
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_bytes(b"not an image")
+    names = ["a", "b", "bad", "c", "d"]
+    items = [SegmentItem(n, "ED", bad if n == "bad" else tmp_path / "w.nii.gz", tmp_path / "w.json", tmp_path / n)
+             for n in names]
+    events: list[tuple[str, int]] = []
+    load, predict_oriented = ssll.io.load_image, infer.predict_oriented
+    monkeypatch.setattr(ssll.io, "load_image", lambda *a, **k: (events.append(("load", 1)), load(*a, **k))[1])
+    monkeypatch.setattr(infer, "predict_oriented",
+                        lambda m, imgs, *a, **k: (events.append(("predict", len(imgs))), predict_oriented(m, imgs, *a, **k))[1])
+    weights = Path(cfg.out_dir) / "tiny.pt"
+    failures = run_segment(items, weights, orientation="stored", batch_size=2)
+    assert list(failures) == ["bad/ED"]
+    assert [n for e, n in events if e == "predict"] == [2, 2]
+    assert events.index(("predict", 2)) < len(events) - 2  # the first batch ran before the last volumes were read
+    monkeypatch.undo()
+    assert run_segment(items[:1], weights, orientation="stored", batch_size=1) == {}
+    one = np.asarray(nib_load(tmp_path / "a/ED_labels.nii.gz"))
+    for n in ("b", "c", "d"):
+        np.testing.assert_array_equal(np.asarray(nib_load(tmp_path / n / "ED_labels.nii.gz")), one)
+
+
+def nib_load(path: Path) -> np.ndarray:
+    import nibabel as nib
+
+    return np.asarray(nib.load(str(path)).dataobj)
+
+
 def test_augment_is_consistent() -> None:
     lab = np.zeros((64, 64, 16), np.uint8)
     lab[20:40, 24:44, 4:12] = 1

@@ -413,6 +413,25 @@ def run_segment(items: list[SegmentItem], weights: PathLike, *, batch_size: int 
             log.debug(traceback.format_exc())
 
     pending: list[tuple[SegmentItem, GridRecord, Array]] = []  # fixed orientation: batched across items
+
+    def flush() -> None:
+        """Segment the volumes waiting for a fixed-orientation batch, write them and let them go."""
+        try:
+            outputs = predict_oriented(model, [c[2] for c in pending], [fixed] * len(pending), batch_size=batch_size)  # type: ignore[list-item]
+        except (RuntimeError, SsllError) as exc:  # e.g. out of memory: report every member
+            for it, *_ in pending:
+                failures[f"{it.subject}/{it.phase}"] = f"inference failed: {exc}"
+            pending.clear()
+            return
+        for (it, rec, _), (labels, lmap, conf, prob) in zip(pending, outputs):
+            try:
+                result = volume_result(labels, lmap, conf, prob, rec, {"orientation": fixed.name, "searched": False})  # type: ignore[union-attr]
+            except (SsllError, ValueError) as exc:
+                failures[f"{it.subject}/{it.phase}"] = f"{type(exc).__name__}: {exc}"
+                continue
+            write(it, rec, result)
+        pending.clear()
+
     for it in items:
         key = f"{it.subject}/{it.phase}"
         try:
@@ -422,6 +441,8 @@ def run_segment(items: list[SegmentItem], weights: PathLike, *, batch_size: int 
                 raise SsllError(f"{it.image}: shape {vol.shape3} is not the model's working shape {expected}")
             if fixed is not None:
                 pending.append((it, rec, vol.array))
+                if len(pending) == batch_size:  # one batch in memory at a time, however long the manifest
+                    flush()
                 continue
             result = segment_volume(model, vol.array, rec, orientation="search", margin=margin, batch_size=batch_size)
         except SsllError as exc:
@@ -439,21 +460,8 @@ def run_segment(items: list[SegmentItem], weights: PathLike, *, batch_size: int 
             log.warning("%s: segmented turned %s (mean expected Dice %.3f against %.3f as stored)", key,
                         info["orientation"], scores[info["orientation"]], scores[STORED.name])
         write(it, rec, result)
-    for s in range(0, len(pending), batch_size):
-        chunk = pending[s : s + batch_size]
-        try:
-            outputs = predict_oriented(model, [c[2] for c in chunk], [fixed] * len(chunk), batch_size=batch_size)  # type: ignore[list-item]
-        except (RuntimeError, SsllError) as exc:  # e.g. out of memory: report every member
-            for it, *_ in chunk:
-                failures[f"{it.subject}/{it.phase}"] = f"inference failed: {exc}"
-            continue
-        for (it, rec, _), (labels, lmap, conf, prob) in zip(chunk, outputs):
-            try:
-                result = volume_result(labels, lmap, conf, prob, rec, {"orientation": fixed.name, "searched": False})  # type: ignore[union-attr]
-            except (SsllError, ValueError) as exc:
-                failures[f"{it.subject}/{it.phase}"] = f"{type(exc).__name__}: {exc}"
-                continue
-            write(it, rec, result)
+    if pending:
+        flush()
     for it in items:
         key = f"{it.subject}/{it.phase}"
         err_file = it.out_dir / f"{it.phase}_error.txt"
