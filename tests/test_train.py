@@ -160,9 +160,9 @@ def test_run_segment_with_a_fixed_orientation_holds_one_batch_at_a_time(
     assert events.index(("predict", 2)) < len(events) - 2  # the first batch ran before the last volumes were read
     monkeypatch.undo()
     assert run_segment(items[:1], weights, orientation="stored", batch_size=1) == {}
-    one = np.asarray(nib_load(tmp_path / "a/ED_labels.nii.gz"))
+    one = nib_load(tmp_path / "a/ED_labels.nii.gz")
     for n in ("b", "c", "d"):
-        np.testing.assert_array_equal(np.asarray(nib_load(tmp_path / n / "ED_labels.nii.gz")), one)
+        np.testing.assert_array_equal(nib_load(tmp_path / n / "ED_labels.nii.gz"), one)
 
 
 def nib_load(path: Path) -> np.ndarray:
