@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ssll.allocator import without_policy
+
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "demo" / "acdc"
 LOG = Path(tempfile.gettempdir()) / f"cpu_allocator_{os.getpid()}.log"  # each child's stdout and stderr
@@ -59,7 +61,7 @@ print((time.perf_counter() - t) / 5)
 def timed(cmd: list[str], reuse: bool) -> dict:
     """Run ``cmd`` as a child process with malloc's own policy (``reuse`` False: ``SSLL_ALLOCATOR=system``) or the
     CLI's; its wall, user and system seconds and peak resident memory (MB, from ``os.wait4``), and its output."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
+    env = without_policy()
     env["SSLL_ALLOCATOR"] = "ssll" if reuse else "system"
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     t = time.perf_counter()

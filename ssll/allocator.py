@@ -22,7 +22,7 @@ import platform
 
 log = logging.getLogger("ssll.allocator")
 
-__all__ = ["MMAP_THRESHOLD_BYTES", "reuse_large_blocks", "user_policy"]
+__all__ = ["MMAP_THRESHOLD_BYTES", "reuse_large_blocks", "user_policy", "without_policy"]
 
 #: blocks up to this size come from malloc's heap (bytes): above every block of a batch-1 forward pass or a
 #: training step at the 128-pixel crop
@@ -47,6 +47,14 @@ def user_policy(environ: dict[str, str] | None = None) -> str | None:
     if "malloc" in env.get("GLIBC_TUNABLES", ""):
         return "GLIBC_TUNABLES"
     return None
+
+
+def without_policy(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """A copy of the environment with every variable that sets malloc's policy taken out (``SSLL_ALLOCATOR``, each
+    ``MALLOC_*`` and ``GLIBC_TUNABLES``), for a child process whose policy the caller chooses (a benchmark, a test)."""
+    env = os.environ if environ is None else environ
+    return {k: v for k, v in env.items()
+            if not k.startswith("MALLOC_") and k not in ("GLIBC_TUNABLES", "SSLL_ALLOCATOR")}
 
 
 def reuse_large_blocks(threshold: int = MMAP_THRESHOLD_BYTES) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import platform
 import subprocess
 import sys
@@ -41,8 +40,7 @@ print(set_to, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 
 
 def _faults(env_extra: dict[str, str]) -> tuple[int, int]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k not in ("GLIBC_TUNABLES",
-                                                                                            "SSLL_ALLOCATOR")}
+    env = allocator.without_policy()
     env.update(env_extra)
     out = subprocess.run([sys.executable, "-c", _FAULTS], env=env, capture_output=True, text=True, check=True)
     set_to, faults = out.stdout.split()
@@ -87,3 +85,12 @@ def test_reuse_large_blocks_answers_once(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_the_heavy_commands_exist() -> None:
     names = set(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
     assert HEAVY_COMMANDS <= names, HEAVY_COMMANDS - names
+
+
+def test_without_policy_takes_out_every_policy_variable() -> None:
+    env = {"PATH": "/bin", "SSLL_ALLOCATOR": "system", "MALLOC_ARENA_MAX": "2", "MALLOC_TOP_PAD_": "1",
+           "GLIBC_TUNABLES": "glibc.malloc.tcache_count=0", "OMP_NUM_THREADS": "2"}
+    kept = allocator.without_policy(env)
+    assert kept == {"PATH": "/bin", "OMP_NUM_THREADS": "2"}
+    assert allocator.user_policy(kept) is None
+    assert "SSLL_ALLOCATOR" in env  # the caller's mapping is left as it was
