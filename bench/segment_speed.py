@@ -4,7 +4,10 @@ The four demo volumes (patient020 and patient080, ED and ES) are preprocessed on
 :func:`ssll.nn.infer.run_segment` as the workflow runs it (one model load, all outputs written): with
 ``orientation="stored"`` and with ``orientation="search"`` (16 forward passes per volume, the chosen one's kept). Each
 mode runs ``--repeats`` times after one warm-up; the median wall time per volume is reported, with
-the time of the bare forward pass and of ``orientation_scores`` alone, and the peak resident memory.
+the time of the bare forward pass and of ``orientation_scores`` alone, and the peak resident memory. As the ``ssll``
+command does for ``segment``, the process first has malloc keep its large blocks
+(:func:`ssll.allocator.reuse_large_blocks`; ``--system-malloc`` leaves glibc's default) and the batch size is the
+device's (:func:`ssll.nn.device.batch_size_for`: 1 on a CPU).
 
 Run:  python bench/segment_speed.py --out bench/results/segment_speed.json   (about 3 min on 2 cores)
 """
@@ -22,8 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ssll.allocator import reuse_large_blocks
 from ssll.io import load_image, read_json
 from ssll.nn.data import acdc_cases
+from ssll.nn.device import batch_size_for
 from ssll.nn.infer import SegmentItem, default_weights, forward, load_model, run_segment
 from ssll.nn.orientation import orientation_scores
 from ssll.preprocess import GridRecord, input_fov_mask, run_preprocess
@@ -36,7 +41,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default="bench/results/segment_speed.json")
+    ap.add_argument("--system-malloc", action="store_true", help="leave glibc's large-block policy as it is")
     a = ap.parse_args()
+    mmap_threshold = 0 if a.system_malloc else reuse_large_blocks()
     warnings.simplefilter("ignore")
     torch.set_num_threads(a.threads)
     tmp = Path(tempfile.mkdtemp(prefix="segment_speed_"))
@@ -48,7 +55,8 @@ def main() -> None:
         items.append(SegmentItem(name, phase, w, r, tmp / "out" / name))
     weights = default_weights("sslln_lr")
     result: dict[str, object] = {"volumes": len(items), "threads": a.threads, "repeats": a.repeats,
-                                 "device": "cuda" if torch.cuda.is_available() else "cpu"}
+                                 "device": "cuda" if torch.cuda.is_available() else "cpu",
+                                 "malloc_mmap_threshold_bytes": mmap_threshold or "glibc default"}
     for mode in ("stored", "search"):
         run_segment(items[:1], weights, orientation=mode)  # warm-up
         times = []
@@ -59,6 +67,8 @@ def main() -> None:
             assert not failures, failures
         result[f"run_segment_{mode}_s_per_volume"] = round(float(np.median(times)), 3)
     model = load_model(weights)
+    batch = batch_size_for(model.device, 0)
+    result["batch_size"] = batch
     vol = load_image(items[0].image)
     fov = input_fov_mask(GridRecord.from_dict(read_json(items[0].record)))
     forward(model, vol.array[None])
@@ -67,7 +77,7 @@ def main() -> None:
         forward(model, vol.array[None])
     result["forward_s_per_volume"] = round((time.perf_counter() - t) / 4, 3)
     t = time.perf_counter()
-    orientation_scores(model, vol.array, fov)
+    orientation_scores(model, vol.array, fov, batch_size=batch)
     result["orientation_scores_s_per_volume"] = round(time.perf_counter() - t, 3)
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     orient = {it.subject + "/" + it.phase: read_json(it.out_dir / f"{it.phase}_orientation.json")["orientation"]
