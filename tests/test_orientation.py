@@ -67,17 +67,31 @@ def test_expected_dice_batch_matches_numpy() -> None:
 
 class _PositionalNet(torch.nn.Module):
     """A stand-in network whose labels depend on where a voxel lies in the grid (so the sixteen orientations
-    score differently): scores ``(B, 5, K, I, J)`` and ``(B, 7, K, I, J)`` from ``(B, K, I, J)`` images."""
+    score differently): scores ``(B, 5, K, I, J)`` and ``(B, 7, K, I, J)`` from ``(B, K, I, J)`` images; its
+    "features" are the images themselves."""
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.segment(x), self.landmarks(x)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    @staticmethod
+    def _ramps(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         b, k, i, j = x.shape
         ramp_i = torch.linspace(-1, 1, i)[None, None, :, None].expand(b, k, i, j)
         ramp_j = torch.linspace(-1, 1, j)[None, None, None, :].expand(b, k, i, j)
         ramp_k = torch.linspace(-1, 1, k)[None, :, None, None].expand(b, k, i, j)
-        seg = torch.stack([torch.zeros_like(x), 4 * (x + ramp_i), 3 * (x - ramp_j), 2 * (ramp_k + ramp_i * ramp_j),
-                           x - 2], 1)
-        lmk = torch.stack([x * (n + 1) * ramp_i - n * ramp_j + ramp_k for n in range(7)], 1)
-        return seg, lmk
+        return ramp_i, ramp_j, ramp_k
+
+    def segment(self, x: torch.Tensor) -> torch.Tensor:
+        ramp_i, ramp_j, ramp_k = self._ramps(x)
+        return torch.stack([torch.zeros_like(x), 4 * (x + ramp_i), 3 * (x - ramp_j), 2 * (ramp_k + ramp_i * ramp_j),
+                            x - 2], 1)
+
+    def landmarks(self, x: torch.Tensor) -> torch.Tensor:
+        ramp_i, ramp_j, ramp_k = self._ramps(x)
+        return torch.stack([x * (n + 1) * ramp_i - n * ramp_j + ramp_k for n in range(7)], 1)
 
 
 @pytest.mark.parametrize("margin", [-1.0, 0.0, 1.0])

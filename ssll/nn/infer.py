@@ -54,8 +54,9 @@ from ssll.preprocess import GridRecord, grow_along_slices, input_fov_mask, origi
 from ssll.types import Array, PathLike, Volume
 
 __all__ = ["LoadedModel", "SegmentItem", "Segmentation", "VolumeResult", "default_weights", "finish_segmentation",
-           "forward", "input_fov_mask", "landmark_points", "load_model", "merge_untrained", "outputs_from_scores",
-           "predict", "predict_oriented", "resolve_orientation", "run_segment", "segment_volume", "volume_result"]
+           "forward", "forward_segmentation", "input_fov_mask", "landmark_logits", "landmark_points", "load_model",
+           "merge_untrained", "network_input", "outputs_from_scores", "predict", "predict_oriented",
+           "resolve_orientation", "run_segment", "segment_volume", "volume_result"]
 
 log = logging.getLogger("ssll.segment")
 
@@ -125,11 +126,42 @@ def forward(model: LoadedModel, images: Array) -> tuple[torch.Tensor, torch.Tens
         probabilities; classes the network never learned are folded into the background
         (:func:`merge_untrained`).
     """
-    x = torch.from_numpy(np.ascontiguousarray(np.asarray(images).transpose(0, 3, 1, 2))).float()
-    x = x.to(model.device, non_blocking=True)
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=model.device.type == "cuda"):
+    x = network_input(model, images)
+    with _autocast(model):
         seg, lmk = model.net(x)
     return merge_untrained(seg.float(), model.card.get("untrained_classes", [])), lmk.float()
+
+
+@torch.no_grad()
+def forward_segmentation(model: LoadedModel, images: Array) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`forward` without the landmark head: segmentation scores ``(B, 5, K, I, J)`` as :func:`forward`
+    gives them, and the fused features ``(B, F, I, J)`` from which :func:`landmark_logits` gives the landmark
+    logits of any volume of the batch later (the orientation search runs it for the chosen orientation only).
+    """
+    x = network_input(model, images)
+    with _autocast(model):
+        f = model.net.features(x)
+        seg = model.net.segment(f)
+    return merge_untrained(seg.float(), model.card.get("untrained_classes", [])), f
+
+
+@torch.no_grad()
+def landmark_logits(model: LoadedModel, features: torch.Tensor) -> torch.Tensor:
+    """Landmark logits ``(B, 7, K, I, J)`` float32 of :func:`forward_segmentation`'s ``features`` ``(B, F, I, J)``:
+    the same as :func:`forward`'s."""
+    with _autocast(model):
+        return model.net.landmarks(features).float()
+
+
+def network_input(model: LoadedModel, images: Array) -> torch.Tensor:
+    """``(B, I, J, K)`` working-grid images as the network's ``(B, K, I, J)`` float32 input on the model's device."""
+    x = torch.from_numpy(np.ascontiguousarray(np.asarray(images, np.float32).transpose(0, 3, 1, 2)))
+    return x.to(model.device, non_blocking=True)
+
+
+def _autocast(model: LoadedModel) -> torch.autocast:
+    """bf16 autocast on CUDA; nothing elsewhere."""
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=model.device.type == "cuda")
 
 
 @torch.no_grad()

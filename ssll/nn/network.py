@@ -120,6 +120,12 @@ class SSLLN(nn.Module):
 
         ``H`` and ``W`` must be divisible by ``2 ** (stages - 1)`` (16 with the defaults).
         """
+        f = self.features(x)
+        return self.segment(f), self.landmarks(f)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The fused full-resolution features ``(B, fuse_width, H, W)`` of ``(B, S, H, W)`` images, which
+        both heads read (:meth:`segment`, :meth:`landmarks`)."""
         if x.ndim != 4 or x.shape[1] != self.n_slices:
             raise ValueError(f"SSLLN.forward: expected (B, {self.n_slices}, H, W), got {tuple(x.shape)}")
         size = x.shape[-2:]
@@ -130,8 +136,14 @@ class SSLLN(nn.Module):
             if y.shape[-2:] != size:
                 y = upsample_side(y, size, aligned=self.upsample == "aligned")
             sides.append(y)
-        f = self.fuse(torch.cat(sides, dim=1))
+        return self.fuse(torch.cat(sides, dim=1))
+
+    def segment(self, f: torch.Tensor) -> torch.Tensor:
+        """Segmentation logits ``(B, 5, S, H, W)`` of :meth:`features` ``f``."""
         b, _, h, w = f.shape
-        seg = self.seg_head(f).view(b, self.n_classes, self.n_slices, h, w)
-        lmk = self.lmk_head(f).view(b, self.n_landmarks, self.n_slices, h, w)
-        return seg, lmk
+        return self.seg_head(f).view(b, self.n_classes, self.n_slices, h, w)
+
+    def landmarks(self, f: torch.Tensor) -> torch.Tensor:
+        """Landmark logits ``(B, 7, S, H, W)`` of :meth:`features` ``f``."""
+        b, _, h, w = f.shape
+        return self.lmk_head(f).view(b, self.n_landmarks, self.n_slices, h, w)

@@ -50,10 +50,11 @@ DEFAULT_MARGIN = 0.03
 
 def _scored_passes(model: LoadedModel, image: Array, fov: Array, candidates: Sequence[Orientation],
                    batch_size: int) -> Iterator[tuple[int, float, torch.Tensor, torch.Tensor]]:
-    """Forward passes of ``image`` in each candidate orientation, in batches: yields, per candidate,
-    its index, its mean expected Dice and its segmentation and landmark scores ``(5, K', I', J')``,
-    ``(7, K', I', J')`` in the candidate's own grid (views into the batch: clone what is kept)."""
-    from ssll.nn.infer import forward  # infer imports this module
+    """Forward passes of ``image`` in each candidate orientation, in batches, without the landmark head: yields,
+    per candidate, its index, its mean expected Dice, its segmentation scores ``(5, K', I', J')`` in the
+    candidate's own grid and the fused features ``(F, I', J')`` the landmark head reads
+    (:func:`ssll.nn.infer.landmark_logits`; views into the batch: clone what is kept)."""
+    from ssll.nn.infer import forward_segmentation  # infer imports this module
 
     image = np.asarray(image, np.float32)
     fov = np.asarray(fov, bool)
@@ -64,7 +65,7 @@ def _scored_passes(model: LoadedModel, image: Array, fov: Array, candidates: Seq
             members = group[s : s + batch_size]
             x = np.stack([np.ascontiguousarray(candidates[n].apply(image)) for n in members])
             m = np.stack([np.ascontiguousarray(candidates[n].apply(fov)) for n in members])
-            logp, lmk = forward(model, x)  # (B, 5, K, I, J): the network's slice-as-channel layout
+            logp, feats = forward_segmentation(model, x)  # (B, 5, K, I, J): the network's slice-as-channel layout
             mask = torch.from_numpy(m).to(model.device).permute(0, 3, 1, 2)
             # one volume at a time, and only inside the field of view's bounding box (voxels outside the mask
             # add nothing to the sums): on 2 CPU cores the batch's volume-sized temporaries doubled this step's
@@ -73,7 +74,7 @@ def _scored_passes(model: LoadedModel, image: Array, fov: Array, candidates: Seq
                 box = (slice(None), *_bounding_box(m[q].transpose(2, 0, 1)))  # (C, K, I, J) layout
                 prob = torch.softmax(logp[q][box][None], 1)
                 ed = expected_dice_batch(prob, prob.max(1).indices, mask[q][box[1:]][None])[0, :3]  # LV cav, wall, RV cav
-                yield n, float(ed.mean()), logp[q], lmk[q]
+                yield n, float(ed.mean()), logp[q], feats[q]
 
 
 def _bounding_box(mask: Array) -> tuple[slice, ...]:
@@ -136,26 +137,30 @@ def search_orientation(model: LoadedModel, image: Array, fov: Array, *, margin: 
     chosen orientation's network outputs, so that segmenting in it needs no further forward pass.
 
     Only the stored orientation's outputs and those of the best other candidate so far are held (two
-    volumes' scores, about 0.3 GB on the model's device for a 192x192x80 grid), as the choice is
-    always one of the two. Arguments as :func:`orientation_scores`; ``margin`` as :func:`choose_orientation`.
+    volumes' segmentation scores and fused features, about 0.14 GB on the model's device for a 192x192x80 grid),
+    as the choice is always one of the two. The landmark head runs once, for the chosen orientation (on 2 CPU
+    cores it is about a fifth of a forward pass, and its output the largest array of one). Arguments as :func:`orientation_scores`; ``margin`` as
+    :func:`choose_orientation`.
     """
+    from ssll.nn.infer import landmark_logits  # infer imports this module
+
     if STORED not in candidates:
         raise ValueError("search_orientation: the stored orientation must be among the candidates")
     stored = list(candidates).index(STORED)
     scores = np.empty(len(candidates), np.float64)
     kept: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     best = -1
-    for n, score, seg, lmk in _scored_passes(model, image, fov, candidates, batch_size):
+    for n, score, seg, feats in _scored_passes(model, image, fov, candidates, batch_size):
         scores[n] = score
         if n == stored:
-            kept[n] = (seg.clone(), lmk.clone())
+            kept[n] = (seg.clone(), feats.clone())
         elif best < 0 or score > scores[best]:  # strictly higher: the first best, as np.argmax picks it
             kept.pop(best, None)
             best = n
-            kept[n] = (seg.clone(), lmk.clone())
+            kept[n] = (seg.clone(), feats.clone())
     chosen = choose_orientation(scores, margin=margin, candidates=candidates)
-    seg, lmk = kept[list(candidates).index(chosen)]
-    return OrientationSearch(chosen, scores, seg, lmk)
+    seg, feats = kept[list(candidates).index(chosen)]
+    return OrientationSearch(chosen, scores, seg, landmark_logits(model, feats[None])[0])
 
 
 def choose_orientation(scores: Array, *, margin: float = DEFAULT_MARGIN,
