@@ -11,6 +11,7 @@ import torch
 
 from ssll.evaluate import dice
 from ssll.io import load_image, load_labels, save_nifti
+from ssll.labels import Label
 from ssll.nn.confidence import expected_dice, expected_dice_batch
 from ssll.nn.infer import LoadedModel, SegmentItem, default_weights, forward, run_segment
 from ssll.nn.orientation import (
@@ -63,6 +64,9 @@ def test_expected_dice_batch_matches_numpy() -> None:
     for b in range(2):
         want = expected_dice(prob[b], labels[b], mask[b])
         np.testing.assert_allclose(got[b], list(want.values()), rtol=1e-5)
+    some = expected_dice_batch(torch.from_numpy(prob), torch.from_numpy(labels), torch.from_numpy(mask),
+                               structures=(Label.RV_CAVITY, Label.LV_CAVITY))
+    np.testing.assert_array_equal(some.numpy(), got[:, [2, 0]])  # the same sums, in the order asked
 
 
 class _PositionalNet(torch.nn.Module):

@@ -23,6 +23,8 @@ from ssll.labels import Label
 from ssll.types import Array
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import torch
 
 __all__ = ["STRUCTURES", "expected_dice", "expected_dice_batch"]
@@ -72,17 +74,19 @@ def expected_dice(prob: Array, labels: Array, mask: Array | None = None, *,
     return out
 
 
-def expected_dice_batch(prob: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def expected_dice_batch(prob: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, *,
+                        structures: Sequence[Label] = STRUCTURES) -> torch.Tensor:
     """:func:`expected_dice` of a batch, on the tensors' device (GPU or CPU), without the None rule.
 
     Args:
         prob: ``(B, 5, ...)`` class probabilities in canonical label order (any spatial layout).
         labels: ``(B, ...)`` integer labels in the same layout.
         mask: ``(B, ...)`` bool, the voxels that count.
+        structures: the structures to score, in the order wanted (each costs a pass over the volume).
 
     Returns:
-        ``(B, 4)`` float32 expected Dice of LV cavity, LV wall, RV cavity, RV wall; 0 for a structure
-        neither labelled nor given any probability.
+        ``(B, len(structures))`` float32 expected Dice, by default of LV cavity, LV wall, RV cavity, RV wall; 0 for
+        a structure neither labelled nor given any probability.
     """
     import torch  # here, not at the top: the numpy function above needs no torch
 
@@ -91,7 +95,7 @@ def expected_dice_batch(prob: torch.Tensor, labels: torch.Tensor, mask: torch.Te
         raise ValueError(f"expected_dice_batch: probabilities {tuple(prob.shape)}, labels {tuple(labels.shape)} and "
                          f"mask {tuple(mask.shape)} do not match as (B, 5, ...), (B, ...), (B, ...)")
     out = []
-    for c in STRUCTURES:
+    for c in structures:
         p = prob[:, int(c)].float() * mask
         a = (labels == int(c)) & mask
         inside, total, n = (p * a).flatten(1).sum(1), p.flatten(1).sum(1), a.flatten(1).sum(1).float()

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from ssll.labels import Label
 from ssll.nn.confidence import expected_dice_batch
 from ssll.orientation import ORIENTATIONS, STORED, Orientation, orientation_by_name, same_shape_groups
 from ssll.types import Array
@@ -47,6 +48,10 @@ __all__ = ["DEFAULT_MARGIN", "ORIENTATIONS", "STORED", "Orientation", "Orientati
 #: within 0.02 of the stored one in 3 of 20 volumes and the stored one was truly better in each)
 DEFAULT_MARGIN = 0.03
 
+#: the structures whose mean expected Dice scores an orientation (not the RV wall, which SSLLN-LR learnt from phantoms
+#: alone: on real scans it draws only pieces of it)
+SCORED: tuple[Label, ...] = (Label.LV_CAVITY, Label.LV_WALL, Label.RV_CAVITY)
+
 
 def _scored_passes(model: LoadedModel, image: Array, fov: Array, candidates: Sequence[Orientation],
                    batch_size: int) -> Iterator[tuple[int, float, torch.Tensor, torch.Tensor]]:
@@ -63,8 +68,8 @@ def _scored_passes(model: LoadedModel, image: Array, fov: Array, candidates: Seq
     for group in same_shape_groups([image.shape] * len(candidates), candidates):
         for s in range(0, len(group), batch_size):
             members = group[s : s + batch_size]
-            x = np.stack([np.ascontiguousarray(candidates[n].apply(image)) for n in members])
-            m = np.stack([np.ascontiguousarray(candidates[n].apply(fov)) for n in members])
+            x = np.stack([candidates[n].apply(image) for n in members])  # np.stack copies: no contiguous copy first
+            m = np.stack([candidates[n].apply(fov) for n in members])
             logp, feats = forward_segmentation(model, x)  # (B, 5, K, I, J): the network's slice-as-channel layout
             mask = torch.from_numpy(m).to(model.device).permute(0, 3, 1, 2)
             # one volume at a time, and only inside the field of view's bounding box (voxels outside the mask
@@ -73,7 +78,7 @@ def _scored_passes(model: LoadedModel, image: Array, fov: Array, candidates: Seq
             for q, n in enumerate(members):
                 box = (slice(None), *_bounding_box(m[q].transpose(2, 0, 1)))  # (C, K, I, J) layout
                 prob = torch.softmax(logp[q][box][None], 1)
-                ed = expected_dice_batch(prob, prob.max(1).indices, mask[q][box[1:]][None])[0, :3]  # LV cav, wall, RV cav
+                ed = expected_dice_batch(prob, prob.max(1).indices, mask[q][box[1:]][None], structures=SCORED)[0]
                 yield n, float(ed.mean()), logp[q], feats[q]
 
 
