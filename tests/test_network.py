@@ -81,15 +81,20 @@ def test_batch_size_zero_is_the_devices() -> None:
 
 def test_segmentation_pass_and_deferred_landmark_head_equal_the_forward_pass() -> None:
     """The orientation search runs the network without its landmark head, and the head later on the kept features
-    of the chosen orientation: both outputs equal those of one forward pass."""
+    of the chosen orientation: both outputs equal those of the network's own forward pass."""
     import numpy as np
 
     from ssll.nn.infer import default_weights, forward, forward_segmentation, landmark_logits, load_model
 
     model = load_model(default_weights(), device=torch.device("cpu"))
+    assert not model.card["untrained_classes"]  # so forward() hands back the network's scores as they are
     images = np.random.default_rng(0).random((2, 48, 64, 80), dtype=np.float32)  # (B, I, J, K)
-    seg, lmk = forward(model, images)
+    with torch.no_grad():
+        seg, lmk = model.net(torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))))
     seg2, feats = forward_segmentation(model, images)
     assert feats.shape == (2, 64, 48, 64) and lmk.shape == (2, 7, 80, 48, 64)
     torch.testing.assert_close(seg2, seg, rtol=0, atol=0)
     torch.testing.assert_close(landmark_logits(model, feats[1:]), lmk[1:], rtol=0, atol=0)
+    seg3, lmk3 = forward(model, images)
+    torch.testing.assert_close(seg3, seg, rtol=0, atol=0)
+    torch.testing.assert_close(lmk3, lmk, rtol=0, atol=0)

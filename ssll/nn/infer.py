@@ -126,10 +126,8 @@ def forward(model: LoadedModel, images: Array) -> tuple[torch.Tensor, torch.Tens
         probabilities; classes the network never learned are folded into the background
         (:func:`merge_untrained`).
     """
-    x = network_input(model, images)
-    with _autocast(model):
-        seg, lmk = model.net(x)
-    return merge_untrained(seg.float(), model.card.get("untrained_classes", [])), lmk.float()
+    seg, features = forward_segmentation(model, images)
+    return seg, landmark_logits(model, features)
 
 
 @torch.no_grad()

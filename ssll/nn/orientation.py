@@ -144,8 +144,8 @@ def search_orientation(model: LoadedModel, image: Array, fov: Array, *, margin: 
     Only the stored orientation's outputs and those of the best other candidate so far are held (two
     volumes' segmentation scores and fused features, about 0.14 GB on the model's device for a 192x192x80 grid),
     as the choice is always one of the two. The landmark head runs once, for the chosen orientation (on 2 CPU
-    cores it is about a fifth of a forward pass, and its output the largest array of one). Arguments as :func:`orientation_scores`; ``margin`` as
-    :func:`choose_orientation`.
+    cores it is about a fifth of a forward pass, and its output the largest array of one). Arguments as
+    :func:`orientation_scores`; ``margin`` as :func:`choose_orientation`.
     """
     from ssll.nn.infer import landmark_logits  # infer imports this module
 
